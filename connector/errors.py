@@ -1,0 +1,47 @@
+"""Every error the connector raises on purpose.
+
+ConnectorError
+├── ConfigError            bad or missing configuration; the message names the variable to fix
+├── MalformedFrame         a Kite WebSocket message that cannot be decoded (carries the raw bytes)
+├── SerializationError     a record that does not fit its Avro schema, or bytes that are not ours
+├── AuthError              Kite refused the api_key / access_token (HTTP 403), or the login failed
+└── SinkError              Kafka refused or could not take a record
+"""
+
+from __future__ import annotations
+
+__all__ = ["AuthError", "ConfigError", "ConnectorError", "MalformedFrame", "SerializationError", "SinkError"]
+
+
+class ConnectorError(Exception):
+    """Base class of the connector's own errors."""
+
+
+class ConfigError(ConnectorError):
+    """Configuration that cannot work; the message says what to change."""
+
+
+class MalformedFrame(ConnectorError):
+    """A WebSocket message from Kite that the codec cannot decode.
+
+    ``raw`` holds the bytes as received, so the frame can be dead-lettered and replayed later.
+    """
+
+    def __init__(self, reason: str, raw: bytes, offset: int | None = None) -> None:
+        where = f" at byte {offset}" if offset is not None else ""
+        super().__init__(f"{reason}{where} ({len(raw)} bytes)")
+        self.reason = reason
+        self.raw = raw
+        self.offset = offset
+
+
+class SerializationError(ConnectorError):
+    """A record could not be written with, or bytes could not be read by, an Avro schema."""
+
+
+class AuthError(ConnectorError):
+    """Kite rejected the credentials; a new access token is needed (run `kite-connector login`)."""
+
+
+class SinkError(ConnectorError):
+    """Kafka could not take or acknowledge a record."""

@@ -1,0 +1,50 @@
+"""Kite Connect ticker protocol: pure functions over bytes and text, no I/O.
+
+Server → client: :func:`parse_binary` (tick packets) and :func:`parse_text` (order updates, errors,
+messages). Client → server: :func:`subscribe_message`, :func:`unsubscribe_message`, :func:`mode_message`
+and their inverse :func:`parse_client_message`. The encoders (:func:`encode_message`, :func:`encode_text`)
+produce what Kite would send, for the simulator and tests. See ``docs/protocol.md`` for the byte layout.
+"""
+
+from connector.kite._binary import encode_message, encode_packet, parse_binary
+from connector.kite._client import (
+    MAX_TOKENS_PER_CONNECTION,
+    ClientRequest,
+    mode_message,
+    parse_client_message,
+    subscribe_message,
+    unsubscribe_message,
+)
+from connector.kite._records import (
+    EXCHANGES,
+    DepthLevel,
+    KiteError,
+    KiteMessage,
+    Mode,
+    OrderUpdate,
+    Tick,
+    price_divisor,
+)
+from connector.kite._text import encode_text, parse_text
+
+__all__ = [
+    "EXCHANGES",
+    "MAX_TOKENS_PER_CONNECTION",
+    "ClientRequest",
+    "DepthLevel",
+    "KiteError",
+    "KiteMessage",
+    "Mode",
+    "OrderUpdate",
+    "Tick",
+    "encode_message",
+    "encode_packet",
+    "encode_text",
+    "mode_message",
+    "parse_binary",
+    "parse_client_message",
+    "parse_text",
+    "price_divisor",
+    "subscribe_message",
+    "unsubscribe_message",
+]

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Build, from package registries only (Debian + Maven Central), the images that the tests and
+# docker-compose need, for machines that cannot pull from a container registry.
+#
+#   KITE_BASE_IMAGE     Debian base with python3/venv/pip (FROM of the project's Dockerfile)
+#   KITE_KAFKA_IMAGE    Apache Kafka (KRaft) honouring the apache/kafka KAFKA_* environment convention
+#
+# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds).
+# Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
+# settings.xml that names an internal Maven mirror (e.g. MAVEN_ARGS="-s /path/settings.xml").
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+KITE_BASE_IMAGE="${KITE_BASE_IMAGE:-kite-kafka/python-base:bookworm}"
+KITE_KAFKA_IMAGE="${KITE_KAFKA_IMAGE:-kite-kafka/kafka:4.1.1}"
+KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
+LOG4J_VERSION="${LOG4J_VERSION:-2.24.3}"
+SUITE="${DEBIAN_SUITE:-bookworm}"
+CACHE="${KITE_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kite-kafka-images}"
+export DOCKER_BUILDKIT=0
+
+say() { printf '[build-local-images] %s\n' "$*"; }
+
+image_exists() { [ "${FORCE:-0}" != 1 ] && docker image inspect "$1" >/dev/null 2>&1; }
+
+debian_mirror() {
+  # The machine's own apt source, so no host name is written into the repo.
+  if [ -n "${DEBIAN_MIRROR:-}" ]; then echo "$DEBIAN_MIRROR"; return; fi
+  local uri
+  uri=$(grep -h -m1 -E '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 | awk '{print $2}')
+  [ -n "$uri" ] || uri=$(grep -h -m1 -E '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}')
+  [ -n "$uri" ] || { echo "no Debian mirror found: set DEBIAN_MIRROR" >&2; exit 1; }
+  echo "$uri"
+}
+
+# $1 image name, $2 extra packages (comma separated)
+debootstrap_image() {
+  local name="$1" include="$2" root
+  root="$(mktemp -d)"
+  say "debootstrap $SUITE ($include) -> $name"
+  debootstrap --variant=minbase --include="$include" "$SUITE" "$root" "$(debian_mirror)" >"$root.log" 2>&1 \
+    || { tail -n 30 "$root.log" >&2; exit 1; }
+  rm -f "$root.log"
+  # The host's trust store, so pip/apt inside builds work behind a TLS-intercepting proxy too.
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  tar -C "$root" -c . | docker import \
+    -c 'ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    -c 'CMD ["/bin/bash"]' - "$name" >/dev/null
+  rm -rf "$root"
+}
+
+build_python_base() {
+  if image_exists "$KITE_BASE_IMAGE"; then say "exists: $KITE_BASE_IMAGE"; return; fi
+  local t0=$SECONDS
+  debootstrap_image "$KITE_BASE_IMAGE" "python3,python3-venv,python3-pip,ca-certificates"
+  say "built $KITE_BASE_IMAGE in $((SECONDS - t0)) s"
+}
+
+kafka_jars() {
+  local libs="$CACHE/kafka-$KAFKA_VERSION/libs"
+  if [ -d "$libs" ] && [ -n "$(ls -A "$libs")" ]; then echo "$libs"; return; fi
+  local work
+  work="$(mktemp -d)"
+  sed -e "s/@KAFKA_VERSION@/$KAFKA_VERSION/g" -e "s/@LOG4J_VERSION@/$LOG4J_VERSION/g" \
+    "$here/kafka/pom.xml.in" >"$work/pom.xml"
+  say "resolving Apache Kafka $KAFKA_VERSION from Maven Central" >&2
+  # shellcheck disable=SC2086
+  mvn -q -B -Dstyle.color=never ${MAVEN_ARGS:-} -f "$work/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$work/libs" -DincludeScope=runtime >&2
+  mkdir -p "$(dirname "$libs")"
+  mv "$work/libs" "$libs"
+  rm -rf "$work"
+  echo "$libs"
+}
+
+build_kafka() {
+  if image_exists "$KITE_KAFKA_IMAGE"; then say "exists: $KITE_KAFKA_IMAGE"; return; fi
+  local t0=$SECONDS jre="kite-kafka/jre-base:$SUITE" libs ctx
+  if ! image_exists "$jre"; then
+    debootstrap_image "$jre" "openjdk-17-jre-headless,ca-certificates"
+  fi
+  libs="$(kafka_jars)"
+  ctx="$(mktemp -d)"
+  cp -r "$libs" "$ctx/libs"
+  cp "$here/kafka/Dockerfile" "$here/kafka/entrypoint.sh" "$here/kafka/log4j2.properties" "$ctx/"
+  cp -r "$here/kafka/bin" "$ctx/bin"
+  docker build -q --build-arg "BASE=$jre" -t "$KITE_KAFKA_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  say "built $KITE_KAFKA_IMAGE in $((SECONDS - t0)) s"
+}
+
+command -v docker >/dev/null || { echo "docker is not installed" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
+build_python_base &
+base_pid=$!
+build_kafka
+wait "$base_pid"
+say "ready: KITE_BASE_IMAGE=$KITE_BASE_IMAGE KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE"

@@ -1,0 +1,27 @@
+#!/bin/bash
+# Follows the apache/kafka image convention: every KAFKA_* variable becomes a server property
+# (KAFKA_ stripped, lower case, '_' -> '.', '__' -> '_', '___' -> '-'); CLUSTER_ID names the cluster.
+set -euo pipefail
+
+props=/opt/kafka/config/server.properties
+: > "$props"
+skip='^KAFKA_(HEAP_OPTS|OPTS|JVM_PERFORMANCE_OPTS|LOG4J_OPTS|TOOL_OPTS|VERSION)$'
+while IFS='=' read -r name value; do
+  [[ "$name" =~ ^KAFKA_ ]] || continue
+  [[ "$name" =~ $skip ]] && continue
+  key="${name#KAFKA_}"
+  key="${key,,}"
+  key="${key//___/-}"
+  key="${key//__/@}"
+  key="${key//_/.}"
+  key="${key//@/_}"
+  printf '%s=%s\n' "$key" "$value" >> "$props"
+done < <(env)
+grep -q '^log.dirs=' "$props" || echo "log.dirs=/var/lib/kafka/data" >> "$props"
+
+cluster_id="${CLUSTER_ID:-5L6g3nShT-eMCtK--X86sw}"
+java_opts=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} ${KAFKA_OPTS:-} -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties)
+# Format once; a restarted container with its data volume keeps its storage.
+java "${java_opts[@]}" -cp '/opt/kafka/libs/*' kafka.tools.StorageTool format \
+  -t "$cluster_id" -c "$props" --ignore-formatted >/dev/null
+exec java "${java_opts[@]}" -XX:+UseG1GC -cp '/opt/kafka/libs/*' kafka.Kafka "$props"

@@ -1,0 +1,69 @@
+# Shared set-up steps, sourced by scripts/test.sh, scripts/run.sh and .ci/run.
+# Each step installs or starts only what is missing and prints how long it took.
+
+KITE_OFFICIAL_KAFKA_IMAGE="apache/kafka:4.1.1"
+KITE_OFFICIAL_BASE_IMAGE="python:3.11-slim"
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+step() { # step NAME COMMAND... : run, then print the time it took
+  local name="$1" t0=$SECONDS
+  shift
+  printf '==> %s\n' "$name"
+  "$@"
+  printf '==> %s: %d s\n' "$name" $((SECONDS - t0))
+}
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() { # apt_install PACKAGE... : only those not installed yet
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+ensure_docker() {
+  if ! command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+    apt_install docker.io
+  fi
+  if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    apt_install docker-compose
+  fi
+  docker info >/dev/null 2>&1 && return 0
+  echo "starting dockerd"
+  as_root sh -c 'nohup dockerd >/var/log/kite-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "dockerd did not start; see /var/log/kite-dockerd.log" >&2
+  return 1
+}
+
+# Official images where a registry answers; otherwise images built here from Debian + Maven Central.
+ensure_images() {
+  if [ -n "${KITE_KAFKA_IMAGE:-}" ] && [ -n "${KITE_BASE_IMAGE:-}" ]; then
+    echo "using KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE KITE_BASE_IMAGE=$KITE_BASE_IMAGE"
+  elif docker image inspect "$KITE_OFFICIAL_KAFKA_IMAGE" >/dev/null 2>&1 \
+    || timeout 300 docker pull -q "$KITE_OFFICIAL_KAFKA_IMAGE" >/dev/null 2>&1; then
+    timeout 300 docker pull -q "$KITE_OFFICIAL_BASE_IMAGE" >/dev/null 2>&1 || true
+    export KITE_KAFKA_IMAGE="$KITE_OFFICIAL_KAFKA_IMAGE" KITE_BASE_IMAGE="$KITE_OFFICIAL_BASE_IMAGE"
+  else
+    echo "no container registry answers: building images from package registries"
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    command -v mvn >/dev/null 2>&1 || apt_install maven openjdk-17-jdk-headless
+    export KITE_KAFKA_IMAGE="kite-kafka/kafka:4.1.1" KITE_BASE_IMAGE="kite-kafka/python-base:bookworm"
+    bash "$repo_root/docker/build-local-images.sh" 2>&1 | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
+  fi
+}
+
+# A virtual environment with the project and its test extras; FRESH_VENV=1 makes it anew.
+ensure_venv() {
+  local venv="${KITE_VENV:-$repo_root/.venv}"
+  if [ "${FRESH_VENV:-0}" = 1 ]; then rm -rf "$venv"; fi
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv" || { apt_install python3-venv && python3 -m venv "$venv"; }
+  fi
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$venv/bin/python" -m pip install -q -e "$repo_root[test]"
+  export PATH="$venv/bin:$PATH"
+}

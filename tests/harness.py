@@ -1,0 +1,114 @@
+"""Real services for tests and benchmarks: a single-node KRaft Kafka in a container (testcontainers).
+
+Import this module before anything imports testcontainers: it sets the variables testcontainers reads at
+import time so that, on machines where ``/.dockerenv`` exists or the default route is not local, the
+container is reached on 127.0.0.1. Ports are published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+
+DEFAULT_KAFKA_IMAGE = "apache/kafka:4.1.1"
+RYUK_IMAGE = os.environ.get("RYUK_CONTAINER_IMAGE", "testcontainers/ryuk:0.8.1")
+
+
+def _disable_ryuk_without_image() -> None:
+    """Ryuk needs its own image; where it cannot be pulled, containers are removed by the fixture."""
+    if "TESTCONTAINERS_RYUK_DISABLED" in os.environ:
+        return
+    import docker  # testcontainers' own dependency
+    from docker.client import DockerClient
+
+    try:
+        DockerClient.from_env().images.get(RYUK_IMAGE)
+    except docker.errors.ImageNotFound:
+        os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+    except docker.errors.DockerException:
+        pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def kafka_environment(advertised: str) -> dict[str, str]:
+    """The apache/kafka image convention: each KAFKA_* variable becomes a server property."""
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://{advertised}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_LOG_DIRS": "/tmp/kraft-combined-logs",
+        "CLUSTER_ID": "4L6g3nShT-eMCtK--X86sw",
+    }
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 120.0) -> None:
+    """Until the broker answers a metadata request and can create a topic (the controller is up)."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    probe = f"_ready-{uuid.uuid4().hex[:8]}"
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=2)
+            admin.create_topics([NewTopic(probe, 1, 1)])[probe].result(timeout=5)
+            admin.delete_topics([probe])[probe].result(timeout=5)
+            return
+        except Exception as exc:  # not up yet: any client error means try again
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"Kafka at {bootstrap} not ready after {timeout:.0f} s: {last}")
+
+
+@contextlib.contextmanager
+def kafka_broker() -> Iterator[tuple[str, str | None]]:
+    """Yields (bootstrap servers, container id or None when KAFKA_BOOTSTRAP_SERVERS names a broker)."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        wait_for_broker(external)
+        yield external, None
+        return
+    _disable_ryuk_without_image()
+    from testcontainers.core.container import DockerContainer
+
+    image = os.environ.get("KITE_KAFKA_IMAGE", DEFAULT_KAFKA_IMAGE)
+    port = free_port()  # the advertised port must be the one the client dials, so it is chosen first
+    bootstrap = f"127.0.0.1:{port}"
+    container = DockerContainer(image).with_envs(**kafka_environment(bootstrap))
+    # Loopback only: with_bind_ports binds every interface; docker-py takes a (host ip, port) tuple.
+    container.ports["9092/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
+    container.with_kwargs(labels={"org.kite-kafka.test": "kafka"})
+    started = time.monotonic()
+    container.start()
+    try:
+        wait_for_broker(bootstrap)
+        print(f"\n[harness] Kafka {image} up at {bootstrap} in {time.monotonic() - started:.1f} s")
+        yield bootstrap, container.get_wrapped_container().id
+    finally:
+        container.stop()
