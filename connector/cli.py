@@ -6,12 +6,15 @@ import argparse
 import base64
 import binascii
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from connector import kite
+from connector.config import SIMULATOR_SETTINGS, Setting, add_arguments, resolve
 from connector.errors import ConnectorError, MalformedFrame
+from connector.logs import setup_logging
 
 __all__ = ["main"]
 
@@ -59,18 +62,68 @@ def _cmd_decode(_: argparse.Namespace) -> int:
     return 1 if decode_stream(sys.stdin, sys.stdout, sys.stderr) else 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from connector.instruments import read_instruments
+    from connector.simulator import Simulator, SimulatorConfig, bundled_instruments, synthetic_instruments
+
+    v = resolve(SIMULATOR_SETTINGS, args)
+    instruments = (
+        read_instruments(v["SIM_INSTRUMENTS_FILE"]) if v["SIM_INSTRUMENTS_FILE"] else bundled_instruments()
+    )
+    instruments += synthetic_instruments(v["SIM_SYNTHETIC_INSTRUMENTS"])
+    config = SimulatorConfig(
+        api_key=v["KITE_API_KEY"], access_token=v["KITE_ACCESS_TOKEN"], api_secret=v["KITE_API_SECRET"],
+        host=v["SIM_HOST"], port=v["SIM_PORT"], rate=v["SIM_RATE"], max_rate=v["SIM_MAX_RATE"],
+        packets_per_message=v["SIM_PACKETS_PER_MESSAGE"], order_rate=v["SIM_ORDER_RATE"],
+        drop_every=v["SIM_DROP_EVERY"], malformed_probability=v["SIM_MALFORMED_PROBABILITY"],
+        stall_every=v["SIM_STALL_EVERY"], stall_seconds=v["SIM_STALL_SECONDS"], seed=v["SIM_SEED"],
+        sent_log=v["SIM_SENT_LOG"],
+    )  # fmt: skip
+    simulator = Simulator(config, instruments)
+    try:
+        asyncio.run(simulator.serve())
+    finally:
+        simulator.close()
+    return 0
+
+
+def _subcommand(
+    sub: Any,
+    name: str,
+    help: str,
+    func: Callable[[argparse.Namespace], int],
+    settings: Iterable[Setting] = (),
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    add_arguments(parser, settings)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kite-connector", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    decode = sub.add_parser(
-        "decode", help="decode base64 WebSocket messages (one per line) from stdin to JSON"
+    parser.add_argument(
+        "--log-level", default=None, metavar="LOG_LEVEL", help="DEBUG, INFO, WARNING [env LOG_LEVEL]"
     )
-    decode.set_defaults(func=_cmd_decode)
+    parser.add_argument(
+        "--log-format", default=None, metavar="LOG_FORMAT", help="json or text [env LOG_FORMAT]"
+    )
+    _subcommand(
+        sub, "decode", "decode base64 WebSocket messages (one per line) from stdin to JSON", _cmd_decode
+    )
+    _subcommand(
+        sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SIMULATOR_SETTINGS
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level or os.environ.get("LOG_LEVEL", "INFO"),
+                  args.log_format or os.environ.get("LOG_FORMAT", "json"))  # fmt: skip
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -25,8 +25,9 @@ def _disable_ryuk_without_image() -> None:
     """Ryuk needs its own image; where it cannot be pulled, containers are removed by the fixture."""
     if "TESTCONTAINERS_RYUK_DISABLED" in os.environ:
         return
-    import docker  # testcontainers' own dependency
     from docker.client import DockerClient
+
+    import docker  # testcontainers' own dependency
 
     try:
         DockerClient.from_env().images.get(RYUK_IMAGE)

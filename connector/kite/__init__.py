@@ -17,18 +17,21 @@ from connector.kite._client import (
 )
 from connector.kite._records import (
     EXCHANGES,
+    INDICES_SEGMENT,
     DepthLevel,
     KiteError,
     KiteMessage,
     Mode,
     OrderUpdate,
     Tick,
+    pack_depth,
     price_divisor,
 )
 from connector.kite._text import encode_text, parse_text
 
 __all__ = [
     "EXCHANGES",
+    "INDICES_SEGMENT",
     "MAX_TOKENS_PER_CONNECTION",
     "ClientRequest",
     "DepthLevel",
@@ -41,6 +44,7 @@ __all__ = [
     "encode_packet",
     "encode_text",
     "mode_message",
+    "pack_depth",
     "parse_binary",
     "parse_client_message",
     "parse_text",

@@ -6,12 +6,11 @@ import struct
 from collections.abc import Callable, Iterable
 
 from connector.errors import MalformedFrame
-from connector.kite._records import _DIVISORS, INDICES_SEGMENT, DepthLevel, Mode, Tick
+from connector.kite._records import _DIVISORS, DEPTH_LEVELS, INDICES_SEGMENT, Mode, Tick
 
 __all__ = ["encode_message", "encode_packet", "parse_binary"]
 
 LTP_LENGTH, INDEX_QUOTE_LENGTH, INDEX_FULL_LENGTH, QUOTE_LENGTH, FULL_LENGTH = 8, 28, 32, 44, 184
-DEPTH_LEVELS = 5
 
 # Both official clients read every field as unsigned 32-bit, depth order counts as unsigned 16-bit.
 _LTP = struct.Struct(">2I")
@@ -22,11 +21,12 @@ _FULL = struct.Struct(">16I" + "IIH2x" * 2 * DEPTH_LEVELS)
 _U16 = struct.Struct(">H")
 
 _tuple_new = tuple.__new__  # builds NamedTuples without their argument parsing: this is the hot path
+_LTP_MODE, _QUOTE_MODE, _FULL_MODE = Mode.LTP, Mode.QUOTE, Mode.FULL  # enum attribute look-ups are slow
 
 
 def _decode_ltp(data: bytes, off: int) -> Tick:
     token, ltp = _LTP.unpack_from(data, off)
-    return Tick(token, Mode.LTP, token & 0xFF != INDICES_SEGMENT, ltp / _DIVISORS[token & 0xFF])
+    return Tick(token, _LTP_MODE, token & 0xFF != INDICES_SEGMENT, ltp / _DIVISORS[token & 0xFF])
 
 
 def _decode_index(data: bytes, off: int, full: bool) -> Tick:
@@ -40,9 +40,9 @@ def _decode_index(data: bytes, off: int, full: bool) -> Tick:
     last, closed = ltp / d, close / d
     pct = (last - closed) * 100 / closed if closed != 0 else 0
     return _tuple_new(Tick, (
-        token, Mode.FULL if full else Mode.QUOTE, token & 0xFF != INDICES_SEGMENT, last,
+        token, _FULL_MODE if full else _QUOTE_MODE, token & 0xFF != INDICES_SEGMENT, last,
         None, None, None, None, None, opn / d, high / d, low / d, closed, last - closed, pct,
-        None, None, None, None, ts_ms, None, None,
+        None, None, None, None, ts_ms, None,
     ))  # fmt: skip
 
 
@@ -52,9 +52,9 @@ def _decode_quote(data: bytes, off: int) -> Tick:
     last, closed = ltp / d, close / d
     pct = (last - closed) * 100 / closed if closed != 0 else 0
     return _tuple_new(Tick, (
-        token, Mode.QUOTE, token & 0xFF != INDICES_SEGMENT, last, ltq, atp / d, vol, tbq, tsq,
+        token, _QUOTE_MODE, token & 0xFF != INDICES_SEGMENT, last, ltq, atp / d, vol, tbq, tsq,
         opn / d, high / d, low / d, closed, last - closed, pct,
-        None, None, None, None, None, None, None,
+        None, None, None, None, None, None,
     ))  # fmt: skip
 
 
@@ -64,25 +64,11 @@ def _decode_full(data: bytes, off: int) -> Tick:
     d = _DIVISORS[token & 0xFF]
     last, closed = v[1] / d, v[10] / d
     pct = (last - closed) * 100 / closed if closed != 0 else 0
-    new = _tuple_new
-    return new(Tick, (
-        token, Mode.FULL, token & 0xFF != INDICES_SEGMENT, last, v[2], v[3] / d, v[4], v[5], v[6],
+    return _tuple_new(Tick, (
+        token, _FULL_MODE, token & 0xFF != INDICES_SEGMENT, last, v[2], v[3] / d, v[4], v[5], v[6],
         v[7] / d, v[8] / d, v[9] / d, closed, last - closed, pct,
         v[11] * 1000, v[12], v[13], v[14], v[15] * 1000,
-        (
-            new(DepthLevel, (v[16], v[17] / d, v[18])),
-            new(DepthLevel, (v[19], v[20] / d, v[21])),
-            new(DepthLevel, (v[22], v[23] / d, v[24])),
-            new(DepthLevel, (v[25], v[26] / d, v[27])),
-            new(DepthLevel, (v[28], v[29] / d, v[30])),
-        ),
-        (
-            new(DepthLevel, (v[31], v[32] / d, v[33])),
-            new(DepthLevel, (v[34], v[35] / d, v[36])),
-            new(DepthLevel, (v[37], v[38] / d, v[39])),
-            new(DepthLevel, (v[40], v[41] / d, v[42])),
-            new(DepthLevel, (v[43], v[44] / d, v[45])),
-        ),
+        v[16:],
     ))  # fmt: skip
 
 
@@ -163,11 +149,7 @@ def encode_packet(tick: Tick) -> bytes:
     )
     if tick.mode == Mode.QUOTE:
         return _QUOTE.pack(*quote)
-    depth: list[int] = []
-    for levels in (tick.depth_buy or (), tick.depth_sell or ()):
-        padded = list(levels)[:DEPTH_LEVELS] + [DepthLevel(0, 0.0, 0)] * (DEPTH_LEVELS - len(levels))
-        for lvl in padded:
-            depth += (lvl.quantity, _scaled(lvl.price, d), lvl.orders)
+    depth = tick.depth or (0,) * (6 * DEPTH_LEVELS)
     return _FULL.pack(
         *quote,
         _ms_to_s(tick.last_trade_time_ms),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -16,6 +17,7 @@ __all__ = [
     "Mode",
     "OrderUpdate",
     "Tick",
+    "pack_depth",
     "price_divisor",
 ]
 
@@ -33,6 +35,7 @@ EXCHANGES: dict[int, str] = {
     12: "NCO",
 }
 INDICES_SEGMENT = 9
+DEPTH_LEVELS = 5
 _DIVISORS: tuple[float, ...] = tuple(1e7 if s == 3 else 1e4 if s in (6, 12) else 100.0 for s in range(256))
 
 
@@ -65,6 +68,10 @@ class Tick(NamedTuple):
     Prices are rupees (the packet's integer divided by :attr:`divisor`); ``net_change`` is the absolute
     change from the previous close (what Kite's JSON and the Go client report), ``change_percent`` the
     percent change (what the official Python client calls ``change``). Times are UTC epoch milliseconds.
+
+    ``depth`` is the order book as the packet carries it, 5 buy then 5 sell levels of (quantity, price
+    as an integer of the divisor, orders): building level objects for every tick costs more than most
+    consumers need, so :attr:`depth_buy` / :attr:`depth_sell` give them in rupees on demand.
     """
 
     instrument_token: int
@@ -87,8 +94,24 @@ class Tick(NamedTuple):
     oi_day_high: int | None = None
     oi_day_low: int | None = None
     exchange_timestamp_ms: int | None = None
-    depth_buy: tuple[DepthLevel, ...] | None = None
-    depth_sell: tuple[DepthLevel, ...] | None = None
+    depth: tuple[int, ...] | None = None
+
+    @property
+    def depth_buy(self) -> tuple[DepthLevel, ...] | None:
+        """The five best bids, best first (full mode only)."""
+        return self._levels(0)
+
+    @property
+    def depth_sell(self) -> tuple[DepthLevel, ...] | None:
+        """The five best offers, best first (full mode only)."""
+        return self._levels(15)
+
+    def _levels(self, start: int) -> tuple[DepthLevel, ...] | None:
+        raw = self.depth
+        if raw is None:
+            return None
+        d = _DIVISORS[self.instrument_token & 0xFF]
+        return tuple(DepthLevel(raw[i], raw[i + 1] / d, raw[i + 2]) for i in range(start, start + 15, 3))
 
     @property
     def segment(self) -> int:
@@ -152,15 +175,27 @@ class Tick(NamedTuple):
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: every field, ISO-8601 UTC times, plus exchange and segment."""
         d: dict[str, Any] = {k: v for k, v in self._asdict().items() if v is not None}
+        d.pop("depth", None)
+        if self.depth is not None:
+            d["depth_buy"] = [lvl._asdict() for lvl in self.depth_buy or ()]
+            d["depth_sell"] = [lvl._asdict() for lvl in self.depth_sell or ()]
         d["mode"] = str(self.mode)
         d["exchange"] = self.exchange
         for key in ("exchange_timestamp_ms", "last_trade_time_ms"):
             if key in d:
                 d[key.removesuffix("_ms")] = _iso(d.pop(key))
-        for key in ("depth_buy", "depth_sell"):
-            if key in d:
-                d[key] = [lvl._asdict() for lvl in d[key]]
         return d
+
+
+def pack_depth(buy: Iterable[DepthLevel], sell: Iterable[DepthLevel], divisor: float) -> tuple[int, ...]:
+    """The raw form of :attr:`Tick.depth` for up to five levels a side (missing levels are zero)."""
+    raw: list[int] = []
+    for side in (list(buy), list(sell)):
+        if len(side) > DEPTH_LEVELS:
+            raise ValueError(f"a packet carries {DEPTH_LEVELS} depth levels a side, not {len(side)}")
+        for lvl in side + [DepthLevel(0, 0.0, 0)] * (DEPTH_LEVELS - len(side)):
+            raw += (lvl.quantity, round(lvl.price * divisor), lvl.orders)
+    return tuple(raw)
 
 
 def _iso(ms: int) -> str:

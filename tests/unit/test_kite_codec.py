@@ -80,7 +80,7 @@ def test_real_quote_packet_decodes_to_its_expected_values() -> None:
     _assert_matches_fixture(tick, expected)
     # The fixture's "change" (5.90) is the full packet's; this packet's last - close is 1573.15 - 1567.8.
     assert tick.net_change == pytest.approx(1573.15 - 1567.8)
-    assert tick.depth_buy is None and tick.exchange_timestamp_ms is None
+    assert tick.depth is None and tick.depth_buy is None and tick.exchange_timestamp_ms is None
 
 
 def test_real_packets_encode_back_to_the_same_bytes() -> None:

@@ -1,0 +1,151 @@
+"""Serializers (record → framed Avro bytes) and the reader (framed bytes → schema name + values)."""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import fastavro
+
+from connector.errors import ConfigError, SerializationError
+from connector.kite import OrderUpdate, Tick
+from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single_object_frame, split_frame
+from connector.serde._records import DeadLetter, dead_letter_dict, order_update_dict
+from connector.serde._schemas import AvroSchema, load_schema, parse_schema_text, schema_dir
+from connector.serde._tick import encode_tick
+
+__all__ = ["FRAMINGS", "AvroReader", "Serializer", "Serializers", "build_serializers", "fastavro_encoder"]
+
+FRAMINGS = ("single-object", "confluent")
+R = TypeVar("R")
+
+
+def fastavro_encoder(
+    schema: AvroSchema, to_dict: Callable[[R, int], dict[str, Any]]
+) -> Callable[[R, int], bytes]:
+    """The generic encoder: the record as a dict, written by fastavro's ``schemaless_writer``."""
+
+    def encode(record: R, received_at_ms: int) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, schema.parsed, to_dict(record, received_at_ms))
+        return buf.getvalue()
+
+    return encode
+
+
+@dataclass(slots=True)
+class Serializer(Generic[R]):
+    """Turns one kind of record into framed Avro bytes; ``headers`` go on every Kafka record."""
+
+    schema: AvroSchema
+    encode: Callable[[R, int], bytes]
+    prefix: bytes
+    headers: list[tuple[str, bytes]]
+
+    def __call__(self, record: R, received_at_ms: int) -> bytes:
+        try:
+            return self.prefix + self.encode(record, received_at_ms)
+        except (ValueError, TypeError, OverflowError, struct.error) as exc:
+            raise SerializationError(
+                f"{self.schema.name}: cannot write {type(record).__name__}: {exc}"
+            ) from exc
+
+
+@dataclass(slots=True)
+class Serializers:
+    tick: Serializer[Tick]
+    order_update: Serializer[OrderUpdate]
+    dead_letter: Serializer[DeadLetter]
+
+
+def _registry(url: str) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient.new_client({"url": url})
+
+
+def build_serializers(
+    framing: str = "single-object",
+    registry_url: str | None = None,
+    topics: dict[str, str] | None = None,
+    registry_client: Any = None,
+) -> Serializers:
+    """Serializers for the three record kinds.
+
+    ``single-object`` needs no registry: each message starts with ``C3 01`` and the schema's fingerprint
+    (also sent as the ``avro.fingerprint`` header). ``confluent`` registers each schema under
+    ``<topic>-value`` (TopicNameStrategy) at start-up and prefixes messages with its id;
+    ``registry_client`` (a ``SchemaRegistryClient``) is used instead of one built from the URL.
+    """
+    if framing not in FRAMINGS:
+        raise ConfigError(f"KAFKA_FRAMING must be one of {', '.join(FRAMINGS)}, not {framing!r}")
+    encoders: dict[str, Callable[[Any, int], bytes]] = {
+        "tick": encode_tick,
+        "order_update": fastavro_encoder(load_schema("order_update"), order_update_dict),
+        "dead_letter": fastavro_encoder(load_schema("dead_letter"), dead_letter_dict),
+    }
+    registry = registry_client
+    if framing == "confluent" and registry is None:
+        if not registry_url:
+            raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
+        registry = _registry(registry_url)
+    built: dict[str, Serializer[Any]] = {}
+    for kind, encode in encoders.items():
+        schema = load_schema(kind)
+        if framing == "single-object":
+            built[kind] = Serializer(schema, encode, single_object_frame(schema.fingerprint),
+                                     [(FINGERPRINT_HEADER, schema.fingerprint)])  # fmt: skip
+            continue
+        from confluent_kafka.schema_registry import Schema
+
+        subject = f"{(topics or {}).get(kind, kind)}-value"
+        schema_id = registry.register_schema(subject, Schema(schema.text, "AVRO"))
+        built[kind] = Serializer(schema, encode, confluent_frame(schema_id), [])
+    return Serializers(built["tick"], built["order_update"], built["dead_letter"])
+
+
+class AvroReader:
+    """Reads what the connector wrote: detects the framing, finds the writer's schema, decodes.
+
+    Writer schemas are known by fingerprint (current and ``schemas/history``) or fetched from the
+    registry by id; values are resolved to the current schema of the same record, so old data reads too.
+    """
+
+    def __init__(self, registry_url: str | None = None, registry_client: Any = None) -> None:
+        self._current = {load_schema(k).name: load_schema(k) for k in ("tick", "order_update", "dead_letter")}
+        self._by_fingerprint: dict[bytes, AvroSchema] = {s.fingerprint: s for s in self._current.values()}
+        for path in sorted((schema_dir() / "history").glob("*.avsc")):
+            old = parse_schema_text(path.read_text())
+            self._by_fingerprint.setdefault(old.fingerprint, old)
+        self._by_id: dict[int, AvroSchema] = {}
+        self._registry = registry_client or (_registry(registry_url) if registry_url else None)
+
+    def _writer(self, ref: bytes | int) -> AvroSchema:
+        if isinstance(ref, bytes):
+            found = self._by_fingerprint.get(ref)
+            if found is None:
+                raise SerializationError(
+                    f"unknown schema fingerprint {ref.hex()}: written by a newer connector?"
+                )
+            return found
+        if ref not in self._by_id:
+            if self._registry is None:
+                raise SerializationError(f"schema id {ref} needs a registry: set SCHEMA_REGISTRY_URL")
+            self._by_id[ref] = parse_schema_text(self._registry.get_schema(ref).schema_str)
+        return self._by_id[ref]
+
+    def read(self, data: bytes) -> tuple[str, dict[str, Any]]:
+        """(record name, values) of one Kafka message value."""
+        frame = split_frame(data)
+        writer = self._writer(frame.schema_ref)
+        reader = self._current.get(writer.name, writer)
+        try:
+            value = fastavro.schemaless_reader(io.BytesIO(frame.body), writer.parsed, reader.parsed)
+        except (ValueError, TypeError, EOFError, IndexError, struct.error) as exc:
+            raise SerializationError(f"{writer.name}: body does not decode: {exc}") from exc
+        if not isinstance(value, dict):
+            raise SerializationError(f"{writer.name}: decoded to {type(value).__name__}, not a record")
+        return writer.name.rsplit(".", 1)[-1], value

@@ -1,0 +1,182 @@
+"""A deterministic market: random-walk ticks and order lifecycles, no I/O (the server drives it)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+
+from connector.instruments import Instrument, read_instruments
+from connector.kite import INDICES_SEGMENT, Mode, OrderUpdate, Tick, price_divisor
+
+__all__ = ["Market", "bundled_instruments", "synthetic_instruments"]
+
+# Segment codes for synthetic instruments, so every packet layout and price divisor is exercised.
+_SYNTHETIC_SEGMENTS = (
+    ("NSE", 1, 0.05),
+    ("NFO", 2, 0.05),
+    ("CDS", 3, 0.0025),
+    ("BSE", 4, 0.01),
+    ("MCX", 7, 1.0),
+)
+
+
+def bundled_instruments() -> list[Instrument]:
+    """Real instruments from Kite's dump (NSE, BSE, NFO) shipped with the simulator."""
+    with resources.as_file(resources.files(__package__) / "instruments.csv") as path:
+        return read_instruments(path)
+
+
+def synthetic_instruments(count: int) -> list[Instrument]:
+    """``count`` made-up instruments over several segments, plus two indices, for load tests."""
+    out = [
+        Instrument(256265, "NIFTY 50", "NSE", "INDICES", "EQ", 0.05, 1, 24000.0),
+        Instrument(265, "SENSEX", "BSE", "INDICES", "EQ", 0.01, 1, 80000.0),
+    ]
+    for i in range(count):
+        exchange, seg, tick_size = _SYNTHETIC_SEGMENTS[i % len(_SYNTHETIC_SEGMENTS)]
+        token = (0x200000 + i) << 8 | seg
+        out.append(Instrument(token, f"SIM{i:05d}", exchange, exchange, "EQ", tick_size, 1, 0.0))
+    return out
+
+
+@dataclass(slots=True)
+class _State:
+    instrument: Instrument
+    price: float
+    close: float
+    open: float
+    high: float
+    low: float
+    volume: int = 0
+    oi: int = 0
+
+
+@dataclass(slots=True)
+class _Order:
+    update: OrderUpdate
+    final_status: str
+    due: float
+
+
+@dataclass
+class Market:
+    """Prices that walk on each instrument's tick size; the same seed gives the same ticks."""
+
+    instruments: list[Instrument]
+    seed: int = 0
+    rng: random.Random = field(init=False)
+    states: dict[int, _State] = field(init=False)
+    _orders: list[_Order] = field(init=False, default_factory=list)
+    _order_seq: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.states = {}
+        for ins in self.instruments:
+            base = ins.last_price if ins.last_price > 0 else self._start_price(ins)
+            base = self._on_grid(base, ins)
+            self.states[ins.instrument_token] = _State(ins, base, base, base, base, base)
+
+    def _start_price(self, ins: Instrument) -> float:
+        if ins.segment == "CDS":
+            return self.rng.uniform(70, 95)
+        return self.rng.uniform(50, 5000)
+
+    def _on_grid(self, price: float, ins: Instrument) -> float:
+        # Prices travel as integers of the segment's divisor: keep them exactly representable.
+        step = max(ins.tick_size, 1 / price_divisor(ins.instrument_token))
+        div = price_divisor(ins.instrument_token)
+        return round(round(price / step) * step * div) / div
+
+    def knows(self, token: int) -> bool:
+        return token in self.states
+
+    def tick(self, token: int, mode: Mode, now: float | None = None) -> Tick:
+        """Advance the instrument one step and return its tick in ``mode``."""
+        s = self.states[token]
+        ins, rng = s.instrument, self.rng
+        s.price = max(self._on_grid(s.price + rng.randint(-3, 3) * ins.tick_size, ins), ins.tick_size)
+        s.high, s.low = max(s.high, s.price), min(s.low, s.price)
+        traded = rng.randint(1, 50) * ins.lot_size
+        s.volume += traded
+        s.oi = max(0, s.oi + rng.randint(-5, 5) * ins.lot_size) if ins.exchange in ("NFO", "MCX") else 0
+        tradable = token & 0xFF != INDICES_SEGMENT
+        if mode == Mode.LTP:
+            return Tick(token, mode, tradable, s.price)
+        seconds = int(time.time() if now is None else now)
+        ms = seconds * 1000
+        change = s.price - s.close
+        pct = change * 100 / s.close if s.close else 0
+        if not tradable:
+            return Tick(token, mode, False, s.price, open=s.open, high=s.high, low=s.low, close=s.close,
+                        net_change=change, change_percent=pct,
+                        exchange_timestamp_ms=ms if mode == Mode.FULL else None)  # fmt: skip
+        quote = Tick(
+            token, mode, True, s.price,
+            last_traded_quantity=traded, average_traded_price=self._on_grid((s.high + s.low) / 2, ins),
+            volume_traded=s.volume, total_buy_quantity=rng.randint(0, 500_000),
+            total_sell_quantity=rng.randint(0, 500_000),
+            open=s.open, high=s.high, low=s.low, close=s.close, net_change=change, change_percent=pct,
+        )  # fmt: skip
+        if mode == Mode.QUOTE:
+            return quote
+        return quote._replace(
+            last_trade_time_ms=ms, oi=s.oi, oi_day_high=s.oi, oi_day_low=0, exchange_timestamp_ms=ms,
+            depth=self._depth(s),
+        )  # fmt: skip
+
+    def _depth(self, s: _State) -> tuple[int, ...]:
+        step, ins, rng = s.instrument.tick_size, s.instrument, self.rng
+        div = price_divisor(ins.instrument_token)
+        raw: list[int] = []
+        for side in (-1, 1):
+            for i in range(1, 6):
+                price = self._on_grid(max(s.price + side * i * step, step), ins)
+                raw += (rng.randint(1, 2000), round(price * div), rng.randint(1, 40))
+        return tuple(raw)
+
+    def place_order(self, now: float) -> OrderUpdate:
+        """A new OPEN order on a random tradable instrument; :meth:`due_orders` gives its final update."""
+        self._order_seq += 1
+        s = self.states[self.rng.choice([t for t in self.states if t & 0xFF != INDICES_SEGMENT])]
+        ins = s.instrument
+        qty = self.rng.randint(1, 10) * ins.lot_size
+        ms = int(now) * 1000
+        update = OrderUpdate(
+            order_id=f"{int(now)}{self._order_seq:06d}", status="OPEN",
+            instrument_token=ins.instrument_token, tradingsymbol=ins.tradingsymbol, exchange=ins.exchange,
+            user_id="SIM001", placed_by="SIM001", app_id=1, checksum="", exchange_order_id=None,
+            order_timestamp_ms=ms, exchange_update_timestamp_ms=ms, exchange_timestamp_ms=ms,
+            variety="regular", order_type="LIMIT", transaction_type=self.rng.choice(("BUY", "SELL")),
+            validity="DAY", product="CNC", quantity=qty, disclosed_quantity=0, price=s.price,
+            trigger_price=0.0, average_price=0.0, filled_quantity=0, pending_quantity=qty,
+            cancelled_quantity=0, unfilled_quantity=qty, market_protection=0.0, meta_json="{}",
+            guid=f"sim-{self._order_seq}",
+        )  # fmt: skip
+        final = self.rng.choices(("COMPLETE", "REJECTED", "CANCELLED"), (6, 2, 2))[0]
+        self._orders.append(_Order(update, final, now + self.rng.uniform(0.05, 0.5)))
+        return update
+
+    def due_orders(self, now: float) -> Iterator[OrderUpdate]:
+        """Final updates (COMPLETE / REJECTED / CANCELLED) of orders whose time has come."""
+        keep: list[_Order] = []
+        for order in self._orders:
+            if order.due > now:
+                keep.append(order)
+                continue
+            u, qty = order.update, order.update.quantity or 0
+            done = order.final_status == "COMPLETE"
+            yield u._replace(
+                status=order.final_status,
+                exchange_order_id=f"1{u.order_id}",
+                exchange_update_timestamp_ms=int(now) * 1000,
+                filled_quantity=qty if done else 0,
+                pending_quantity=0,
+                cancelled_quantity=qty if order.final_status == "CANCELLED" else 0,
+                average_price=u.price if done else 0.0,
+                status_message="RMS: margin exceeds" if order.final_status == "REJECTED" else None,
+            )
+        self._orders = keep

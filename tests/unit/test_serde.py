@@ -1,0 +1,166 @@
+"""Serializers: byte-identical to fastavro, framed, and read back by independent readers."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+from typing import Any
+
+import avro.io
+import avro.schema
+import fastavro
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connector.errors import ConfigError, SerializationError
+from connector.kite import Mode, OrderUpdate, Tick, encode_message, parse_binary, parse_text
+from connector.serde import (
+    FINGERPRINT_HEADER,
+    AvroReader,
+    DeadLetter,
+    build_serializers,
+    encode_tick,
+    fastavro_encoder,
+    load_schema,
+    order_update_dict,
+    schema_dir,
+    split_frame,
+    tick_dict,
+)
+from tests.conftest import fixture_packet
+from tests.unit.test_kite_codec import PACKET_LENGTHS, SEGMENTS, random_packet
+
+RECEIVED = 1_764_000_000_123
+reference_tick = fastavro_encoder(load_schema("tick"), tick_dict)
+
+
+def _ticks_of_every_kind() -> list[Tick]:
+    rng = random.Random(7)
+    packets = [fixture_packet("ticker_full"), fixture_packet("ticker_quote")]
+    packets += [random_packet(rng, length, seg) for length in PACKET_LENGTHS for seg in SEGMENTS]
+    ticks, errors = parse_binary(encode_message(packets))
+    assert not errors
+    return ticks
+
+
+def _order(postback: dict[str, Any]) -> OrderUpdate:
+    update = parse_text(json.dumps({"type": "order", "data": {**postback, "tags": ["x"]}}))
+    assert isinstance(update, OrderUpdate)
+    return update
+
+
+def _apache_read(kind: str, body: bytes) -> Any:
+    schema = avro.schema.parse((schema_dir() / f"{kind}.avsc").read_text())
+    return avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(body)))
+
+
+def _plain(value: Any) -> Any:
+    """Datetimes (from logical types) as epoch ms, so both readers compare with the record's ints."""
+    if hasattr(value, "timestamp"):
+        return round(value.timestamp() * 1000)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def test_every_packet_kind_round_trips_through_both_readers() -> None:
+    serializers, reader = build_serializers(), AvroReader()
+    for tick in _ticks_of_every_kind():
+        data = serializers.tick(tick, RECEIVED)
+        name, values = reader.read(data)
+        expected = tick_dict(tick, RECEIVED)
+        assert name == "Tick"
+        assert _plain(values) == expected
+        assert _plain(_apache_read("tick", bytes(split_frame(data).body))) == expected
+
+
+def test_order_update_round_trips_with_extras(postback: dict[str, Any]) -> None:
+    update = _order(postback)
+    data = build_serializers().order_update(update, RECEIVED)
+    name, values = AvroReader().read(data)
+    assert name == "OrderUpdate"
+    assert _plain(values) == order_update_dict(update, RECEIVED)
+    assert values["extra"] == {"tags": '["x"]'}
+    assert _plain(_apache_read("order_update", bytes(split_frame(data).body))) == order_update_dict(
+        update, RECEIVED
+    )
+
+
+def test_dead_letter_round_trips() -> None:
+    letter = DeadLetter(b"\x00\x01\xff", "unknown packet length 1", "ws-binary", 2)
+    name, values = AvroReader().read(build_serializers().dead_letter(letter, RECEIVED))
+    assert name == "DeadLetter"
+    assert values["raw"] == b"\x00\x01\xff" and values["offset"] == 2
+
+
+def test_single_object_framing_carries_the_fingerprint() -> None:
+    ser = build_serializers().tick
+    schema = load_schema("tick")
+    data = ser(_ticks_of_every_kind()[0], RECEIVED)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == schema.fingerprint
+    assert ser.headers == [(FINGERPRINT_HEADER, schema.fingerprint)]
+
+
+def test_confluent_framing_with_mock_registry() -> None:
+    topics = {"tick": "kite.ticks", "order_update": "kite.orders", "dead_letter": "kite.dlq"}
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    registry = SchemaRegistryClient.new_client({"url": "mock://serde-test"})
+    serializers = build_serializers("confluent", topics=topics, registry_client=registry)
+    data = serializers.tick(_ticks_of_every_kind()[0], RECEIVED)
+    assert data[0] == 0
+    latest = registry.get_latest_version("kite.ticks-value")
+    assert int.from_bytes(data[1:5], "big") == latest.schema_id
+    assert registry.get_latest_version("kite.orders-value").schema_id != latest.schema_id
+    assert AvroReader(registry_client=registry).read(data)[0] == "Tick"
+
+
+def test_bad_bytes_and_bad_config_say_what_is_wrong() -> None:
+    with pytest.raises(SerializationError, match="invalid magic byte"):
+        AvroReader().read(b"\x7bjson")
+    with pytest.raises(SerializationError, match="unknown schema fingerprint"):
+        AvroReader().read(b"\xc3\x01" + b"\x00" * 12)
+    with pytest.raises(ConfigError, match="SCHEMA_REGISTRY_URL"):
+        build_serializers("confluent")
+    with pytest.raises(ConfigError, match="KAFKA_FRAMING"):
+        build_serializers("protobuf")
+    with pytest.raises(SerializationError):
+        build_serializers().tick(Tick(2**70, Mode.LTP, True, 1.0), RECEIVED)
+
+
+u32 = st.integers(0, 2**32 - 1)
+edge_floats = st.one_of(
+    st.floats(allow_nan=False), st.sampled_from([0.0, -0.0, math.inf, -math.inf, 1e-300, 2**53 + 1.0])
+)
+opt_u32, opt_f = st.none() | u32, st.none() | edge_floats
+opt_ms = st.none() | st.integers(0, 2**32 * 1000)
+depth = st.none() | st.lists(st.integers(0, 2**32 - 1), min_size=30, max_size=30).map(tuple)
+ticks = st.builds(
+    Tick,
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(list(Mode)),
+    st.booleans(),
+    edge_floats,
+    opt_u32, opt_f, opt_u32, opt_u32, opt_u32, opt_f, opt_f, opt_f, opt_f, opt_f, opt_f,
+    opt_ms, opt_u32, opt_u32, opt_u32, opt_ms,
+    depth,
+)  # fmt: skip
+
+
+@given(ticks, st.integers(-(2**62), 2**62))
+@settings(max_examples=1500, deadline=None)
+def test_fast_tick_encoder_is_byte_identical_to_fastavro(tick: Tick, received: int) -> None:
+    assert encode_tick(tick, received) == reference_tick(tick, received)
+
+
+def test_fastavro_reads_what_the_fast_encoder_wrote() -> None:
+    schema = load_schema("tick").parsed
+    for tick in _ticks_of_every_kind():
+        values = fastavro.schemaless_reader(io.BytesIO(encode_tick(tick, RECEIVED)), schema, None)
+        assert _plain(values) == tick_dict(tick, RECEIVED)
