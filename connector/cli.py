@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from connector import kite
-from connector.config import SIMULATOR_SETTINGS, Setting, add_arguments, resolve
+from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS, Setting, add_arguments, resolve
 from connector.errors import ConnectorError, MalformedFrame
 from connector.logs import setup_logging
 
@@ -87,6 +87,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     finally:
         simulator.close()
     return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from connector.app import Connector
+
+    return Connector(resolve(RUN_SETTINGS, args)).run_until_signalled()
 
 
 def _subcommand(

@@ -112,4 +112,66 @@ SIMULATOR_SETTINGS = (
     Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", _positive_int),
 )
 
-RUN_SETTINGS: tuple[Setting, ...] = ()
+
+RUN_SETTINGS = (
+    Setting("KITE_API_KEY", None, "Kite Connect api_key"),
+    Setting("KITE_ACCESS_TOKEN", None, "access token of the day", secret=True),
+    Setting("KITE_ACCESS_TOKEN_FILE", None, "file holding the access token, re-read when it changes"),
+    Setting(
+        "KITE_WS_URL", "wss://ws.kite.trade", "Kite ticker WebSocket URL (the simulator's in docker-compose)"
+    ),
+    Setting(
+        "KITE_INSTRUMENTS",
+        None,
+        "comma-separated tokens or EXCHANGE:TRADINGSYMBOL, each optionally @ltp|@quote|@full",
+    ),
+    Setting(
+        "KITE_MODE", "full", "mode of instruments that do not name one", choices=("ltp", "quote", "full")
+    ),
+    Setting("KITE_INSTRUMENTS_FILE", None, "instruments CSV (Kite's dump) for EXCHANGE:TRADINGSYMBOL names"),
+    Setting(
+        "KITE_INSTRUMENTS_URL",
+        None,
+        "download the instruments CSV from here at start (Kite: https://api.kite.trade/instruments)",
+    ),
+    Setting(
+        "KITE_WATCHDOG_SECONDS",
+        10.0,
+        "reconnect when no message (ticks or heartbeat) came for this long",
+        _positive_float,
+    ),
+    Setting("KITE_RECONNECT_MAX_DELAY", 30.0, "cap of the reconnect backoff, seconds", _positive_float),
+    Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
+    Setting("KAFKA_TOPIC_TICKS", "kite.ticks", "topic for ticks (key: instrument token)"),
+    Setting(
+        "KAFKA_TOPIC_ORDER_UPDATES", "kite.order_updates", "topic for order updates (key: instrument token)"
+    ),
+    Setting("KAFKA_TOPIC_DEAD_LETTERS", "kite.dead_letters", "topic for undecodable input (raw bytes kept)"),
+    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of topics created at start", int),
+    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", int),
+    Setting(
+        "KAFKA_COMPRESSION", "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
+    ),
+    Setting("KAFKA_LINGER_MS", 5, "producer linger.ms (batching delay)", _positive_int),
+    Setting(
+        "KAFKA_DELIVERY_TIMEOUT_MS", 300_000, "give up on a record after this long (0: never)", _positive_int
+    ),
+    Setting("KAFKA_FRAMING", "single-object", "Avro framing", choices=("single-object", "confluent")),
+    Setting("SCHEMA_REGISTRY_URL", None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent)"),
+    Setting(
+        "MAX_IN_FLIGHT", 50_000, "records produced but not yet acknowledged, at most (per connection)", int
+    ),
+    Setting(
+        "LOW_WATER_MARK",
+        0,
+        "block policy resumes reading below this many in flight (0: half of MAX_IN_FLIGHT)",
+        _positive_int,
+    ),
+    Setting("BACKPRESSURE_POLICY", "block", "when MAX_IN_FLIGHT is reached", choices=("block", "conflate")),
+    Setting(
+        "FLUSH_TIMEOUT_SECONDS", 10.0, "on shutdown, wait this long for Kafka to acknowledge", _positive_float
+    ),
+    Setting("SPOOL_DIR", "spool", "where undelivered order updates are kept until the next start"),
+    Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
+    Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _positive_int),
+)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple, TextIO
 
 from connector.errors import ConfigError
 
-__all__ = ["Instrument", "Instruments", "read_instruments"]
+__all__ = ["Instrument", "Instruments", "parse_instruments", "read_instruments"]
 
 
 class Instrument(NamedTuple):
@@ -44,6 +45,11 @@ def _rows(fh: TextIO, source: str) -> Iterator[Instrument]:
             )
         except (KeyError, ValueError) as exc:
             raise ConfigError(f"{source} line {line}: not an instruments dump row ({exc})") from exc
+
+
+def parse_instruments(text: str, source: str) -> list[Instrument]:
+    """Parse an instruments CSV already in memory (e.g. downloaded); ``source`` names it in errors."""
+    return list(_rows(io.StringIO(text), source))
 
 
 def read_instruments(path: str | Path) -> list[Instrument]:

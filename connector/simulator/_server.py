@@ -67,6 +67,7 @@ class Simulator:
         self.connections = 0
         self._log: IO[str] | None = open(config.sent_log, "a") if config.sent_log else None  # noqa: SIM115
         self._log_lock = threading.Lock()
+        self.paused = False  # stops ticks and orders (heartbeats go on), so tests can drain the stream
 
     # -- handshake -------------------------------------------------------------------------------------
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -136,11 +137,14 @@ class Simulator:
                 next_stall = now + cfg.stall_every + cfg.stall_seconds
                 await asyncio.sleep(cfg.stall_seconds)
                 continue
-            if cfg.order_rate and now - last_order >= 1 / cfg.order_rate:
+            if self.paused:
+                next_cycle = now
+            elif cfg.order_rate and now - last_order >= 1 / cfg.order_rate:
                 last_order = now
                 await self._send_orders(ws, conn_id, [market.place_order(time.time())])
-            await self._send_orders(ws, conn_id, list(market.due_orders(time.time())))
-            if modes and now >= next_cycle:
+            if not self.paused:
+                await self._send_orders(ws, conn_id, list(market.due_orders(time.time())))
+            if modes and now >= next_cycle and not self.paused:
                 await self._send_ticks(ws, conn_id, [market.tick(t, m) for t, m in list(modes.items())])
                 last_sent = time.monotonic()
                 next_cycle = max(next_cycle + self._cycle_interval(len(modes)), now - 1.0)
@@ -162,12 +166,14 @@ class Simulator:
         size = max(1, self.config.packets_per_message)
         for i in range(0, len(ticks), size):
             batch = ticks[i : i + size]
+            intact = batch
             if self._malformed():
-                await ws.send(encode_message(batch)[:-3])  # truncated: the last packet runs past the end
+                await ws.send(encode_message(batch)[:-3])  # truncated: only the last packet is broken
                 self._record(conn_id, "malformed", {"packets": len(batch)})
-                continue
-            await ws.send(encode_message(batch))
-            for tick in batch:
+                intact = batch[:-1]
+            else:
+                await ws.send(encode_message(batch))
+            for tick in intact:
                 self._record(conn_id, "tick", tick.to_json_dict())
 
     async def _send_orders(self, ws: ServerConnection, conn_id: int, updates: list[OrderUpdate]) -> None:

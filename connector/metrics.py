@@ -1,0 +1,152 @@
+"""Prometheus metrics and ``/healthz``, served on a small HTTP thread beside the listeners."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from connector.stats import Stats
+
+__all__ = ["Metrics", "MetricsServer"]
+
+
+class _StatsCollector(Collector):
+    """Reads the listeners' plain counters at scrape time, so the hot path never takes a metrics lock."""
+
+    def __init__(self, shards: Sequence[Stats]) -> None:
+        self.shards = shards
+
+    def collect(self) -> Iterator[Metric]:
+        def counter(
+            name: str, doc: str, label: str | None, values: Callable[[Stats], dict[str, float] | float]
+        ) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=[label] if label else None)
+            totals: dict[str, float] = {}
+            for s in self.shards:
+                got = values(s)
+                for k, v in got.items() if isinstance(got, dict) else [("", got)]:
+                    totals[k] = totals.get(k, 0) + v
+            for k, v in totals.items():
+                family.add_metric([k] if label else [], v)
+            return family
+
+        yield counter(
+            "kite_messages_received", "WebSocket messages received", "type", lambda s: dict(s.messages)
+        )
+        yield counter("kite_ticks_received", "Tick packets decoded", "mode", lambda s: dict(s.ticks))
+        yield counter(
+            "kite_order_updates_received", "Order updates received", None, lambda s: s.order_updates
+        )
+        yield counter("kite_errors_received", "Error messages from Kite", None, lambda s: s.kite_errors)
+        yield counter(
+            "records_produced", "Records handed to the Kafka producer", "topic", lambda s: dict(s.produced)
+        )
+        yield counter(
+            "records_delivered", "Records acknowledged by Kafka", "topic", lambda s: dict(s.delivered)
+        )
+        yield counter("records_failed", "Records Kafka could not take", "topic", lambda s: dict(s.failed))
+        yield counter(
+            "dead_letters",
+            "Undecodable messages sent to the dead-letter topic",
+            "source",
+            lambda s: dict(s.dead_letters),
+        )
+        yield counter(
+            "ticks_conflated",
+            "Ticks replaced by a newer tick under backpressure",
+            None,
+            lambda s: s.conflated,
+        )
+        yield counter(
+            "order_updates_spooled",
+            "Order updates written to the spool at shutdown",
+            None,
+            lambda s: s.spooled,
+        )
+        yield counter(
+            "backpressure_seconds",
+            "Time spent waiting for Kafka to acknowledge",
+            None,
+            lambda s: s.backpressure_seconds,
+        )
+        yield counter("reconnects", "WebSocket reconnects", None, lambda s: s.reconnects)
+        in_flight = GaugeMetricFamily("records_in_flight", "Records produced, not yet acknowledged")
+        in_flight.add_metric([], sum(s.in_flight for s in self.shards))
+        yield in_flight
+        held = GaugeMetricFamily("ticks_held", "Ticks held for conflation")
+        held.add_metric([], sum(s.held for s in self.shards))
+        yield held
+        connected = GaugeMetricFamily("kite_connections_up", "Connected WebSockets")
+        connected.add_metric([], sum(1 for s in self.shards if s.connected))
+        yield connected
+
+
+class Metrics:
+    def __init__(self, shards: Sequence[Stats]) -> None:
+        self.shards = shards
+        self.registry = CollectorRegistry()
+        self.registry.register(_StatsCollector(shards))
+        self.latency = Histogram(
+            "receive_to_ack_seconds",
+            "From WebSocket receipt to Kafka acknowledgement (sampled)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.callback_seconds = Histogram(
+            "callback_seconds",
+            "Time spent in user callbacks on the listener thread",
+            ["callback"],
+            registry=self.registry,
+        )
+
+    def healthy(self, stall_seconds: float = 30.0) -> tuple[bool, str]:
+        """Connected and producing: every connection is up; Kafka acknowledged recently if records wait."""
+        now = time.monotonic()
+        for i, s in enumerate(self.shards):
+            if not s.connected:
+                return False, f"connection {i} is down"
+            if s.in_flight and s.last_delivery and now - s.last_delivery > stall_seconds:
+                return False, f"connection {i}: Kafka acknowledged nothing for {now - s.last_delivery:.0f} s"
+        return True, "ok"
+
+
+class MetricsServer:
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        outer = metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    self._reply(200, generate_latest(outer.registry), "text/plain; version=0.0.4")
+                elif self.path.startswith("/healthz"):
+                    ok, why = outer.healthy()
+                    self._reply(200 if ok else 503, why.encode(), "text/plain")
+                else:
+                    self._reply(404, b"not found", "text/plain")
+
+            def _reply(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,127 @@
+"""One listener's work per message: decode (codec) → serialize (serde) → produce (sink) or callbacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from connector.errors import MalformedFrame, SerializationError
+from connector.kite import KiteError, KiteMessage, OrderUpdate, Tick, parse_binary, parse_text
+from connector.serde import DeadLetter, Serializers
+from connector.sink import KafkaSink
+from connector.stats import Stats
+
+__all__ = ["Pipeline", "TickCallback"]
+
+log = logging.getLogger("connector.pipeline")
+TickCallback = Callable[[list[Tick]], None]
+
+
+class Pipeline:
+    """Handles the messages of one connection on its listener thread.
+
+    Undecodable input becomes a dead letter (raw bytes kept); nothing raises into the listener.
+    ``on_ticks`` / ``on_order_update`` / ``on_text`` let an embedding application see the same records.
+    """
+
+    def __init__(
+        self,
+        serializers: Serializers,
+        sink: KafkaSink | None,
+        stats: Stats,
+        order_updates: bool = True,
+        on_ticks: TickCallback | None = None,
+        on_order_update: Callable[[OrderUpdate], None] | None = None,
+        on_raw: Callable[[bool, bytes], None] | None = None,
+    ) -> None:
+        self.serializers, self.sink, self.stats = serializers, sink, stats
+        self.order_updates = order_updates  # with several connections, only one publishes order updates
+        self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
+        self._keys: dict[int, bytes] = {}
+
+    def on_connect(self) -> None:
+        pass
+
+    def service(self) -> None:
+        if self.sink is not None:
+            self.sink.service()
+
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+        if self.on_raw is not None:
+            self.on_raw(binary, data)
+        if binary:
+            self._on_binary(data, received_ms, received)
+        else:
+            self._on_text(data, received_ms)
+
+    def _key(self, token: int) -> bytes:
+        key = self._keys.get(token)
+        if key is None:
+            key = self._keys[token] = str(token).encode()
+        return key
+
+    def _on_binary(self, data: bytes, received_ms: int, received: float) -> None:
+        stats = self.stats
+        if len(data) < 2:
+            stats.messages["heartbeat"] += 1
+            return
+        stats.messages["binary"] += 1
+        ticks, errors = parse_binary(data)
+        for error in errors:
+            self._dead_letter(DeadLetter(data, error.reason, "ws-binary", error.offset), received_ms)
+        if not ticks:
+            return
+        stats.ticks[ticks[0].mode] += len(ticks)
+        if self.on_ticks is not None:
+            self.on_ticks(ticks)
+        sink = self.sink
+        if sink is None:
+            return
+        serialize, key = self.serializers.tick, self._key
+        try:
+            for tick in ticks:
+                sink.produce_tick(
+                    key(tick.instrument_token),
+                    serialize(tick, received_ms),
+                    tick.exchange_timestamp_ms or received_ms,
+                    received,
+                )
+        except SerializationError as exc:
+            self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
+
+    def _on_text(self, data: bytes, received_ms: int) -> None:
+        self.stats.messages["text"] += 1
+        try:
+            record = parse_text(data)
+        except MalformedFrame as exc:
+            self._dead_letter(DeadLetter(exc.raw, exc.reason, "ws-text"), received_ms)
+            return
+        if isinstance(record, KiteError):
+            self.stats.kite_errors += 1
+            log.error("Kite sent an error: %s", record.message)
+        elif isinstance(record, KiteMessage):
+            log.info("Kite says: %s", record.message)
+        elif self.order_updates:
+            self._order_update(record, data, received_ms)
+
+    def _order_update(self, update: OrderUpdate, data: bytes, received_ms: int) -> None:
+        self.stats.order_updates += 1
+        if self.on_order_update is not None:
+            self.on_order_update(update)
+        if self.sink is None:
+            return
+        try:
+            value = self.serializers.order_update(update, received_ms)
+        except SerializationError as exc:
+            self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
+            return
+        key = self._key(update.instrument_token) if update.instrument_token is not None else b""
+        self.sink.produce_order_update(key, value, received_ms)
+
+    def _dead_letter(self, letter: DeadLetter, received_ms: int) -> None:
+        self.stats.dead_letters[letter.source] += 1
+        log.warning("dead letter (%s, %d bytes): %s", letter.source, len(letter.raw), letter.error)
+        if self.sink is not None:
+            self.sink.produce_dead_letter(
+                letter.source.encode(), self.serializers.dead_letter(letter, received_ms), received_ms
+            )

@@ -1,0 +1,341 @@
+"""The Kafka side: one idempotent producer whose delivery callbacks bound what is in flight.
+
+librdkafka runs delivery callbacks only inside ``poll``/``flush`` on the calling thread, so the
+listener thread that produces also serves them; waiting for capacity means polling, never a lock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from connector.errors import ConfigError, SinkError
+from connector.stats import Stats
+
+__all__ = ["POLICIES", "KafkaSink", "SinkConfig", "Topics", "ensure_topics"]
+
+log = logging.getLogger("connector.sink")
+POLICIES = ("block", "conflate")
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    ticks: str = "kite.ticks"
+    order_updates: str = "kite.order_updates"
+    dead_letters: str = "kite.dead_letters"
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.ticks, self.order_updates, self.dead_letters)
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    bootstrap_servers: str
+    topics: Topics = field(default_factory=Topics)
+    max_in_flight: int = 50_000
+    low_water: int = 0  # 0: half of max_in_flight
+    policy: str = "block"
+    compression: str = "lz4"
+    linger_ms: int = 5
+    delivery_timeout_ms: int = 300_000
+    spool_path: Path | None = None
+    client_id: str = "kite-connector"
+    producer_overrides: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ConfigError(
+                f"BACKPRESSURE_POLICY must be one of {', '.join(POLICIES)}, not {self.policy!r}"
+            )
+        if self.max_in_flight < 1:
+            raise ConfigError("MAX_IN_FLIGHT must be at least 1")
+        if self.low_water >= self.max_in_flight:
+            raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+
+    def producer_config(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": self.compression,
+            "linger.ms": self.linger_ms,
+            "batch.num.messages": 10_000,
+            "partitioner": "murmur2_random",  # where Java clients put the same key
+            "message.timeout.ms": self.delivery_timeout_ms,
+            # librdkafka's own queue is kept larger than our bound, so BufferError stays the exception.
+            "queue.buffering.max.messages": max(2 * self.max_in_flight, 100_000),
+            "queue.buffering.max.kbytes": 1_048_576,
+            **self.producer_overrides,
+        }
+
+
+def ensure_topics(
+    bootstrap: str, topics: Topics, partitions: int, replication: int, timeout: float = 60
+) -> None:
+    """Create the topics that do not exist yet; waits for the broker up to ``timeout`` seconds."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=5).topics)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise SinkError(
+                    f"Kafka at {bootstrap} did not answer in {timeout:.0f} s ({exc}): "
+                    "check KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
+                ) from exc
+            log.warning("waiting for Kafka at %s", bootstrap)
+            time.sleep(2)
+    missing = [NewTopic(t, partitions, replication) for t in topics.all() if t not in existing]
+    for name, future in admin.create_topics(missing).items() if missing else ():
+        try:
+            future.result(timeout=30)
+            log.info("created topic %s (%d partitions)", name, partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise SinkError(f"cannot create topic {name}: {exc}") from exc
+
+
+@dataclass(slots=True)
+class _Held:
+    key: bytes
+    value: bytes
+    timestamp: int
+    received: float
+
+
+class KafkaSink:
+    """Produces keyed records, counts what is in flight, and applies the backpressure policy."""
+
+    LATENCY_SAMPLE = 16  # one record in this many carries a receive→ack latency measurement
+
+    def __init__(
+        self,
+        config: SinkConfig,
+        stats: Stats,
+        headers: dict[str, Headers] | None = None,
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.stats = stats
+        self._headers = headers or {}
+        self._observe = observe_latency
+        self._producer: Producer | None = None
+        self._low_water = config.low_water or config.max_in_flight // 2
+        self._held: dict[bytes, _Held] = {}
+        self._pending_orders: dict[int, tuple[bytes, bytes, int]] = {}
+        self._order_seq = 0
+        self._sampled = 0
+        self._stopping = False
+        self._tick_topic = config.topics.ticks
+        self._tick_headers = self._headers.get("tick")
+        self._fail_logged = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    @property
+    def producer(self) -> Producer:
+        if self._producer is None:  # created lazily: constructing a sink does no network work
+            self._producer = Producer(self.config.producer_config(), logger=logging.getLogger("librdkafka"))
+        return self._producer
+
+    def stop(self) -> None:
+        """Ask a blocked produce to give up waiting (called from another thread)."""
+        self._stopping = True
+
+    def close(self, timeout: float) -> int:
+        """Produce held ticks, flush for up to ``timeout`` s; undelivered order updates go to the spool.
+
+        Returns the number of records still not acknowledged.
+        """
+        self._stopping = True
+        self._drain_held(force=True)
+        remaining: int = self.producer.flush(timeout)
+        if self._pending_orders:
+            self._spool(list(self._pending_orders.values()))
+        self.stats.in_flight = remaining
+        return remaining
+
+    # -- produce ---------------------------------------------------------------------------------------
+    def produce_tick(self, key: bytes, value: bytes, timestamp_ms: int, received: float) -> None:
+        if self.stats.in_flight >= self.config.max_in_flight:
+            if self.config.policy == "conflate":
+                self._hold(key, value, timestamp_ms, received)
+                return
+            self.wait_for_capacity()
+        self._sampled += 1
+        if self._observe is not None and self._sampled % self.LATENCY_SAMPLE == 0:
+            callback = self._timed(received)
+        else:
+            callback = self._on_tick
+        self._produce(self._tick_topic, key, value, timestamp_ms, callback, self._tick_headers)
+
+    def produce_order_update(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        """Never conflated, never dropped: retried on failure, spooled on shutdown if undelivered."""
+        self._order_seq += 1
+        seq = self._order_seq
+        self._pending_orders[seq] = (key, value, timestamp_ms)
+        self._produce(
+            self.config.topics.order_updates,
+            key,
+            value,
+            timestamp_ms,
+            lambda err, msg: self._on_order(seq, err, msg),
+            self._headers.get("order_update"),
+        )
+
+    def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self._produce(
+            self.config.topics.dead_letters,
+            key,
+            value,
+            timestamp_ms,
+            self._on_other,
+            self._headers.get("dead_letter"),
+        )
+
+    def _produce(
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int, callback: Any, headers: Headers | None
+    ) -> None:
+        producer = self.producer
+        while True:
+            try:
+                producer.produce(
+                    topic, value, key, on_delivery=callback, timestamp=timestamp_ms, headers=headers
+                )
+                break
+            except BufferError:  # librdkafka's queue is full: serve callbacks until it has room
+                self._serve_until(lambda: False, 0.1)
+        stats = self.stats
+        stats.in_flight += 1
+        stats.produced[topic] += 1
+
+    # -- backpressure ----------------------------------------------------------------------------------
+    def service(self) -> None:
+        """Serve delivery callbacks; under ``conflate``, produce held ticks once there is room."""
+        self.producer.poll(0)
+        if self._held and self.stats.in_flight <= self._low_water:
+            self._drain_held()
+
+    def wait_for_capacity(self) -> None:
+        """Block policy: serve callbacks until in-flight is down to the low-water mark."""
+        self._serve_until(lambda: self.stats.in_flight <= self._low_water, 0.05)
+
+    def _serve_until(self, done: Callable[[], bool], step: float) -> None:
+        started = time.monotonic()
+        self.stats.backpressure_events += 1
+        self.producer.poll(step)
+        while not done() and not self._stopping:
+            self.producer.poll(step)
+        self.stats.backpressure_seconds += time.monotonic() - started
+
+    def _hold(self, key: bytes, value: bytes, timestamp_ms: int, received: float) -> None:
+        if key in self._held:
+            self.stats.conflated += 1  # the older held tick of this instrument is replaced, on purpose
+        self._held[key] = _Held(key, value, timestamp_ms, received)
+        self.stats.held = len(self._held)
+
+    def _drain_held(self, force: bool = False) -> None:
+        while self._held and (force or self.stats.in_flight < self.config.max_in_flight):
+            _, held = self._held.popitem()
+            self._produce(
+                self._tick_topic, held.key, held.value, held.timestamp, self._on_tick, self._tick_headers
+            )
+        self.stats.held = len(self._held)
+
+    # -- delivery callbacks (run inside poll/flush on the producing thread) -----------------------------
+    def _settled(self, err: KafkaError | None, msg: Message) -> bool:
+        stats = self.stats
+        stats.in_flight -= 1
+        topic = msg.topic() or "?"
+        if err is None:
+            stats.delivered[topic] += 1
+            stats.last_delivery = time.monotonic()
+            return True
+        stats.failed[topic] += 1
+        now = time.monotonic()
+        if now - self._fail_logged > 5:  # a broker outage fails many records at once: log a sample
+            self._fail_logged = now
+            key = msg.key()
+            log.error(
+                "delivery failed to %s key %s: %s (failed so far: %d)",
+                topic,
+                key.decode(errors="replace") if key else None,
+                err.str(),
+                sum(stats.failed.values()),
+            )
+        return False
+
+    def _on_tick(self, err: KafkaError | None, msg: Message) -> None:
+        self._settled(err, msg)
+
+    def _on_other(self, err: KafkaError | None, msg: Message) -> None:
+        self._settled(err, msg)
+
+    def _timed(self, received: float) -> Callable[[KafkaError | None, Message], None]:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if self._settled(err, msg) and self._observe is not None:
+                self._observe(time.perf_counter() - received)
+
+        return on_delivery
+
+    def _on_order(self, seq: int, err: KafkaError | None, msg: Message) -> None:
+        if self._settled(err, msg):
+            self._pending_orders.pop(seq, None)
+            return
+        record = self._pending_orders.get(seq)
+        if record is not None and not self._stopping:
+            key, value, ts = record
+            log.warning("retrying order update (key %s) after delivery failure", key.decode(errors="replace"))
+            self._produce(
+                self.config.topics.order_updates,
+                key,
+                value,
+                ts,
+                lambda e, m: self._on_order(seq, e, m),
+                self._headers.get("order_update"),
+            )
+
+    # -- spool -----------------------------------------------------------------------------------------
+    def _spool(self, records: list[tuple[bytes, bytes, int]]) -> None:
+        path = self.config.spool_path
+        if path is None:
+            log.error("%d order updates undelivered and no SPOOL_DIR set: they are lost", len(records))
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            for key, value, ts in records:
+                fh.write(
+                    json.dumps({"key": key.decode(), "value": base64.b64encode(value).decode(), "ts": ts})
+                    + "\n"
+                )
+        self.stats.spooled += len(records)
+        log.warning(
+            "%d undelivered order updates written to %s; produced again at next start", len(records), path
+        )
+
+    def replay_spool(self) -> int:
+        """Produce again what an earlier run spooled; the spool file is emptied (re-spooled on failure)."""
+        path = self.config.spool_path
+        if path is None or not path.exists():
+            return 0
+        lines = path.read_text().splitlines()
+        path.unlink()
+        for line in lines:
+            entry = json.loads(line)
+            self.produce_order_update(entry["key"].encode(), base64.b64decode(entry["value"]), entry["ts"])
+        log.info("replaying %d spooled order updates from %s", len(lines), path)
+        return len(lines)

@@ -1,0 +1,5 @@
+"""Kite WebSocket listener threads: connect, subscribe, read, reconnect."""
+
+from connector.source._listener import KiteListener, MessageHandler, TokenSource, backoff, redact
+
+__all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff", "redact"]

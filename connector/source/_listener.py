@@ -1,0 +1,231 @@
+"""The WebSocket listener: one thread per Kite connection, kept alive for as long as the process runs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlencode, urlsplit
+
+import websocket
+
+from connector.errors import ConfigError
+from connector.kite import Mode, mode_message, subscribe_message
+from connector.stats import Stats
+
+__all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff", "redact"]
+
+log = logging.getLogger("connector.source")
+
+
+def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> Iterator[float]:
+    """Reconnect delays: doubling from ``initial`` up to ``cap``, each with half of it jittered."""
+    rng = rng or random.Random()
+    delay = initial
+    while True:
+        yield delay / 2 + rng.uniform(0, delay / 2)
+        delay = min(cap, delay * 2)
+
+
+def redact(text: str, *secrets: str) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class TokenSource:
+    """The access token: fixed, or read from a file that is re-read whenever it changes (daily login)."""
+
+    def __init__(self, token: str | None = None, path: str | Path | None = None) -> None:
+        if not token and not path:
+            raise ConfigError("set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (see `kite-connector login`)")
+        self._token = token or ""
+        self._path = Path(path) if path else None
+        self._stamp: tuple[float, int] | None = None
+
+    def get(self) -> str:
+        if self._path is None:
+            return self._token
+        try:
+            st = self._path.stat()
+            if (st.st_mtime, st.st_size) != self._stamp:
+                self._token = self._path.read_text().strip()
+                self._stamp = (st.st_mtime, st.st_size)
+        except OSError as exc:
+            if not self._token:
+                raise ConfigError(f"cannot read KITE_ACCESS_TOKEN_FILE {self._path}: {exc.strerror}") from exc
+        return self._token
+
+
+class MessageHandler(Protocol):
+    def on_connect(self) -> None: ...
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None: ...
+    def service(self) -> None: ...
+
+
+class KiteListener(threading.Thread):
+    """Connects, subscribes, reads and hands every message to the handler, on this one thread.
+
+    A message-less gap longer than ``watchdog`` seconds (Kite sends heartbeats every second) means a
+    dead connection: it is closed and opened again, with backoff, forever. HTTP 403 at the handshake is
+    an expired token: reported once, and retried only when the token source gives a new token.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        api_key: str,
+        tokens: TokenSource,
+        subscriptions: dict[int, Mode],
+        handler: MessageHandler,
+        stats: Stats,
+        watchdog: float = 10.0,
+        max_backoff: float = 30.0,
+        on_event: Callable[[str, object], None] | None = None,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.url, self.api_key, self.tokens = url, api_key, tokens
+        self.subscriptions = dict(subscriptions)
+        self.handler, self.stats = handler, stats
+        self.watchdog, self.max_backoff = watchdog, max_backoff
+        self.on_event = on_event or (lambda event, arg: None)
+        self._stop_event = threading.Event()
+        self._ws: websocket.WebSocket | None = None
+        self._lock = threading.Lock()
+        self._public_url = urlsplit(url)._replace(query="").geturl()
+
+    # -- control (any thread) --------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_event.is_set()
+
+    def send_subscriptions(
+        self, subscriptions: dict[int, Mode], unsubscribe: list[int] | None = None
+    ) -> None:
+        """Change what this connection streams; kept for reconnects."""
+        with self._lock:
+            self.subscriptions.update(subscriptions)
+            for token in unsubscribe or ():
+                self.subscriptions.pop(token, None)
+            ws = self._ws
+        if ws is not None and ws.connected:
+            from connector.kite import unsubscribe_message
+
+            if unsubscribe:
+                ws.send(unsubscribe_message(unsubscribe))
+            self._subscribe(ws, subscriptions)
+
+    # -- the thread ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        delays = backoff(cap=self.max_backoff)
+        refused: str | None = None
+        attempts = 0
+        while not self.stopping:
+            token = self.tokens.get()
+            if token == refused:
+                self._stop_event.wait(2)  # the token was refused: wait for a new one
+                continue
+            ws, was_refused = self._connect(token)
+            if was_refused:
+                refused = token
+                continue
+            if ws is not None:
+                refused, attempts, delays = None, 0, backoff(cap=self.max_backoff)
+                self._serve(ws)
+            if self.stopping:
+                break
+            attempts += 1
+            self.stats.reconnects += 1
+            self.on_event("reconnect", attempts)
+            self._stop_event.wait(next(delays))
+        self.on_event("close", None)
+
+    def _connect(self, token: str) -> tuple[websocket.WebSocket | None, bool]:
+        """(the connected socket or None, whether the token was refused)."""
+        query = urlencode({"api_key": self.api_key, "access_token": token})
+        ws = websocket.WebSocket(enable_multithread=True)
+        try:
+            ws.connect(  # type: ignore[no-untyped-call]
+                f"{self.url}{'&' if '?' in self.url else '?'}{query}",
+                timeout=10,
+                header=["X-Kite-Version: 3"],
+            )
+        except websocket.WebSocketBadStatusException as exc:
+            if exc.status_code == 403:
+                log.error(
+                    "Kite refused the access token (HTTP 403 at %s): it is expired or wrong. Run "
+                    "`kite-connector login` or update KITE_ACCESS_TOKEN(_FILE); waiting for a new token.",
+                    self._public_url,
+                )
+                self.on_event("error", (403, "access token refused"))
+                return None, True
+            log.warning("handshake with %s failed: HTTP %d", self._public_url, exc.status_code)
+            return None, False
+        except (OSError, websocket.WebSocketException) as exc:
+            log.warning("cannot connect to %s: %s", self._public_url, redact(str(exc), token, self.api_key))
+            self.on_event("error", (0, type(exc).__name__))
+            return None, False
+        with self._lock:
+            self._ws = ws
+            subscriptions = dict(self.subscriptions)
+        self._subscribe(ws, subscriptions)
+        log.info("connected to %s, %d instruments subscribed", self._public_url, len(subscriptions))
+        self.stats.connected = True
+        self.handler.on_connect()
+        self.on_event("connect", None)
+        return ws, False
+
+    @staticmethod
+    def _subscribe(ws: websocket.WebSocket, subscriptions: dict[int, Mode]) -> None:
+        by_mode: dict[Mode, list[int]] = {}
+        for token, mode in subscriptions.items():
+            by_mode.setdefault(mode, []).append(token)
+        for mode, tokens in by_mode.items():
+            ws.send(subscribe_message(tokens))
+            ws.send(mode_message(mode, tokens))
+
+    def _serve(self, ws: websocket.WebSocket) -> None:
+        ws.settimeout(min(1.0, self.watchdog))
+        handler, stats = self.handler, self.stats
+        last = time.monotonic()
+        reason = "stopped"
+        try:
+            while not self.stopping:
+                try:
+                    opcode, data = ws.recv_data()
+                except websocket.WebSocketTimeoutException:
+                    if time.monotonic() - last > self.watchdog:
+                        reason = f"no message for {self.watchdog:.0f} s (watchdog)"
+                        break
+                    handler.service()
+                    continue
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    reason = "closed by server"
+                    break
+                received = time.perf_counter()
+                handler.on_message(
+                    opcode == websocket.ABNF.OPCODE_BINARY, data, time.time_ns() // 1_000_000, received
+                )
+                handler.service()
+                last = time.monotonic()  # time spent under backpressure does not count against the watchdog
+        except (OSError, websocket.WebSocketException) as exc:
+            reason = f"connection lost ({type(exc).__name__})"
+        finally:
+            stats.connected = False
+            with self._lock:
+                self._ws = None
+            with contextlib.suppress(OSError, websocket.WebSocketException):
+                ws.close(timeout=1)
+        if not self.stopping:
+            log.warning("disconnected from %s: %s; reconnecting", self._public_url, reason)
+            self.on_event("disconnect", reason)

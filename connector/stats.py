@@ -1,0 +1,46 @@
+"""Counters of one pipeline, kept as plain ints on the hot path and read by the metrics collector."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["Stats"]
+
+
+@dataclass(slots=True)
+class Stats:
+    """Written by one listener thread only; read (without locking) when metrics are scraped."""
+
+    messages: Counter[str] = field(default_factory=Counter)  # binary / text / heartbeat
+    ticks: Counter[str] = field(default_factory=Counter)  # by mode
+    order_updates: int = 0
+    kite_errors: int = 0
+    produced: Counter[str] = field(default_factory=Counter)  # by topic
+    delivered: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by source
+    conflated: int = 0
+    spooled: int = 0
+    backpressure_seconds: float = 0.0
+    backpressure_events: int = 0
+    reconnects: int = 0
+    connected: bool = False
+    in_flight: int = 0
+    held: int = 0
+    last_delivery: float = 0.0  # monotonic time of the last acknowledged record
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "messages": dict(self.messages),
+            "ticks": sum(self.ticks.values()),
+            "order_updates": self.order_updates,
+            "produced": sum(self.produced.values()),
+            "delivered": sum(self.delivered.values()),
+            "failed": sum(self.failed.values()),
+            "dead_letters": sum(self.dead_letters.values()),
+            "conflated": self.conflated,
+            "spooled": self.spooled,
+            "reconnects": self.reconnects,
+            "in_flight": self.in_flight,
+        }

@@ -1,0 +1,120 @@
+"""Helpers of the runtime tests: run the connector in-process, read topics back independently."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
+
+from connector.app import Connector
+from connector.config import RUN_SETTINGS, resolve
+from connector.serde import AvroReader
+
+
+@dataclass
+class Record:
+    key: str | None
+    partition: int
+    offset: int
+    timestamp: int
+    kind: str
+    value: dict[str, Any]
+
+
+def connector_settings(
+    bootstrap: str, ws_port: int, instruments: str, tmp: Path, **extra: str
+) -> dict[str, Any]:
+    suffix = uuid.uuid4().hex[:8]
+    env = {
+        "KITE_API_KEY": "simulator",
+        "KITE_ACCESS_TOKEN": "simulator-token",
+        "KITE_WS_URL": f"ws://127.0.0.1:{ws_port}/",
+        "KITE_INSTRUMENTS": instruments,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_TICKS": f"ticks-{suffix}",
+        "KAFKA_TOPIC_ORDER_UPDATES": f"orders-{suffix}",
+        "KAFKA_TOPIC_DEAD_LETTERS": f"dlq-{suffix}",
+        "KAFKA_TOPIC_PARTITIONS": "3",
+        "SPOOL_DIR": str(tmp / "spool"),
+        "METRICS_PORT": "0",
+        "KITE_WATCHDOG_SECONDS": "3",
+        "KITE_RECONNECT_MAX_DELAY": "1",
+        **extra,
+    }
+    return resolve(RUN_SETTINGS, environ=env)
+
+
+@contextlib.contextmanager
+def running_connector(values: dict[str, Any]) -> Iterator[Connector]:
+    connector = Connector(values)
+    connector.start()
+    try:
+        yield connector
+    finally:
+        connector.stop()
+
+
+def read_topic(
+    bootstrap: str, topic: str, expect: int | None = None, idle: float = 5.0, limit: float = 120.0
+) -> list[Record]:
+    """Every record of ``topic`` (from the beginning), decoded with the project's reader.
+
+    Stops after ``expect`` records (if given) or when nothing new arrived for ``idle`` seconds.
+    """
+    reader = AvroReader()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    out: list[Record] = []
+    started = last = time.monotonic()
+    try:
+        while time.monotonic() - started < limit:
+            batch = consumer.consume(1000, 0.5)
+            for msg in batch:
+                assert msg.error() is None, msg.error()
+                kind, value = reader.read(msg.value() or b"")
+                key = msg.key()
+                out.append(
+                    Record(
+                        key.decode() if key else None,
+                        msg.partition() or 0,
+                        msg.offset() or 0,
+                        msg.timestamp()[1],
+                        kind,
+                        value,
+                    )
+                )
+            if batch:
+                last = time.monotonic()
+            if expect is not None and len(out) >= expect:
+                break
+            if time.monotonic() - last > idle and (expect is None or out):
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+def sent_log(path: Path, kind: str) -> list[dict[str, Any]]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r["kind"] == kind]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
