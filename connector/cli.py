@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _subcommand(
         sub, "decode", "decode base64 WebSocket messages (one per line) from stdin to JSON", _cmd_decode
     )
+    _subcommand(sub, "run", "stream Kite ticks and order updates into Kafka", _cmd_run, RUN_SETTINGS)
     _subcommand(
         sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SIMULATOR_SETTINGS
     )

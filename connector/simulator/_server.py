@@ -211,6 +211,7 @@ class Simulator:
             self.config.host,
             self.config.port,
             process_request=self.process_request,
+            ping_interval=None,  # Kite keeps connections alive with 1-byte heartbeats, not pings
             max_size=2**20,
         ) as server:
             self._bound_port = _port_of(server)

@@ -1,0 +1,144 @@
+"""Runtime pieces without services: configuration, subscriptions, backoff, tokens, sink policies, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from connector.app import parse_subscriptions, shard
+from connector.config import RUN_SETTINGS, add_arguments, resolve
+from connector.errors import ConfigError
+from connector.instruments import Instruments, read_instruments
+from connector.kite import Mode
+from connector.metrics import Metrics, MetricsServer
+from connector.sink import KafkaSink, SinkConfig
+from connector.source import TokenSource, backoff, redact
+from connector.stats import Stats
+from tests.conftest import FIXTURES
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, RUN_SETTINGS)
+    return parser.parse_args(list(argv))
+
+
+def test_flags_and_environment_share_names_and_flags_win() -> None:
+    env = {"KAFKA_LINGER_MS": "20", "KITE_MODE": "ltp"}
+    values = resolve(RUN_SETTINGS, _args("--kafka-linger-ms", "7"), env)
+    assert values["KAFKA_LINGER_MS"] == 7
+    assert values["KITE_MODE"] == "ltp"
+    assert values["MAX_IN_FLIGHT"] == 50_000
+
+
+def test_bad_values_name_the_variable_and_hide_secrets() -> None:
+    with pytest.raises(ConfigError, match="BACKPRESSURE_POLICY='drop': must be one of block, conflate"):
+        resolve(RUN_SETTINGS, environ={"BACKPRESSURE_POLICY": "drop"})
+    with pytest.raises(ConfigError, match="KAFKA_LINGER_MS"):
+        resolve(RUN_SETTINGS, environ={"KAFKA_LINGER_MS": "soon"})
+    with pytest.raises(ConfigError, match="KITE_ACCESS_TOKEN"):
+        TokenSource(None, None)
+
+
+def test_subscriptions_by_token_and_symbol_with_modes() -> None:
+    instruments = Instruments(read_instruments(FIXTURES / "instruments_all.csv"))
+    subs = parse_subscriptions("256265@ltp, NSE:EMMBI-BL ,3813889@quote", "full", instruments)
+    assert subs == {256265: Mode.LTP, 4645121: Mode.FULL, 3813889: Mode.QUOTE}
+    with pytest.raises(ConfigError, match="not in the instruments file"):
+        parse_subscriptions("NSE:NOSUCH", "full", instruments)
+    with pytest.raises(ConfigError, match="needs KITE_INSTRUMENTS_FILE"):
+        parse_subscriptions("NSE:INFY", "full", None)
+    with pytest.raises(ConfigError, match="mode must be"):
+        parse_subscriptions("1@turbo", "full", None)
+    with pytest.raises(ConfigError, match="empty"):
+        parse_subscriptions(" ", "full", None)
+
+
+def test_more_than_3000_instruments_are_sharded_and_9000_is_the_limit() -> None:
+    assert [len(s) for s in shard({t: Mode.FULL for t in range(7000)})] == [3000, 3000, 1000]
+    with pytest.raises(ConfigError, match="9000 per api_key"):
+        shard({t: Mode.FULL for t in range(9001)})
+
+
+def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    delays = list(itertools.islice(backoff(0.5, 8.0), 12))
+    assert 0.25 <= delays[0] <= 0.5
+    assert all(4.0 <= d <= 8.0 for d in delays[6:])
+    assert len(set(delays)) == len(delays)
+
+
+def test_token_file_is_reread_when_it_changes(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("one\n")
+    tokens = TokenSource(None, path)
+    assert tokens.get() == "one"
+    path.write_text("second\n")
+    assert tokens.get() == "second"
+    assert redact("url?access_token=second", "second") == "url?access_token=***"
+
+
+def _mock_sink(policy: str, bound: int) -> KafkaSink:
+    config = SinkConfig(
+        "unused:9092", max_in_flight=bound, policy=policy, producer_overrides={"test.mock.num.brokers": "1"}
+    )
+    return KafkaSink(config, Stats())
+
+
+def test_conflate_holds_only_the_newest_tick_per_instrument() -> None:
+    sink = _mock_sink("conflate", 10)
+    for i in range(100):
+        sink.produce_tick(f"{i % 5}".encode(), f"v{i}".encode(), 1_700_000_000_000, 0.0)
+    assert sink.stats.in_flight == 10
+    assert sink.stats.held == 5
+    assert sink.stats.conflated == 100 - 10 - 5
+    assert sink.close(10) == 0
+    assert sink.stats.delivered.total() == 15
+    assert sink.stats.failed.total() == 0
+
+
+def test_block_waits_for_acknowledgements_and_never_exceeds_the_bound() -> None:
+    sink = _mock_sink("block", 50)
+    peak = 0
+    for i in range(2000):
+        sink.produce_tick(f"{i % 7}".encode(), b"x", 1_700_000_000_000, 0.0)
+        peak = max(peak, sink.stats.in_flight)
+    assert peak == 50
+    assert sink.stats.backpressure_events > 0
+    assert sink.close(10) == 0
+    assert sink.stats.delivered.total() == 2000
+
+
+def test_undelivered_order_updates_are_spooled_and_replayed(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.jsonl"
+    dead = SinkConfig("127.0.0.1:1", spool_path=spool, producer_overrides={"log_level": "0"})
+    sink = KafkaSink(dead, Stats())
+    sink.produce_order_update(b"779521", b"order-1", 1_700_000_000_000)
+    sink.close(0.5)
+    assert sink.stats.spooled == 1 and spool.exists()
+    alive = SinkConfig("unused:9092", spool_path=spool, producer_overrides={"test.mock.num.brokers": "1"})
+    again = KafkaSink(alive, Stats())
+    assert again.replay_spool() == 1
+    assert again.close(10) == 0
+    assert again.stats.delivered.total() == 1 and not spool.exists()
+
+
+def test_metrics_and_health_endpoint() -> None:
+    stats = Stats()
+    stats.ticks["full"] += 3
+    metrics = Metrics([stats])
+    server = MetricsServer(metrics, "127.0.0.1", 0)
+    server.start()
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics").read().decode()
+        assert 'kite_ticks_received_total{mode="full"} 3.0' in body
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz")
+        assert info.value.code == 503
+        stats.connected = True
+        assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz").status == 200
+    finally:
+        server.close()
