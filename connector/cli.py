@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import json
 import os
 import sys
@@ -13,6 +14,7 @@ from typing import Any, TextIO
 
 from connector import kite
 from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS, Setting, add_arguments, resolve
+from connector.consume import CONSUME_SETTINGS
 from connector.errors import ConnectorError, MalformedFrame
 from connector.logs import setup_logging
 
@@ -74,13 +76,22 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
     instruments += synthetic_instruments(v["SIM_SYNTHETIC_INSTRUMENTS"])
     config = SimulatorConfig(
-        api_key=v["KITE_API_KEY"], access_token=v["KITE_ACCESS_TOKEN"], api_secret=v["KITE_API_SECRET"],
-        host=v["SIM_HOST"], port=v["SIM_PORT"], rate=v["SIM_RATE"], max_rate=v["SIM_MAX_RATE"],
-        packets_per_message=v["SIM_PACKETS_PER_MESSAGE"], order_rate=v["SIM_ORDER_RATE"],
-        drop_every=v["SIM_DROP_EVERY"], malformed_probability=v["SIM_MALFORMED_PROBABILITY"],
-        stall_every=v["SIM_STALL_EVERY"], stall_seconds=v["SIM_STALL_SECONDS"], seed=v["SIM_SEED"],
+        api_key=v["KITE_API_KEY"],
+        access_token=v["KITE_ACCESS_TOKEN"],
+        api_secret=v["KITE_API_SECRET"],
+        host=v["SIM_HOST"],
+        port=v["SIM_PORT"],
+        rate=v["SIM_RATE"],
+        max_rate=v["SIM_MAX_RATE"],
+        packets_per_message=v["SIM_PACKETS_PER_MESSAGE"],
+        order_rate=v["SIM_ORDER_RATE"],
+        drop_every=v["SIM_DROP_EVERY"],
+        malformed_probability=v["SIM_MALFORMED_PROBABILITY"],
+        stall_every=v["SIM_STALL_EVERY"],
+        stall_seconds=v["SIM_STALL_SECONDS"],
+        seed=v["SIM_SEED"],
         sent_log=v["SIM_SENT_LOG"],
-    )  # fmt: skip
+    )
     simulator = Simulator(config, instruments)
     try:
         asyncio.run(simulator.serve())
@@ -93,6 +104,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from connector.app import Connector
 
     return Connector(resolve(RUN_SETTINGS, args)).run_until_signalled()
+
+
+def _cmd_consume(args: argparse.Namespace) -> int:
+    from connector.consume import consume
+
+    with contextlib.suppress(BrokenPipeError):  # e.g. piped into `head`
+        consume(resolve(CONSUME_SETTINGS, args), sys.stdout, sys.stderr)
+    return 0
 
 
 def _subcommand(
@@ -122,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _subcommand(sub, "run", "stream Kite ticks and order updates into Kafka", _cmd_run, RUN_SETTINGS)
     _subcommand(
+        sub,
+        "consume",
+        "read the connector's topics and print decoded records",
+        _cmd_consume,
+        CONSUME_SETTINGS,
+    )
+    _subcommand(
         sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SIMULATOR_SETTINGS
     )
     return parser
@@ -129,8 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level or os.environ.get("LOG_LEVEL", "INFO"),
-                  args.log_format or os.environ.get("LOG_FORMAT", "json"))  # fmt: skip
+    setup_logging(
+        args.log_level or os.environ.get("LOG_LEVEL", "INFO"),
+        args.log_format or os.environ.get("LOG_FORMAT", "json"),
+    )
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -43,7 +43,7 @@ class Serializer(Generic[R]):
     schema: AvroSchema
     encode: Callable[[R, int], bytes]
     prefix: bytes
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]  # the type confluent-kafka's produce() takes
 
     def __call__(self, record: R, received_at_ms: int) -> bytes:
         try:

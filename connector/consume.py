@@ -1,0 +1,170 @@
+"""``kite-connector consume``: the example downstream reader of the connector's topics.
+
+Reads as a consumer group, detects each message's framing, decodes it with the schemas, and prints JSON
+lines or a live per-instrument view.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from confluent_kafka import Consumer, Message
+
+from connector.config import Setting
+from connector.errors import SerializationError
+from connector.serde import AvroReader
+
+__all__ = ["CONSUME_SETTINGS", "LiveView", "consume", "record_json"]
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+CONSUME_SETTINGS = (
+    Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
+    Setting("CONSUME_TOPICS", "kite.ticks,kite.order_updates,kite.dead_letters", "comma-separated topics"),
+    Setting("CONSUME_GROUP", None, "consumer group id (default: a new one each run)"),
+    Setting("CONSUME_FROM_BEGINNING", False, "start at the earliest offset when the group has none", _flag),
+    Setting("CONSUME_INSTRUMENTS", None, "only these instrument tokens (comma-separated)"),
+    Setting("CONSUME_MAX_RECORDS", 0, "stop after this many records (0: run until stopped)", int),
+    Setting("CONSUME_VIEW", "json", "json lines or a live terminal view", choices=("json", "live")),
+    Setting("CONSUME_IDLE_EXIT_SECONDS", 0.0, "stop when nothing arrived for this long (0: never)", float),
+    Setting("SCHEMA_REGISTRY_URL", None, "needed only for Confluent-framed topics"),
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def record_json(msg: Message, kind: str, value: dict[str, Any]) -> str:
+    key = msg.key()
+    return json.dumps(
+        {
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "key": key.decode(errors="replace") if key else None,
+            "type": kind,
+            "value": _plain(value),
+        }
+    )
+
+
+@dataclass
+class _Row:
+    last_price: float = 0.0
+    net_change: float | None = None
+    volume: int | None = None
+    count: int = 0
+    window: list[float] = field(default_factory=list)
+
+
+class LiveView:
+    """Per instrument: last price, change, volume, ticks/s; plus totals and exchange→consume lag."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.rows: dict[int, _Row] = {}
+        self.totals: dict[str, int] = {}
+        self.lags: list[float] = []
+        self.clock = clock
+
+    def add(self, kind: str, value: dict[str, Any]) -> None:
+        self.totals[kind] = self.totals.get(kind, 0) + 1
+        if kind != "Tick":
+            return
+        now = self.clock()
+        row = self.rows.setdefault(value["instrument_token"], _Row())
+        row.last_price, row.net_change, row.volume = (
+            value["last_price"],
+            value["net_change"],
+            value["volume_traded"],
+        )
+        row.count += 1
+        row.window = [t for t in row.window if now - t < 5] + [now]
+        stamp = value.get("exchange_timestamp")
+        if isinstance(stamp, datetime):
+            self.lags = [*self.lags[-999:], now - stamp.timestamp()]
+
+    def render(self, limit: int = 30) -> str:
+        lines = [f"{'token':>10} {'last':>12} {'change':>10} {'volume':>12} {'ticks/s':>8}"]
+        for token, row in sorted(self.rows.items(), key=lambda kv: -kv[1].count)[:limit]:
+            change = "" if row.net_change is None else f"{row.net_change:+.2f}"
+            volume = "" if row.volume is None else str(row.volume)
+            lines.append(
+                f"{token:>10} {row.last_price:>12.2f} {change:>10} {volume:>12} {len(row.window) / 5:>8.1f}"
+            )
+        totals = "  ".join(f"{k}: {v}" for k, v in sorted(self.totals.items()))
+        lag = f"{sorted(self.lags)[len(self.lags) // 2]:.3f} s" if self.lags else "-"
+        lines.append(f"instruments: {len(self.rows)}  {totals}  median lag exchange→consume: {lag}")
+        return "\n".join(lines)
+
+
+def consume(v: dict[str, Any], out: TextIO, err: TextIO) -> int:
+    """Run the reader with resolved CONSUME_SETTINGS values; returns how many records it printed."""
+    reader = AvroReader(v["SCHEMA_REGISTRY_URL"])
+    wanted = {t.strip() for t in (v["CONSUME_INSTRUMENTS"] or "").split(",") if t.strip()}
+    consumer = Consumer(
+        {
+            "bootstrap.servers": v["KAFKA_BOOTSTRAP_SERVERS"],
+            "group.id": v["CONSUME_GROUP"] or f"kite-consume-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest" if v["CONSUME_FROM_BEGINNING"] else "latest",
+        }
+    )
+    consumer.subscribe([t.strip() for t in v["CONSUME_TOPICS"].split(",") if t.strip()])
+    view = LiveView() if v["CONSUME_VIEW"] == "live" else None
+    printed, last_seen, last_draw = 0, time.monotonic(), 0.0
+    limit, idle = v["CONSUME_MAX_RECORDS"], v["CONSUME_IDLE_EXIT_SECONDS"]
+    try:
+        while not (limit and printed >= limit):
+            msg = consumer.poll(0.5)
+            now = time.monotonic()
+            if view is not None and now - last_draw >= 1:
+                out.write("\x1b[H\x1b[2J" + view.render() + "\n")
+                out.flush()
+                last_draw = now
+            if msg is None:
+                if idle and now - last_seen > idle:
+                    break
+                continue
+            last_seen = now
+            if msg.error():
+                err.write(f"kafka: {msg.error()}\n")
+                continue
+            key = msg.key()
+            if wanted and (key or b"").decode(errors="replace") not in wanted:
+                continue
+            try:
+                kind, value = reader.read(msg.value() or b"")
+            except SerializationError as exc:
+                err.write(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}\n")
+                continue
+            printed += 1
+            if view is None:
+                out.write(record_json(msg, kind, value) + "\n")
+            else:
+                view.add(kind, value)
+        if view is not None:
+            out.write("\x1b[H\x1b[2J" + view.render() + "\n")
+    finally:
+        consumer.close()
+    return printed

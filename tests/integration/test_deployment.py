@@ -1,0 +1,162 @@
+"""Deployment: the whole docker-compose file, and the consume CLI against a real broker."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from connector.config import resolve
+from connector.consume import CONSUME_SETTINGS, LiveView, consume
+from connector.kite import encode_message, parse_binary
+from connector.serde import FINGERPRINT_HEADER, build_serializers
+from tests.conftest import fixture_packet
+from tests.harness import free_port
+from tests.integration.helpers import read_topic, wait_until
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose_command() -> list[str]:
+    if os.environ.get("KITE_COMPOSE"):
+        return os.environ["KITE_COMPOSE"].split()
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.skip("neither `docker compose` nor docker-compose is installed")
+
+
+@pytest.fixture
+def compose_stack() -> Iterator[dict[str, str]]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not shutil.which("docker"):
+        pytest.skip("no Docker engine")
+    project = f"kitee2e{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "KAFKA_HOST_PORT": str(free_port()),
+        "METRICS_HOST_PORT": str(free_port()),
+        "SIM_RATE": "20",
+        "SIM_ORDER_RATE": "2",
+        "COMPOSE_PROJECT_NAME": project,
+        "DOCKER_BUILDKIT": "0",
+    }
+    compose = [*_compose_command(), "-f", str(ROOT / "docker-compose.yml")]
+    build = subprocess.run(
+        [*compose, "build", "connector"], env=env, capture_output=True, text=True, cwd=ROOT
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    up = subprocess.run([*compose, "up", "-d"], env=env, capture_output=True, text=True, cwd=ROOT)
+    try:
+        assert up.returncode == 0, up.stderr[-3000:]
+        yield env
+    finally:
+        logs = subprocess.run(
+            [*compose, "logs", "--tail=30", "connector"], env=env, capture_output=True, text=True
+        )
+        print(logs.stdout[-4000:])
+        subprocess.run([*compose, "down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=ROOT)
+
+
+def _healthy(port: str) -> bool:
+    try:
+        return bool(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status == 200)
+    except OSError:
+        return False
+
+
+def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: dict[str, str]) -> None:
+    started = time.monotonic()
+    wait_until(lambda: _healthy(compose_stack["METRICS_HOST_PORT"]), 240, "the connector to be healthy")
+    print(f"\n[compose] healthy after {time.monotonic() - started:.0f} s")
+    bootstrap = f"127.0.0.1:{compose_stack['KAFKA_HOST_PORT']}"
+    ticks = read_topic(bootstrap, "kite.ticks", expect=1000, limit=180)
+    assert len(ticks) >= 1000
+    assert {r.kind for r in ticks} == {"Tick"}
+    assert len({r.value["instrument_token"] for r in ticks}) == 8
+    orders = read_topic(bootstrap, "kite.order_updates", idle=3)
+    assert orders and all(r.kind == "OrderUpdate" for r in orders)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{compose_stack['METRICS_HOST_PORT']}/metrics").read()
+    assert b"records_delivered_total" in metrics
+
+
+def _produce_known(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
+    serializers = build_serializers()
+    ticks, _ = parse_binary(encode_message([fixture_packet("ticker_full"), fixture_packet("ticker_quote")]))
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for tick in ticks:
+        value = serializers.tick(tick, 1_764_000_000_000)
+        producer.produce(topic, value, str(tick.instrument_token).encode(), headers=serializers.tick.headers)
+    producer.produce(topic, b"not avro", b"bad")
+    assert producer.flush(30) == 0
+    return [{"tick": t, "offset": i} for i, t in enumerate(ticks)]
+
+
+def test_consume_cli_prints_exact_json_and_reports_bad_records(kafka_bootstrap: str) -> None:
+    topic = f"consume-{uuid.uuid4().hex[:8]}"
+    known = _produce_known(kafka_bootstrap, topic)
+    values = resolve(
+        CONSUME_SETTINGS,
+        environ={
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CONSUME_TOPICS": topic,
+            "CONSUME_FROM_BEGINNING": "true",
+            "CONSUME_IDLE_EXIT_SECONDS": "5",
+        },
+    )
+    out, err = io.StringIO(), io.StringIO()
+    assert consume(values, out, err) == 2
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    full = lines[0]
+    assert (full["topic"], full["partition"], full["offset"], full["key"], full["type"]) == (
+        topic,
+        0,
+        0,
+        "408065",
+        "Tick",
+    )
+    assert full["value"]["last_price"] == 1573.7
+    assert full["value"]["exchange_timestamp"] == "2021-07-05T05:11:27Z"
+    assert full["value"]["received_at"] == "2025-11-24T16:00:00Z"
+    assert full["value"]["depth_buy"][0] == {"quantity": 5, "price": 1573.4, "orders": 1}
+    assert lines[1]["value"]["mode"] == "quote" and lines[1]["value"]["depth_buy"] is None
+    assert "invalid magic byte" in err.getvalue()
+    assert len(known) == 2 and FINGERPRINT_HEADER
+
+
+def test_consume_live_view_renders(kafka_bootstrap: str) -> None:
+    topic = f"live-{uuid.uuid4().hex[:8]}"
+    _produce_known(kafka_bootstrap, topic)
+    values = resolve(
+        CONSUME_SETTINGS,
+        environ={
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "CONSUME_TOPICS": topic,
+            "CONSUME_FROM_BEGINNING": "true",
+            "CONSUME_VIEW": "live",
+            "CONSUME_IDLE_EXIT_SECONDS": "3",
+        },
+    )
+    out = io.StringIO()
+    consume(values, out, io.StringIO())
+    frames = out.getvalue().split("\x1b[H\x1b[2J")[1:]
+    assert len(frames) >= 3, "refreshed in place several times"
+    assert "408065" in frames[-1] and "1573.15" in frames[-1] and "Tick: 2" in frames[-1]
+    view = LiveView(clock=lambda: 0.0)
+    assert "instruments: 0" in view.render()
