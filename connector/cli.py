@@ -16,6 +16,7 @@ from connector import kite
 from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS, Setting, add_arguments, resolve
 from connector.consume import CONSUME_SETTINGS
 from connector.errors import ConnectorError, MalformedFrame
+from connector.login import LOGIN_SETTINGS
 from connector.logs import setup_logging
 
 __all__ = ["main"]
@@ -81,6 +82,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         api_secret=v["KITE_API_SECRET"],
         host=v["SIM_HOST"],
         port=v["SIM_PORT"],
+        http_port=None if v["SIM_HTTP_PORT"] < 0 else v["SIM_HTTP_PORT"],
         rate=v["SIM_RATE"],
         max_rate=v["SIM_MAX_RATE"],
         packets_per_message=v["SIM_PACKETS_PER_MESSAGE"],
@@ -111,6 +113,13 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(BrokenPipeError):  # e.g. piped into `head`
         consume(resolve(CONSUME_SETTINGS, args), sys.stdout, sys.stderr)
+    return 0
+
+
+def _cmd_login(args: argparse.Namespace) -> int:
+    from connector.login import login
+
+    login(resolve(LOGIN_SETTINGS, args))
     return 0
 
 
@@ -146,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
         "read the connector's topics and print decoded records",
         _cmd_consume,
         CONSUME_SETTINGS,
+    )
+    _subcommand(
+        sub,
+        "login",
+        "exchange a Kite request_token for the day's access token file",
+        _cmd_login,
+        LOGIN_SETTINGS,
     )
     _subcommand(
         sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SIMULATOR_SETTINGS

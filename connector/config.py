@@ -88,6 +88,7 @@ def resolve(
 SIMULATOR_SETTINGS = (
     Setting("SIM_HOST", "127.0.0.1", "address the simulator listens on"),
     Setting("SIM_PORT", 8765, "port the simulator listens on", int),
+    Setting("SIM_HTTP_PORT", 8766, "port of the simulator's login and instruments endpoints (-1: off)", int),
     Setting("KITE_API_KEY", "simulator", "api_key the simulator accepts"),
     Setting("KITE_ACCESS_TOKEN", "simulator-token", "access_token the simulator accepts", secret=True),
     Setting("KITE_API_SECRET", "simulator-secret", "api_secret the login endpoint checks", secret=True),

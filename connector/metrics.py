@@ -76,6 +76,9 @@ class _StatsCollector(Collector):
             lambda s: s.backpressure_seconds,
         )
         yield counter("reconnects", "WebSocket reconnects", None, lambda s: s.reconnects)
+        yield counter(
+            "callback_errors", "Exceptions raised by user callbacks", None, lambda s: s.callback_errors
+        )
         in_flight = GaugeMetricFamily("records_in_flight", "Records produced, not yet acknowledged")
         in_flight.add_metric([], sum(s.in_flight for s in self.shards))
         yield in_flight

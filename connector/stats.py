@@ -25,6 +25,7 @@ class Stats:
     backpressure_seconds: float = 0.0
     backpressure_events: int = 0
     reconnects: int = 0
+    callback_errors: int = 0
     connected: bool = False
     in_flight: int = 0
     held: int = 0

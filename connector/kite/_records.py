@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -35,6 +35,9 @@ EXCHANGES: dict[int, str] = {
     12: "NCO",
 }
 INDICES_SEGMENT = 9
+# Kite writes order times as IST wall-clock strings with no offset.
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
+KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 DEPTH_LEVELS = 5
 _DIVISORS: tuple[float, ...] = tuple(1e7 if s == 3 else 1e4 if s in (6, 12) else 100.0 for s in range(256))
 
@@ -244,6 +247,19 @@ class OrderUpdate(NamedTuple):
     tag: str | None = None
     guid: str | None = None
     extra: dict[str, str] = {}  # noqa: RUF012 - NamedTuple defaults are shared and never mutated here
+
+    def to_kiteconnect(self) -> dict[str, Any]:
+        """The ``data`` dict as Kite sends it (IST time strings, ``meta`` object, extra fields inline)."""
+        d: dict[str, Any] = self._asdict()
+        for key in ("order_timestamp_ms", "exchange_update_timestamp_ms", "exchange_timestamp_ms"):
+            ms = d.pop(key)
+            d[key.removesuffix("_ms")] = (
+                None if ms is None else datetime.fromtimestamp(ms / 1000, IST).strftime(KITE_TIME_FORMAT)
+            )
+        meta = d.pop("meta_json")
+        d["meta"] = None if meta is None else json.loads(meta)
+        d.update({k: json.loads(v) for k, v in d.pop("extra").items()})
+        return d
 
     def to_json_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = self._asdict()

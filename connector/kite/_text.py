@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 from connector.errors import MalformedFrame
-from connector.kite._records import KiteError, KiteMessage, OrderUpdate
+from connector.kite._records import IST, KITE_TIME_FORMAT, KiteError, KiteMessage, OrderUpdate
 
 __all__ = ["encode_text", "parse_text"]
 
-# Kite writes order times as IST wall-clock strings with no offset.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
-_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 _TIME_FIELDS = ("order_timestamp", "exchange_update_timestamp", "exchange_timestamp")
 _STR_FIELDS = (
     "user_id", "placed_by", "checksum", "exchange_order_id", "parent_order_id", "status_message",
@@ -55,7 +52,7 @@ def parse_text(data: str | bytes) -> OrderUpdate | KiteError | KiteMessage:
 def _time_ms(value: Any) -> int | None:
     if value in (None, ""):
         return None
-    parsed = datetime.strptime(str(value), _TIME_FORMAT).replace(tzinfo=IST)
+    parsed = datetime.strptime(str(value), KITE_TIME_FORMAT).replace(tzinfo=IST)
     return int(parsed.timestamp()) * 1000
 
 
@@ -88,22 +85,9 @@ def _order_update(body: dict[str, Any]) -> OrderUpdate:
     )
 
 
-def _order_body(update: OrderUpdate) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        name: getattr(update, name) for name in (*_STR_FIELDS, *_INT_FIELDS, *_FLOAT_FIELDS)
-    }
-    body["order_id"], body["status"] = update.order_id, update.status
-    for name in _TIME_FIELDS:
-        ms = getattr(update, f"{name}_ms")
-        body[name] = None if ms is None else datetime.fromtimestamp(ms / 1000, IST).strftime(_TIME_FORMAT)
-    body["meta"] = None if update.meta_json is None else json.loads(update.meta_json)
-    body.update({k: json.loads(v) for k, v in update.extra.items()})
-    return body
-
-
 def encode_text(record: OrderUpdate | KiteError | KiteMessage) -> str:
     """The text message Kite would send for ``record``."""
     if isinstance(record, OrderUpdate):
-        return json.dumps({"type": "order", "data": _order_body(record)})
+        return json.dumps({"type": "order", "data": record.to_kiteconnect()})
     kind = "error" if isinstance(record, KiteError) else "message"
     return json.dumps({"type": kind, "data": record.message})

@@ -31,6 +31,7 @@ from connector.kite import (
     encode_text,
     parse_client_message,
 )
+from connector.simulator._http import SimulatorHttp
 from connector.simulator._market import Market
 
 __all__ = ["Simulator", "SimulatorConfig", "running_simulator"]
@@ -45,6 +46,7 @@ class SimulatorConfig:
     api_secret: str = "simulator-secret"
     host: str = "127.0.0.1"
     port: int = 8765
+    http_port: int | None = None  # login and instruments endpoints; None: off
     rate: float = 1.0  # ticks per second per subscribed instrument
     max_rate: float = 0.0  # ticks per second per connection in all; 0 = no cap
     packets_per_message: int = 50
@@ -68,6 +70,18 @@ class Simulator:
         self._log: IO[str] | None = open(config.sent_log, "a") if config.sent_log else None  # noqa: SIM115
         self._log_lock = threading.Lock()
         self.paused = False  # stops ticks and orders (heartbeats go on), so tests can drain the stream
+        self.http: SimulatorHttp | None = None
+        if config.http_port is not None:
+            self.http = SimulatorHttp(
+                config.host,
+                config.http_port,
+                config.api_key,
+                config.api_secret,
+                instruments,
+                self.valid_tokens.add,
+                self.valid_tokens.__contains__,
+            )
+            log.info("Kite REST endpoints (login, instruments) on http://%s:%d", config.host, self.http.port)
 
     # -- handshake -------------------------------------------------------------------------------------
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -201,6 +215,9 @@ class Simulator:
                 self._log.flush()
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+            self.http = None
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS
 from connector.consume import CONSUME_SETTINGS
+from connector.login import LOGIN_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [
-        s.env for s in (*RUN_SETTINGS, *SIMULATOR_SETTINGS, *CONSUME_SETTINGS) if f"`{s.env}`" not in readme
+        s.env
+        for s in (*RUN_SETTINGS, *SIMULATOR_SETTINGS, *CONSUME_SETTINGS, *LOGIN_SETTINGS)
+        if f"`{s.env}`" not in readme
     ]
     assert not missing, f"README.md configuration table lacks {missing}"
 

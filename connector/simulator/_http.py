@@ -1,0 +1,119 @@
+"""The simulator's REST side: Kite's session endpoint (login) and the instruments dump."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+from connector.instruments import Instrument
+
+__all__ = ["SimulatorHttp"]
+
+_COLUMNS = (
+    "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,"
+    "instrument_type,segment,exchange"
+)
+
+
+def _csv(instruments: list[Instrument]) -> bytes:
+    rows = [_COLUMNS]
+    for i in instruments:
+        rows.append(
+            f"{i.instrument_token},{i.instrument_token >> 8},{i.tradingsymbol},{i.name},{i.last_price},,0.0,"
+            f"{i.tick_size},{i.lot_size},{i.instrument_type},{i.segment},{i.exchange}"
+        )
+    return ("\n".join(rows) + "\n").encode()
+
+
+class SimulatorHttp:
+    """``POST /session/token`` checks the SHA-256 checksum and issues a token the ticker then accepts;
+    ``GET /instruments`` serves the instruments as Kite's CSV dump (with the same auth header check)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        api_key: str,
+        api_secret: str,
+        instruments: list[Instrument],
+        issue_token: Callable[[str], None],
+        valid: Callable[[str], bool],
+    ) -> None:
+        dump = _csv(instruments)
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if self.path != "/session/token":
+                    return self._json(404, {"status": "error", "message": "not found"})
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                request_token = form.get("request_token", "")
+                expected = hashlib.sha256((api_key + request_token + api_secret).encode()).hexdigest()
+                if (
+                    form.get("api_key") != api_key
+                    or not request_token
+                    or not hmac.compare_digest(form.get("checksum", ""), expected)
+                ):
+                    return self._json(
+                        403,
+                        {"status": "error", "error_type": "TokenException", "message": "Invalid `checksum`."},
+                    )
+                token = "sim-" + secrets.token_hex(16)
+                issue_token(token)
+                self._json(
+                    200,
+                    {
+                        "status": "success",
+                        "data": {
+                            "user_id": "SIM001",
+                            "api_key": api_key,
+                            "access_token": token,
+                            "public_token": secrets.token_hex(8),
+                            "login_time": "2026-01-01 09:00:00",
+                        },
+                    },
+                )
+
+            def do_GET(self) -> None:
+                if self.path.split("?")[0] != "/instruments":
+                    return self._json(404, {"status": "error", "message": "not found"})
+                auth = self.headers.get("Authorization", "")
+                key, _, token = auth.removeprefix("token ").partition(":")
+                if key != api_key or not valid(token):
+                    return self._json(
+                        403,
+                        {
+                            "status": "error",
+                            "error_type": "TokenException",
+                            "message": "Incorrect `api_key` or `access_token`.",
+                        },
+                    )
+                self._reply(200, dump, "text/csv")
+
+            def _json(self, code: int, body: dict[str, object]) -> None:
+                self._reply(code, json.dumps(body).encode(), "application/json")
+
+            def _reply(self, code: int, body: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.port: int = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, name="simulator-http", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
