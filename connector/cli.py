@@ -93,6 +93,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         stall_seconds=v["SIM_STALL_SECONDS"],
         seed=v["SIM_SEED"],
         sent_log=v["SIM_SENT_LOG"],
+        replay_ticks=v["SIM_REPLAY_TICKS"],
     )
     simulator = Simulator(config, instruments)
     try:

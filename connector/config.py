@@ -108,6 +108,12 @@ SIMULATOR_SETTINGS = (
     Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", _positive_float),
     Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", _positive_float),
     Setting("SIM_SEED", 0, "random seed: the same seed sends the same prices", int),
+    Setting(
+        "SIM_REPLAY_TICKS",
+        0,
+        "benchmark feed: send this many pre-encoded ticks per connection, then idle",
+        _positive_int,
+    ),
     Setting("SIM_SENT_LOG", None, "write every record sent to this file (JSON lines)"),
     Setting("SIM_INSTRUMENTS_FILE", None, "instruments CSV (Kite dump format); default: the bundled one"),
     Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", _positive_int),

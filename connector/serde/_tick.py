@@ -7,10 +7,11 @@ random ticks, so a change to the schema that is not mirrored here fails the test
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from connector.kite import EXCHANGES, Mode, Tick, price_divisor
 
-__all__ = ["encode_tick"]
+__all__ = ["NATIVE", "encode_tick", "encode_tick_py", "native_encode_tick"]
 
 _double = struct.Struct("<d").pack
 _doubles2 = struct.Struct("<dd").pack
@@ -111,7 +112,7 @@ def _encode_full(t: Tick, d: float, received_at_ms: int) -> bytes:
     ))  # fmt: skip
 
 
-def encode_tick(t: Tick, received_at_ms: int) -> bytes:
+def encode_tick_py(t: Tick, received_at_ms: int) -> bytes:
     """Avro binary of ``t`` under ``schemas/tick.avsc`` (no framing)."""
     d = price_divisor(t.instrument_token)
     if t.depth is not None and None not in t[4:20]:
@@ -126,3 +127,17 @@ def encode_tick(t: Tick, received_at_ms: int) -> bytes:
         _opt_long(t.oi), _opt_long(t.oi_day_high), _opt_long(t.oi_day_low),
         _opt_long(t.exchange_timestamp_ms), _depth(t.depth, d), _varint(received_at_ms),
     ))  # fmt: skip
+
+
+def _load_native() -> Callable[[Tick, int], bytes] | None:
+    """The same encoder in C, built at install time where a compiler exists (hatch_build.py)."""
+    try:
+        from connector.serde._speedups import encode_tick as native
+    except ImportError:
+        return None
+    return native
+
+
+native_encode_tick = _load_native()
+NATIVE = native_encode_tick is not None
+encode_tick: Callable[[Tick, int], bytes] = native_encode_tick or encode_tick_py

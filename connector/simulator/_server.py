@@ -57,6 +57,7 @@ class SimulatorConfig:
     stall_seconds: float = 0.0
     seed: int = 0
     sent_log: str | None = None  # JSON lines of every record sent
+    replay_ticks: int = 0  # >0: send this many pre-encoded ticks per connection, as fast as max_rate allows
 
 
 class Simulator:
@@ -71,6 +72,7 @@ class Simulator:
         self._log_lock = threading.Lock()
         self.paused = False  # stops ticks and orders (heartbeats go on), so tests can drain the stream
         self.http: SimulatorHttp | None = None
+        self.replayed = 0
         if config.http_port is not None:
             self.http = SimulatorHttp(
                 config.host,
@@ -100,7 +102,8 @@ class Simulator:
         self.connections += 1
         conn_id = self.connections
         modes: dict[int, Mode] = {}
-        sender = asyncio.create_task(self._send_loop(ws, conn_id, modes))
+        loop = self._replay_loop if self.config.replay_ticks else self._send_loop
+        sender = asyncio.create_task(loop(ws, conn_id, modes))
         try:
             async for message in ws:
                 await self._on_client_message(ws, message, modes)
@@ -168,6 +171,36 @@ class Simulator:
             await asyncio.sleep(
                 max(0.0, min(next_cycle if modes else now + 0.05, now + 0.05) - time.monotonic())
             )
+
+    async def _replay_loop(self, ws: ServerConnection, conn_id: int, modes: dict[int, Mode]) -> None:
+        """Benchmark feed: messages encoded once, then sent back to back so the source is never the limit."""
+        cfg = self.config
+        while not modes:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # let mode messages that follow the subscription arrive
+        ticks = [self.market.tick(t, m) for _ in range(20) for t, m in list(modes.items())]
+        size = max(1, cfg.packets_per_message)
+        batches = [ticks[i : i + size] for i in range(0, len(ticks), size)]
+        messages = [(encode_message(batch), len(batch)) for batch in batches]
+        sent, started = 0, time.monotonic()
+        while sent < cfg.replay_ticks:
+            for (data, count), batch in zip(messages, batches, strict=True):
+                left = cfg.replay_ticks - sent
+                if left <= 0:
+                    break
+                if count > left:  # the last message carries exactly what is left
+                    data, count = encode_message(batch[:left]), left
+                await ws.send(data)
+                sent += count
+                if cfg.max_rate > 0:
+                    ahead = started + sent / cfg.max_rate - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        self.replayed += sent
+        log.info("connection %d: replayed %d ticks in %.1f s", conn_id, sent, time.monotonic() - started)
+        while True:
+            await ws.send(b"\x00")
+            await asyncio.sleep(1)
 
     def _cycle_interval(self, subscribed: int) -> float:
         cfg = self.config

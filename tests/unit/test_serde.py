@@ -5,7 +5,11 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import random
+import shutil
+import struct
+from collections.abc import Callable
 from typing import Any
 
 import avro.io
@@ -30,6 +34,7 @@ from connector.serde import (
     split_frame,
     tick_dict,
 )
+from connector.serde._tick import NATIVE, encode_tick_py, native_encode_tick
 from tests.conftest import fixture_packet
 from tests.unit.test_kite_codec import PACKET_LENGTHS, SEGMENTS, random_packet
 
@@ -153,10 +158,36 @@ ticks = st.builds(
 )  # fmt: skip
 
 
-@given(ticks, st.integers(-(2**62), 2**62))
+ENCODERS: list[Callable[[Tick, int], bytes]] = [encode_tick_py]
+if native_encode_tick is not None:
+    ENCODERS.append(native_encode_tick)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=lambda e: "native" if e is not encode_tick_py else "python")
+@given(tick=ticks, received=st.integers(-(2**62), 2**62))
 @settings(max_examples=1500, deadline=None)
-def test_fast_tick_encoder_is_byte_identical_to_fastavro(tick: Tick, received: int) -> None:
-    assert encode_tick(tick, received) == reference_tick(tick, received)
+def test_fast_tick_encoders_are_byte_identical_to_fastavro(
+    encoder: Callable[[Tick, int], bytes], tick: Tick, received: int
+) -> None:
+    assert encoder(tick, received) == reference_tick(tick, received)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=lambda e: "native" if e is not encode_tick_py else "python")
+def test_fast_tick_encoders_reject_what_fastavro_rejects(encoder: Callable[[Tick, int], bytes]) -> None:
+    not_a_price: Any = "x"
+    bad_ticks = [
+        Tick(2**70, Mode.LTP, True, 1.0),
+        Tick(1, Mode.LTP, True, not_a_price),
+        Tick(1, Mode.QUOTE, True, 1.0, 2**64),
+    ]
+    for bad in bad_ticks:
+        with pytest.raises((OverflowError, TypeError, ValueError, struct.error)):
+            encoder(bad, RECEIVED)
+
+
+def test_native_encoder_is_built_where_a_compiler_exists() -> None:
+    if shutil.which("cc") and not os.environ.get("KITE_NO_SPEEDUPS"):
+        assert NATIVE, "hatch_build.py should have compiled connector/serde/_speedups.c"
 
 
 def test_fastavro_reads_what_the_fast_encoder_wrote() -> None:
@@ -164,3 +195,7 @@ def test_fastavro_reads_what_the_fast_encoder_wrote() -> None:
     for tick in _ticks_of_every_kind():
         values = fastavro.schemaless_reader(io.BytesIO(encode_tick(tick, RECEIVED)), schema, None)
         assert _plain(values) == tick_dict(tick, RECEIVED)
+
+
+if NATIVE:
+    pass

@@ -1,0 +1,386 @@
+"""End to end: simulator → connector → Kafka, against a naive pipeline on the same stream, in one run.
+
+    python bench/e2e.py [--ticks 2000000] [--instruments 1000] [--latency-rate 10000] [--latency-seconds 20]
+
+Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAFKA_BOOTSTRAP_SERVERS.
+The simulator replays pre-encoded full-mode messages (50 packets each) as fast as the socket takes them,
+in its own process, so the source is not the limit. Connector and naive pipeline run as their own
+processes; CPU and peak RSS are theirs. After each run the topic is consumed and its record count must
+equal the ticks sent, or the run reports failure instead of a figure. Last line: e2e_speedup_vs_naive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connector.simulator import synthetic_instruments  # noqa: E402
+from tests.harness import free_port, kafka_broker  # noqa: E402
+
+CLI = [sys.executable, "-m", "connector.cli"]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def _process(args: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _simulator(port: int, ticks: int, instruments: int, max_rate: float = 0) -> list[str]:
+    return [
+        *CLI,
+        "--log-level",
+        "WARNING",
+        "simulate",
+        "--sim-port",
+        str(port),
+        "--sim-http-port",
+        "-1",
+        "--sim-replay-ticks",
+        str(ticks),
+        "--sim-synthetic-instruments",
+        str(instruments),
+        "--sim-max-rate",
+        str(max_rate),
+        "--sim-order-rate",
+        "0",
+        "--sim-instruments-file",
+        str(_empty_csv()),
+    ]
+
+
+def _empty_csv() -> Path:
+    path = Path("/tmp/kite-bench-no-instruments.csv")
+    path.write_text(
+        "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,"
+        "lot_size,instrument_type,segment,exchange\n"
+    )
+    return path
+
+
+def _tokens(instruments: int) -> list[int]:
+    return [i.instrument_token for i in synthetic_instruments(instruments) if i.instrument_token & 0xFF != 9]
+
+
+def _wait_port(port: int, timeout: float = 30) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def _metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def _count_records(bootstrap: str, topic: str, expect: int) -> int:
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    count, idle = 0, 0
+    while count < expect and idle < 20:
+        batch = consumer.consume(10_000, 0.5)
+        idle = 0 if batch else idle + 1
+        count += sum(1 for m in batch if m.error() is None)
+    consumer.close()
+    return count
+
+
+def _connector_env(
+    bootstrap: str, sim_port: int, metrics_port: int, tokens: list[int], topic: str
+) -> dict[str, str]:
+    return {
+        "KITE_API_KEY": "simulator",
+        "KITE_ACCESS_TOKEN": "simulator-token",
+        "KITE_WS_URL": f"ws://127.0.0.1:{sim_port}",
+        "KITE_INSTRUMENTS": ",".join(f"{t}@full" for t in tokens),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "KAFKA_TOPIC_TICKS": topic,
+        "KAFKA_TOPIC_ORDER_UPDATES": topic + "-orders",
+        "KAFKA_TOPIC_DEAD_LETTERS": topic + "-dlq",
+        "METRICS_PORT": str(metrics_port),
+        "METRICS_HOST": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+        "SPOOL_DIR": "/tmp/kite-bench-spool",
+    }
+
+
+def run_connector(bootstrap: str, ticks: int, instruments: int, max_rate: float = 0) -> dict[str, Any]:
+    sim_port, metrics_port = free_port(), free_port()
+    topic = f"bench-ticks-{uuid.uuid4().hex[:8]}"
+    key = f'records_delivered_total{{topic="{topic}"}}'
+    env = _connector_env(bootstrap, sim_port, metrics_port, _tokens(instruments), topic)
+    with _process(_simulator(sim_port, ticks, instruments, max_rate), {}):
+        _wait_port(sim_port)
+        with _process([*CLI, "run"], env) as proc:
+            _wait_port(metrics_port)
+            cpu0, first, first_cpu = _cpu_seconds(proc.pid), 0.0, 0.0
+            delivered, deadline = 0.0, time.monotonic() + 60 + ticks / 2000
+            while delivered < ticks and time.monotonic() < deadline:
+                time.sleep(0.05)
+                delivered = _metrics(metrics_port).get(key, 0.0)
+                if delivered and not first:
+                    first, first_cpu = time.monotonic(), _cpu_seconds(proc.pid)
+            last, cpu1 = time.monotonic(), _cpu_seconds(proc.pid)
+            metrics = _metrics(metrics_port)
+            rss = _status_mb(proc.pid, "VmHWM")
+    in_kafka = _count_records(bootstrap, topic, ticks)
+    seconds = max(last - first, 1e-9)
+    return {
+        "ticks": ticks,
+        "in_kafka": in_kafka,
+        "seconds": seconds,
+        "rate": delivered / seconds,
+        "cpu_per_million": (cpu1 - first_cpu) / delivered * 1e6 if delivered else 0.0,
+        "cpu_share": (cpu1 - first_cpu) / seconds,
+        "cpu_total": cpu1 - cpu0,
+        "peak_rss_mb": rss,
+        "metrics": metrics,
+    }
+
+
+def run_naive(bootstrap: str, ticks: int, instruments: int) -> dict[str, Any]:
+    sim_port = free_port()
+    topic = f"bench-naive-{uuid.uuid4().hex[:8]}"
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    tokens = ",".join(map(str, _tokens(instruments)))
+    with _process(_simulator(sim_port, ticks, instruments), {}):
+        _wait_port(sim_port)
+        args = [
+            sys.executable,
+            __file__,
+            "--naive-worker",
+            f"ws://127.0.0.1:{sim_port}",
+            bootstrap,
+            topic,
+            str(ticks),
+            tokens,
+        ]
+        with _process(args, {}) as proc:
+            out, _ = proc.communicate(timeout=3600)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["in_kafka"] = _count_records(bootstrap, topic, ticks)
+    return result
+
+
+def naive_worker(url: str, bootstrap: str, topic: str, ticks: int, tokens: str) -> None:
+    """What a user writes by hand: the official decoder, fastavro, produce with a delivery callback."""
+    import fastavro
+    import websocket
+    from confluent_kafka import Producer
+    from kiteconnect import KiteTicker
+
+    schema = fastavro.parse_schema(json.loads((ROOT / "schemas" / "tick.avsc").read_text()))
+    decoder = KiteTicker("simulator", "simulator-token")
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+        }
+    )
+    acked = [0]
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is None:
+            acked[0] += 1
+
+    ws = websocket.create_connection(f"{url}/?api_key=simulator&access_token=simulator-token")
+    token_list = [int(t) for t in tokens.split(",")]
+    ws.send(json.dumps({"a": "subscribe", "v": token_list}))
+    ws.send(json.dumps({"a": "mode", "v": ["full", token_list]}))
+    seen, started, cpu0 = 0, 0.0, time.process_time()
+    while seen < ticks:
+        opcode, data = ws.recv_data()
+        if opcode != websocket.ABNF.OPCODE_BINARY or len(data) < 2:
+            continue
+        if not started:
+            started = time.monotonic()
+        received = time.time_ns() // 1_000_000
+        for d in decoder._parse_binary(data):
+            ohlc, depth = d.get("ohlc", {}), d.get("depth")
+            ts = d.get("exchange_timestamp")
+            ltt = d.get("last_trade_time")
+            record = {
+                "instrument_token": d["instrument_token"],
+                "exchange": "NSE",
+                "segment": d["instrument_token"] & 0xFF,
+                "mode": d["mode"],
+                "tradable": d["tradable"],
+                "price_divisor": 100.0,
+                "last_price": d["last_price"],
+                "last_traded_quantity": d.get("last_traded_quantity"),
+                "average_traded_price": d.get("average_traded_price"),
+                "volume_traded": d.get("volume_traded"),
+                "total_buy_quantity": d.get("total_buy_quantity"),
+                "total_sell_quantity": d.get("total_sell_quantity"),
+                "open": ohlc.get("open"),
+                "high": ohlc.get("high"),
+                "low": ohlc.get("low"),
+                "close": ohlc.get("close"),
+                "net_change": None,
+                "change_percent": d.get("change"),
+                "last_trade_time": int(ltt.timestamp() * 1000) if ltt else None,
+                "oi": d.get("oi"),
+                "oi_day_high": d.get("oi_day_high"),
+                "oi_day_low": d.get("oi_day_low"),
+                "exchange_timestamp": int(ts.timestamp() * 1000) if ts else None,
+                "depth_buy": depth["buy"] if depth else None,
+                "depth_sell": depth["sell"] if depth else None,
+                "received_at": received,
+            }
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, schema, record)
+            producer.produce(
+                topic, buf.getvalue(), str(d["instrument_token"]).encode(), on_delivery=on_delivery
+            )
+            producer.poll(0)
+            seen += 1
+    producer.flush(120)
+    seconds = time.monotonic() - started
+    cpu = time.process_time() - cpu0
+    print(
+        json.dumps(
+            {
+                "ticks": seen,
+                "acked": acked[0],
+                "seconds": seconds,
+                "rate": acked[0] / seconds,
+                "cpu_per_million": cpu / seen * 1e6,
+                "peak_rss_mb": _status_mb(os.getpid(), "VmHWM"),
+            }
+        )
+    )
+
+
+def _quantile(metrics: dict[str, float], q: float) -> float:
+    buckets = sorted(
+        (float(name.split('le="')[1].rstrip('"}')), count)
+        for name, count in metrics.items()
+        if name.startswith("receive_to_ack_seconds_bucket") and "+Inf" not in name
+    )
+    total = metrics.get("receive_to_ack_seconds_count", 0.0)
+    if not total:
+        return float("nan")
+    previous_bound, previous_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= q * total:  # linear inside the bucket
+            share = (q * total - previous_count) / max(count - previous_count, 1e-9)
+            return previous_bound + share * (bound - previous_bound)
+        previous_bound, previous_count = bound, count
+    return float("inf")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ticks", type=int, default=2_000_000)
+    parser.add_argument("--naive-ticks", type=int, default=0, help="default: --ticks")
+    parser.add_argument("--instruments", type=int, default=1000)
+    parser.add_argument("--latency-rate", type=float, default=10_000)
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    args = parser.parse_args()
+    with kafka_broker() as (bootstrap, _):
+        ours = run_connector(bootstrap, args.ticks, args.instruments)
+        naive = run_naive(bootstrap, args.naive_ticks or args.ticks, args.instruments)
+        steady = run_connector(
+            bootstrap, int(args.latency_rate * args.latency_seconds), args.instruments, args.latency_rate
+        )
+    failed = [
+        (name, r)
+        for name, r in (("connector", ours), ("naive", naive), ("steady", steady))
+        if r["in_kafka"] != r["ticks"]
+    ]
+    for name, r in failed:
+        print(f"FAILED: {name} run sent {r['ticks']} ticks but Kafka holds {r['in_kafka']}")
+    if failed:
+        return 1
+    print(f"instruments: {args.instruments}, full mode, 50 packets per message; 0 lost in every run")
+    print(
+        f"connector: {ours['rate']:10,.0f} ticks/s  {ours['cpu_per_million']:6.1f} CPU s per 1M ticks  "
+        f"peak RSS {ours['peak_rss_mb']:.0f} MB  ({ours['ticks']:,} ticks in {ours['seconds']:.1f} s)"
+    )
+    print(
+        f"naive:     {naive['rate']:10,.0f} ticks/s  {naive['cpu_per_million']:6.1f} CPU s per 1M ticks  "
+        f"peak RSS {naive['peak_rss_mb']:.0f} MB  ({naive['ticks']:,} ticks in {naive['seconds']:.1f} s)"
+    )
+    m = steady["metrics"]
+    print(
+        f"at {args.latency_rate:,.0f} ticks/s: receive->ack p50 {_quantile(m, 0.5) * 1000:.2f} ms, "
+        f"p99 {_quantile(m, 0.99) * 1000:.2f} ms, p999 {_quantile(m, 0.999) * 1000:.2f} ms; "
+        f"connector CPU {steady['cpu_share'] * 100:.1f}% of one core, peak RSS {steady['peak_rss_mb']:.0f} MB"
+    )
+    print(f"e2e_speedup_vs_naive={ours['rate'] / naive['rate']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--naive-worker":
+        url, bootstrap, topic, ticks, tokens = sys.argv[2:7]
+        naive_worker(url, bootstrap, topic, int(ticks), tokens)
+        sys.exit(0)
+    sys.exit(main())

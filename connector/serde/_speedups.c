@@ -1,0 +1,154 @@
+/*
+ * Optional native encoder of connector.kite.Tick into Avro binary under schemas/tick.avsc.
+ * Byte-identical to connector/serde/_tick.py (and so to fastavro's schemaless_writer); the tests run
+ * both against fastavro. Built at install time when a C compiler is present; Python is used otherwise.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/* Tick field positions (connector/kite/_records.py). */
+enum { F_TOKEN, F_MODE, F_TRADABLE, F_LAST, F_LTQ, F_ATP, F_VOL, F_TBQ, F_TSQ, F_OPEN, F_HIGH, F_LOW,
+       F_CLOSE, F_NET, F_PCT, F_LTT, F_OI, F_OIH, F_OIL, F_ETS, F_DEPTH, F_COUNT };
+
+typedef struct { char *p; Py_ssize_t len, cap; char local[768]; } Buf;
+
+static int grow(Buf *b, Py_ssize_t need) {
+    if (b->len + need <= b->cap) return 0;
+    Py_ssize_t cap = (b->cap + need) * 2;
+    char *p = (b->p == b->local) ? PyMem_Malloc(cap) : PyMem_Realloc(b->p, cap);
+    if (!p) { PyErr_NoMemory(); return -1; }
+    if (b->p == b->local) memcpy(p, b->local, b->len);
+    b->p = p; b->cap = cap;
+    return 0;
+}
+
+static int put_byte(Buf *b, unsigned char c) {
+    if (grow(b, 1) < 0) return -1;
+    b->p[b->len++] = (char)c;
+    return 0;
+}
+
+static int put_varint(Buf *b, unsigned long long z) {
+    if (grow(b, 10) < 0) return -1;
+    while (z >= 0x80) { b->p[b->len++] = (char)((z & 0x7F) | 0x80); z >>= 7; }
+    b->p[b->len++] = (char)z;
+    return 0;
+}
+
+static int put_long(Buf *b, PyObject *v) {
+    int overflow = 0;
+    long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow) { PyErr_SetString(PyExc_OverflowError, "value does not fit an Avro long"); return -1; }
+    if (n == -1 && PyErr_Occurred()) return -1;
+    return put_varint(b, ((unsigned long long)n << 1) ^ (unsigned long long)(n >> 63));
+}
+
+static int put_double_value(Buf *b, double d) {
+    if (grow(b, 8) < 0) return -1;
+    /* Avro doubles are little-endian IEEE 754, as on every platform CPython's struct '<d' targets. */
+    PyFloat_Pack8(d, b->p + b->len, 1);
+    b->len += 8;
+    return 0;
+}
+
+static int put_double(Buf *b, PyObject *v) {
+    double d = PyFloat_AsDouble(v);
+    if (d == -1.0 && PyErr_Occurred()) return -1;
+    return put_double_value(b, d);
+}
+
+static int put_opt(Buf *b, PyObject *v, int is_double) {
+    if (v == Py_None) return put_byte(b, 0);
+    if (put_byte(b, 2) < 0) return -1;
+    return is_double ? put_double(b, v) : put_long(b, v);
+}
+
+static const char *exchange_of(long seg) {
+    switch (seg) {
+    case 1: return "NSE"; case 2: return "NFO"; case 3: return "CDS"; case 4: return "BSE"; case 5: return "BFO";
+    case 6: return "BCD"; case 7: return "MCX"; case 8: return "MCXSX"; case 9: return "INDICES"; case 12: return "NCO";
+    default: return NULL;
+    }
+}
+
+static int put_depth_side(Buf *b, PyObject *raw, Py_ssize_t start, Py_ssize_t levels, PyObject *divisor) {
+    if (put_byte(b, 2) < 0) return -1;
+    if (levels) {
+        if (put_varint(b, (unsigned long long)levels << 1) < 0) return -1;
+        for (Py_ssize_t i = start; i < start + 3 * levels; i += 3) {
+            if (put_long(b, PyTuple_GET_ITEM(raw, i)) < 0) return -1;
+            PyObject *price = PyNumber_TrueDivide(PyTuple_GET_ITEM(raw, i + 1), divisor);
+            if (!price) return -1;
+            int rc = put_double(b, price);
+            Py_DECREF(price);
+            if (rc < 0 || put_long(b, PyTuple_GET_ITEM(raw, i + 2)) < 0) return -1;
+        }
+    }
+    return put_byte(b, 0);
+}
+
+static int encode(Buf *b, PyObject *t, PyObject *received) {
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != F_COUNT) {
+        PyErr_SetString(PyExc_TypeError, "expected a connector.kite.Tick");
+        return -1;
+    }
+    PyObject *token = PyTuple_GET_ITEM(t, F_TOKEN);
+    long long tok = PyLong_AsLongLong(token);
+    if (tok == -1 && PyErr_Occurred()) return -1;
+    long seg = (long)(tok & 0xFF);
+    double div = seg == 3 ? 1e7 : (seg == 6 || seg == 12) ? 1e4 : 100.0;
+    if (put_long(b, token) < 0) return -1;
+    char fallback[24];
+    const char *exchange = exchange_of(seg);
+    if (!exchange) { snprintf(fallback, sizeof fallback, "SEGMENT_%ld", seg); exchange = fallback; }
+    size_t n = strlen(exchange);
+    if (put_varint(b, (unsigned long long)n << 1) < 0 || grow(b, (Py_ssize_t)n) < 0) return -1;
+    memcpy(b->p + b->len, exchange, n);
+    b->len += (Py_ssize_t)n;
+    if (put_varint(b, (unsigned long long)seg << 1) < 0) return -1;
+    PyObject *mode = PyTuple_GET_ITEM(t, F_MODE);
+    int m = PyUnicode_CompareWithASCIIString(mode, "ltp") == 0 ? 0
+          : PyUnicode_CompareWithASCIIString(mode, "quote") == 0 ? 1
+          : PyUnicode_CompareWithASCIIString(mode, "full") == 0 ? 2 : -1;
+    if (m < 0) { PyErr_SetString(PyExc_ValueError, "mode must be ltp, quote or full"); return -1; }
+    int tradable = PyObject_IsTrue(PyTuple_GET_ITEM(t, F_TRADABLE));
+    if (tradable < 0) return -1;
+    if (put_byte(b, (unsigned char)(m << 1)) < 0 || put_byte(b, (unsigned char)tradable) < 0) return -1;
+    if (put_double_value(b, div) < 0 || put_double(b, PyTuple_GET_ITEM(t, F_LAST)) < 0) return -1;
+    static const int kinds[] = {0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0}; /* F_LTQ..F_ETS: 1 = double */
+    for (int f = F_LTQ; f <= F_ETS; f++)
+        if (put_opt(b, PyTuple_GET_ITEM(t, f), kinds[f - F_LTQ]) < 0) return -1;
+    PyObject *raw = PyTuple_GET_ITEM(t, F_DEPTH);
+    if (raw == Py_None) {
+        if (put_byte(b, 0) < 0 || put_byte(b, 0) < 0) return -1;
+    } else {
+        if (!PyTuple_Check(raw)) { PyErr_SetString(PyExc_TypeError, "depth must be a tuple"); return -1; }
+        Py_ssize_t levels = PyTuple_GET_SIZE(raw) / 6;
+        PyObject *divisor = PyFloat_FromDouble(div);
+        if (!divisor) return -1;
+        int rc = put_depth_side(b, raw, 0, levels, divisor);
+        if (rc == 0) rc = put_depth_side(b, raw, 3 * levels, levels, divisor);
+        Py_DECREF(divisor);
+        if (rc < 0) return -1;
+    }
+    return put_long(b, received);
+}
+
+static PyObject *encode_tick(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "encode_tick(tick, received_at_ms)"); return NULL; }
+    Buf b = {.len = 0, .cap = sizeof b.local};
+    b.p = b.local;
+    PyObject *out = encode(&b, args[0], args[1]) < 0 ? NULL : PyBytes_FromStringAndSize(b.p, b.len);
+    if (b.p != b.local) PyMem_Free(b.p);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"encode_tick", (PyCFunction)(void (*)(void))encode_tick, METH_FASTCALL, "Avro binary of a Tick (no framing)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

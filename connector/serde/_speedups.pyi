@@ -1,0 +1,3 @@
+from connector.kite import Tick
+
+def encode_tick(tick: Tick, received_at_ms: int, /) -> bytes: ...
