@@ -5,11 +5,18 @@ ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
 ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# A C compiler (build stage only) for the native Tick encoder; without one the package stays pure Python.
+RUN if ! command -v cc >/dev/null; then \
+      headers="$(python3 -c 'import os, sysconfig; print("" if os.path.exists(sysconfig.get_paths()["include"] + "/Python.h") else "python3-dev")')"; \
+      (apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev $headers >/dev/null) \
+        || echo "no C compiler: the image uses the pure Python encoder"; \
+    fi
 RUN python3 -m venv /opt/venv
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md hatch_build.py /src/
 COPY connector /src/connector
 COPY schemas /src/schemas
-RUN /opt/venv/bin/pip install /src
+RUN /opt/venv/bin/pip install /src \
+ && /opt/venv/bin/python -c "from connector.serde._tick import NATIVE; print('native Tick encoder:', NATIVE)"
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
