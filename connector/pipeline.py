@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from connector.errors import MalformedFrame, SerializationError
 from connector.kite import KiteError, KiteMessage, OrderUpdate, Tick, parse_binary, parse_text
-from connector.serde import DeadLetter, Serializers
+from connector.serde import DeadLetter, Serializers, native_transcode
 from connector.sink import KafkaSink
 from connector.stats import Stats
 
@@ -38,6 +38,9 @@ class Pipeline:
         self.order_updates = order_updates  # with several connections, only one publishes order updates
         self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
         self._keys: dict[int, bytes] = {}
+        # The native path needs the single-object prefix of the current Tick schema and nothing per tick.
+        self._tick_prefix = serializers.tick.prefix
+        self._transcode = native_transcode if sink is not None and serializers.tick.headers else None
 
     def on_connect(self) -> None:
         pass
@@ -66,12 +69,22 @@ class Pipeline:
             stats.messages["heartbeat"] += 1
             return
         stats.messages["binary"] += 1
+        if self._transcode is not None and self.on_ticks is None:
+            done = self._transcode(data, received_ms, self._tick_prefix)
+            if done is not None:  # a well-formed message, encoded in one native call
+                records, ltp, quote, full = done
+                stats.ticks.update(ltp=ltp, quote=quote, full=full)
+                key = self._key
+                self.sink.produce_ticks(  # type: ignore[union-attr]  # _transcode is set only with a sink
+                    [(key(token), value, ts or received_ms) for token, value, ts in records], received
+                )
+                return
         ticks, errors = parse_binary(data)
         for error in errors:
             self._dead_letter(DeadLetter(data, error.reason, "ws-binary", error.offset), received_ms)
         if not ticks:
             return
-        stats.ticks[ticks[0].mode] += len(ticks)
+        stats.ticks.update(tick.mode.value for tick in ticks)
         if self.on_ticks is not None:
             self.on_ticks(ticks)
         sink = self.sink
@@ -79,15 +92,18 @@ class Pipeline:
             return
         serialize, key = self.serializers.tick, self._key
         try:
-            for tick in ticks:
-                sink.produce_tick(
+            batch = [
+                (
                     key(tick.instrument_token),
                     serialize(tick, received_ms),
                     tick.exchange_timestamp_ms or received_ms,
-                    received,
                 )
+                for tick in ticks
+            ]
         except SerializationError as exc:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
+            return
+        sink.produce_ticks(batch, received)
 
     def _on_text(self, data: bytes, received_ms: int) -> None:
         self.stats.messages["text"] += 1

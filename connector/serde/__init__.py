@@ -17,7 +17,7 @@ from connector.serde._serializers import (
     build_serializers,
     fastavro_encoder,
 )
-from connector.serde._tick import encode_tick
+from connector.serde._tick import encode_tick, native_transcode
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -36,6 +36,7 @@ __all__ = [
     "encode_tick",
     "fastavro_encoder",
     "load_schema",
+    "native_transcode",
     "order_update_dict",
     "parse_schema_text",
     "schema_dir",

@@ -5,6 +5,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 /* Tick field positions (connector/kite/_records.py). */
@@ -144,8 +145,149 @@ static PyObject *encode_tick(PyObject *self, PyObject *const *args, Py_ssize_t n
     return out;
 }
 
+/* ---- transcode: a whole binary Kite message straight to framed Avro values, no Tick objects ---- */
+
+static uint32_t be32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static int put_str(Buf *b, const char *s) {
+    size_t n = strlen(s);
+    if (put_varint(b, (unsigned long long)n << 1) < 0 || grow(b, (Py_ssize_t)n) < 0) return -1;
+    memcpy(b->p + b->len, s, n);
+    b->len += (Py_ssize_t)n;
+    return 0;
+}
+
+static void raw_varint(Buf *b, unsigned long long z) { /* caller reserved room */
+    while (z >= 0x80) { b->p[b->len++] = (char)((z & 0x7F) | 0x80); z >>= 7; }
+    b->p[b->len++] = (char)z;
+}
+static void raw_long(Buf *b, long long n) { raw_varint(b, ((unsigned long long)n << 1) ^ (unsigned long long)(n >> 63)); }
+static void raw_double(Buf *b, double d) { PyFloat_Pack8(d, b->p + b->len, 1); b->len += 8; }
+static void raw_some_long(Buf *b, long long n) { b->p[b->len++] = 2; raw_long(b, n); }
+static void raw_some_double(Buf *b, double d) { b->p[b->len++] = 2; raw_double(b, d); }
+static void raw_null(Buf *b, int n) { while (n--) b->p[b->len++] = 0; }
+
+/* One packet (length already checked) → Avro body appended to b; mirrors kite/_binary.py + _tick.py. */
+static int transcode_packet(Buf *b, const unsigned char *p, Py_ssize_t len, long long received, long long *ts) {
+    uint32_t token = be32(p);
+    long seg = (long)(token & 0xFF);
+    double div = seg == 3 ? 1e7 : (seg == 6 || seg == 12) ? 1e4 : 100.0;
+    char fallback[24];
+    const char *exchange = exchange_of(seg);
+    if (!exchange) { snprintf(fallback, sizeof fallback, "SEGMENT_%ld", seg); exchange = fallback; }
+    if (grow(b, 700) < 0) return -1;
+    raw_long(b, token);
+    if (put_str(b, exchange) < 0) return -1;
+    raw_long(b, seg);
+    int mode = len == 8 ? 0 : (len == 28 || len == 44) ? 1 : 2;
+    b->p[b->len++] = (char)(mode << 1);
+    b->p[b->len++] = seg != 9;
+    double last = be32(p + 4) / div;
+    raw_double(b, div);
+    raw_double(b, last);
+    *ts = -1;
+    if (len == 8) { raw_null(b, 18); raw_long(b, received); return 0; }
+    if (len == 28 || len == 32) {
+        double high = be32(p + 8) / div, low = be32(p + 12) / div, open = be32(p + 16) / div;
+        double close = be32(p + 20) / div;
+        raw_null(b, 5);
+        raw_some_double(b, open); raw_some_double(b, high); raw_some_double(b, low); raw_some_double(b, close);
+        raw_some_double(b, last - close);
+        raw_some_double(b, close != 0 ? (last - close) * 100 / close : 0.0);
+        raw_null(b, 4);
+        if (len == 32) { *ts = (long long)be32(p + 28) * 1000; raw_some_long(b, *ts); } else raw_null(b, 1);
+        raw_null(b, 2);
+        raw_long(b, received);
+        return 0;
+    }
+    double close = be32(p + 40) / div;
+    raw_some_long(b, be32(p + 8));
+    raw_some_double(b, be32(p + 12) / div);
+    raw_some_long(b, be32(p + 16)); raw_some_long(b, be32(p + 20)); raw_some_long(b, be32(p + 24));
+    raw_some_double(b, be32(p + 28) / div); raw_some_double(b, be32(p + 32) / div);
+    raw_some_double(b, be32(p + 36) / div); raw_some_double(b, close);
+    raw_some_double(b, last - close);
+    raw_some_double(b, close != 0 ? (last - close) * 100 / close : 0.0);
+    if (len == 44) { raw_null(b, 7); raw_long(b, received); return 0; }
+    raw_some_long(b, (long long)be32(p + 44) * 1000);
+    raw_some_long(b, be32(p + 48)); raw_some_long(b, be32(p + 52)); raw_some_long(b, be32(p + 56));
+    *ts = (long long)be32(p + 60) * 1000;
+    raw_some_long(b, *ts);
+    for (int side = 0; side < 2; side++) {
+        b->p[b->len++] = 2;
+        raw_long(b, 5);
+        for (int i = 0; i < 5; i++) {
+            const unsigned char *lvl = p + 64 + 60 * side + 12 * i;
+            raw_long(b, be32(lvl));
+            raw_double(b, be32(lvl + 4) / div);
+            raw_long(b, ((uint32_t)lvl[8] << 8) | lvl[9]);
+        }
+        b->p[b->len++] = 0;
+    }
+    raw_long(b, received);
+    return 0;
+}
+
+/* transcode(message, received_at_ms, prefix) -> ([(token, value, timestamp_ms or None)], ltp, quote, full),
+   or None when the message is not entirely well formed (the caller then takes the generic path). */
+static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_buffer msg, prefix;
+    if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "transcode(message, received_at_ms, prefix)"); return NULL; }
+    long long received = PyLong_AsLongLong(args[1]);
+    if (received == -1 && PyErr_Occurred()) return NULL;
+    if (PyObject_GetBuffer(args[0], &msg, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[2], &prefix, PyBUF_SIMPLE) < 0) { PyBuffer_Release(&msg); return NULL; }
+    const unsigned char *d = msg.buf;
+    Py_ssize_t size = msg.len, off = 2, count = size >= 2 ? ((Py_ssize_t)d[0] << 8 | d[1]) : -1;
+    PyObject *out = NULL, *records = NULL;
+    Py_ssize_t modes[3] = {0, 0, 0};
+    for (Py_ssize_t i = 0, o = 2; i < count; i++) { /* validate the framing first */
+        if (o + 2 > size) { count = -1; break; }
+        Py_ssize_t len = (Py_ssize_t)d[o] << 8 | d[o + 1];
+        o += 2 + len;
+        if (o > size || !(len == 8 || len == 28 || len == 32 || len == 44 || len == 184)) { count = -1; break; }
+        if (i == count - 1 && o != size) count = -1;
+    }
+    if (count <= 0) { Py_INCREF(Py_None); out = Py_None; goto done; }
+    records = PyList_New(count);
+    if (!records) goto done;
+    Buf b = {.len = 0, .cap = sizeof b.local};
+    b.p = b.local;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = (Py_ssize_t)d[off] << 8 | d[off + 1];
+        const unsigned char *p = d + off + 2;
+        long long ts;
+        b.len = 0;
+        if (grow(&b, prefix.len) < 0) goto fail;
+        memcpy(b.p, prefix.buf, prefix.len);
+        b.len = prefix.len;
+        if (transcode_packet(&b, p, len, received, &ts) < 0) goto fail;
+        modes[len == 8 ? 0 : (len == 28 || len == 44) ? 1 : 2]++;
+        PyObject *item = Py_BuildValue("(ky#N)", (unsigned long)be32(p), b.p, b.len,
+                                       ts < 0 ? (Py_INCREF(Py_None), Py_None) : PyLong_FromLongLong(ts));
+        if (!item) goto fail;
+        PyList_SET_ITEM(records, i, item);
+        off += 2 + len;
+    }
+    if (b.p != b.local) PyMem_Free(b.p);
+    out = Py_BuildValue("(Nnnn)", records, modes[0], modes[1], modes[2]);
+    records = NULL;
+    goto done;
+fail:
+    if (b.p != b.local) PyMem_Free(b.p);
+done:
+    Py_XDECREF(records);
+    PyBuffer_Release(&msg);
+    PyBuffer_Release(&prefix);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"encode_tick", (PyCFunction)(void (*)(void))encode_tick, METH_FASTCALL, "Avro binary of a Tick (no framing)."},
+    {"transcode", (PyCFunction)(void (*)(void))transcode, METH_FASTCALL,
+     "A binary Kite message to [(token, framed Avro value, timestamp_ms)], ltp, quote, full; None if malformed."},
     {NULL, NULL, 0, NULL},
 };
 

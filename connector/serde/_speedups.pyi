@@ -1,3 +1,6 @@
 from connector.kite import Tick
 
 def encode_tick(tick: Tick, received_at_ms: int, /) -> bytes: ...
+def transcode(
+    message: bytes, received_at_ms: int, prefix: bytes, /
+) -> tuple[list[tuple[int, bytes, int | None]], int, int, int] | None: ...

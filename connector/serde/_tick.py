@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from connector.kite import EXCHANGES, Mode, Tick, price_divisor
 
-__all__ = ["NATIVE", "encode_tick", "encode_tick_py", "native_encode_tick"]
+__all__ = ["NATIVE", "encode_tick", "encode_tick_py", "native_encode_tick", "native_transcode"]
 
 _double = struct.Struct("<d").pack
 _doubles2 = struct.Struct("<dd").pack
@@ -129,15 +129,19 @@ def encode_tick_py(t: Tick, received_at_ms: int) -> bytes:
     ))  # fmt: skip
 
 
-def _load_native() -> Callable[[Tick, int], bytes] | None:
-    """The same encoder in C, built at install time where a compiler exists (hatch_build.py)."""
+Transcoder = Callable[[bytes, int, bytes], tuple[list[tuple[int, bytes, int | None]], int, int, int] | None]
+
+
+def _load_native() -> tuple[Callable[[Tick, int], bytes] | None, Transcoder | None]:
+    """The encoder in C, built at install time where a compiler exists (hatch_build.py), and its
+    ``transcode``: a whole binary message to framed values (what decode + encode_tick give), no Tick."""
     try:
-        from connector.serde._speedups import encode_tick as native
+        from connector.serde._speedups import encode_tick, transcode
     except ImportError:
-        return None
-    return native
+        return None, None
+    return encode_tick, transcode
 
 
-native_encode_tick = _load_native()
+native_encode_tick, native_transcode = _load_native()
 NATIVE = native_encode_tick is not None
 encode_tick: Callable[[Tick, int], bytes] = native_encode_tick or encode_tick_py

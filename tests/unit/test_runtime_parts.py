@@ -91,7 +91,7 @@ def _mock_sink(policy: str, bound: int) -> KafkaSink:
 def test_conflate_holds_only_the_newest_tick_per_instrument() -> None:
     sink = _mock_sink("conflate", 10)
     for i in range(100):
-        sink.produce_tick(f"{i % 5}".encode(), f"v{i}".encode(), 1_700_000_000_000, 0.0)
+        sink.produce_ticks([(f"{i % 5}".encode(), f"v{i}".encode(), 1_700_000_000_000)], 0.0)
     assert sink.stats.in_flight == 10
     assert sink.stats.held == 5
     assert sink.stats.conflated == 100 - 10 - 5
@@ -104,7 +104,7 @@ def test_block_waits_for_acknowledgements_and_never_exceeds_the_bound() -> None:
     sink = _mock_sink("block", 50)
     peak = 0
     for i in range(2000):
-        sink.produce_tick(f"{i % 7}".encode(), b"x", 1_700_000_000_000, 0.0)
+        sink.produce_ticks([(f"{i % 7}".encode(), b"x", 1_700_000_000_000)], 0.0)
         peak = max(peak, sink.stats.in_flight)
     assert peak == 50
     assert sink.stats.backpressure_events > 0

@@ -34,9 +34,9 @@ from connector.serde import (
     split_frame,
     tick_dict,
 )
-from connector.serde._tick import NATIVE, encode_tick_py, native_encode_tick
+from connector.serde._tick import NATIVE, encode_tick_py, native_encode_tick, native_transcode
 from tests.conftest import fixture_packet
-from tests.unit.test_kite_codec import PACKET_LENGTHS, SEGMENTS, random_packet
+from tests.unit.test_kite_codec import PACKET_LENGTHS, SEGMENTS, random_packet, raw_packets
 
 RECEIVED = 1_764_000_000_123
 reference_tick = fastavro_encoder(load_schema("tick"), tick_dict)
@@ -199,3 +199,34 @@ def test_fastavro_reads_what_the_fast_encoder_wrote() -> None:
 
 if NATIVE:
     pass
+
+
+@pytest.mark.skipif(native_transcode is None, reason="native extension not built (no C compiler)")
+@given(st.lists(raw_packets, min_size=1, max_size=12), st.integers(0, 2**45))
+@settings(max_examples=800, deadline=None)
+def test_native_transcode_equals_decode_then_serialize(packets: list[bytes], received: int) -> None:
+    assert native_transcode is not None
+    serializer = build_serializers().tick
+    message = encode_message(packets)
+    ticks, _ = parse_binary(message)
+    done = native_transcode(message, received, serializer.prefix)
+    assert done is not None
+    records, ltp, quote, full = done
+    assert [(token, value) for token, value, _ in records] == [
+        (t.instrument_token, serializer(t, received)) for t in ticks
+    ]
+    assert [ts for _, _, ts in records] == [t.exchange_timestamp_ms for t in ticks]
+    assert (ltp, quote, full) == tuple(sum(1 for t in ticks if t.mode == m) for m in ("ltp", "quote", "full"))
+
+
+@pytest.mark.skipif(native_transcode is None, reason="native extension not built (no C compiler)")
+@given(st.binary(max_size=400))
+@settings(max_examples=1000, deadline=None)
+def test_native_transcode_leaves_anything_malformed_to_the_generic_path(data: bytes) -> None:
+    assert native_transcode is not None
+    ticks, errors = parse_binary(data)
+    done = native_transcode(data, 1, b"\xc3\x01" + b"\x00" * 8)
+    if errors or not ticks:
+        assert done is None
+    else:
+        assert done is not None and len(done[0]) == len(ticks)
