@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from connector._http import reply
 from connector.stats import Stats
 
 __all__ = ["Metrics", "MetricsServer"]
@@ -147,19 +148,12 @@ class MetricsServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path.startswith("/metrics"):
-                    self._reply(200, generate_latest(outer.registry), "text/plain; version=0.0.4")
+                    reply(self, 200, generate_latest(outer.registry), "text/plain; version=0.0.4")
                 elif self.path.startswith("/healthz"):
                     ok, why = outer.healthy()
-                    self._reply(200 if ok else 503, why.encode(), "text/plain")
+                    reply(self, 200 if ok else 503, why.encode(), "text/plain")
                 else:
-                    self._reply(404, b"not found", "text/plain")
-
-            def _reply(self, code: int, body: bytes, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    reply(self, 404, b"not found", "text/plain")
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
+from connector._http import reply
 from connector.instruments import Instrument
 
 __all__ = ["SimulatorHttp"]
@@ -94,17 +95,10 @@ class SimulatorHttp:
                             "message": "Incorrect `api_key` or `access_token`.",
                         },
                     )
-                self._reply(200, dump, "text/csv")
+                reply(self, 200, dump, "text/csv")
 
             def _json(self, code: int, body: dict[str, object]) -> None:
-                self._reply(code, json.dumps(body).encode(), "application/json")
-
-            def _reply(self, code: int, body: bytes, kind: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                reply(self, code, json.dumps(body).encode(), "application/json")
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -201,6 +201,10 @@ class KafkaSink:
         self._order_seq += 1
         seq = self._order_seq
         self._pending_orders[seq] = (key, value, timestamp_ms)
+        self._send_order(seq)
+
+    def _send_order(self, seq: int) -> None:
+        key, value, timestamp_ms = self._pending_orders[seq]
         self._produce(
             self.config.topics.order_updates,
             key,
@@ -318,18 +322,10 @@ class KafkaSink:
         if self._settled(err, msg):
             self._pending_orders.pop(seq, None)
             return
-        record = self._pending_orders.get(seq)
-        if record is not None and not self._stopping:
-            key, value, ts = record
+        if seq in self._pending_orders and not self._stopping:
+            key = self._pending_orders[seq][0]
             log.warning("retrying order update (key %s) after delivery failure", key.decode(errors="replace"))
-            self._produce(
-                self.config.topics.order_updates,
-                key,
-                value,
-                ts,
-                lambda e, m: self._on_order(seq, e, m),
-                self._headers.get("order_update"),
-            )
+            self._send_order(seq)
 
     # -- spool -----------------------------------------------------------------------------------------
     def _spool(self, records: list[tuple[bytes, bytes, int]]) -> None:

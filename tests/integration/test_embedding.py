@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from connector.login import exchange_request_token
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator, synthetic_instruments
 from connector.sink import Topics
 from connector.ticker import KafkaOutput, KiteTicker
+from tests.conftest import plain_times
 from tests.integration.helpers import connector_settings, read_topic, running_connector, wait_until
 
 pytestmark = pytest.mark.integration
@@ -98,16 +98,6 @@ def test_close_then_connect_again_and_subscriptions_survive_drops() -> None:
         ticker.close()
 
 
-def _normalise(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    return value
-
-
 def test_dict_shape_matches_the_official_client_on_the_same_frames() -> None:
     kiteconnect = pytest.importorskip("kiteconnect")
     official = kiteconnect.KiteTicker("k", "t")
@@ -128,7 +118,7 @@ def test_dict_shape_matches_the_official_client_on_the_same_frames() -> None:
         ticker.close()
     for ours, frame in pairs:
         theirs = official._parse_binary(frame)
-        assert _normalise(ours) == _normalise(theirs)
+        assert plain_times(ours) == plain_times(theirs)
         for d in ours:
             for key in ("exchange_timestamp", "last_trade_time"):
                 if d.get(key) is not None:

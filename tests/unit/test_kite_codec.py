@@ -31,7 +31,7 @@ from connector.kite import (
     subscribe_message,
     unsubscribe_message,
 )
-from tests.conftest import fixture_json, fixture_packet
+from tests.conftest import fixture_json, fixture_packet, plain_times
 
 PACKET_LENGTHS = (8, 28, 32, 44, 184)
 SEGMENTS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 12)
@@ -107,16 +107,6 @@ def random_packet(rng: random.Random, length: int, segment: int) -> bytes:
     return struct.pack(">I", token) + bytes(body)
 
 
-def _normalise(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalise(v) for v in value]
-    return value
-
-
 def test_differential_against_official_kiteconnect_decoder() -> None:
     kiteconnect = pytest.importorskip("kiteconnect")
     official = kiteconnect.KiteTicker("api_key", "access_token")
@@ -131,7 +121,7 @@ def test_differential_against_official_kiteconnect_decoder() -> None:
         ours, errors = parse_binary(message)
         assert errors == []
         theirs = official._parse_binary(message)
-        assert [_normalise(t.to_kiteconnect()) for t in ours] == [_normalise(t) for t in theirs]
+        assert [plain_times(t.to_kiteconnect()) for t in ours] == [plain_times(t) for t in theirs]
         checked += len(packets)
     assert checked > 8000
 

@@ -35,7 +35,7 @@ from connector.serde import (
     tick_dict,
 )
 from connector.serde._tick import NATIVE, encode_tick_py, native_encode_tick, native_transcode
-from tests.conftest import fixture_packet
+from tests.conftest import fixture_packet, plain_times
 from tests.unit.test_kite_codec import PACKET_LENGTHS, SEGMENTS, random_packet, raw_packets
 
 RECEIVED = 1_764_000_000_123
@@ -62,17 +62,6 @@ def _apache_read(kind: str, body: bytes) -> Any:
     return avro.io.DatumReader(schema).read(avro.io.BinaryDecoder(io.BytesIO(body)))
 
 
-def _plain(value: Any) -> Any:
-    """Datetimes (from logical types) as epoch ms, so both readers compare with the record's ints."""
-    if hasattr(value, "timestamp"):
-        return round(value.timestamp() * 1000)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def test_every_packet_kind_round_trips_through_both_readers() -> None:
     serializers, reader = build_serializers(), AvroReader()
     for tick in _ticks_of_every_kind():
@@ -80,8 +69,8 @@ def test_every_packet_kind_round_trips_through_both_readers() -> None:
         name, values = reader.read(data)
         expected = tick_dict(tick, RECEIVED)
         assert name == "Tick"
-        assert _plain(values) == expected
-        assert _plain(_apache_read("tick", bytes(split_frame(data).body))) == expected
+        assert plain_times(values) == expected
+        assert plain_times(_apache_read("tick", bytes(split_frame(data).body))) == expected
 
 
 def test_order_update_round_trips_with_extras(postback: dict[str, Any]) -> None:
@@ -89,9 +78,9 @@ def test_order_update_round_trips_with_extras(postback: dict[str, Any]) -> None:
     data = build_serializers().order_update(update, RECEIVED)
     name, values = AvroReader().read(data)
     assert name == "OrderUpdate"
-    assert _plain(values) == order_update_dict(update, RECEIVED)
+    assert plain_times(values) == order_update_dict(update, RECEIVED)
     assert values["extra"] == {"tags": '["x"]'}
-    assert _plain(_apache_read("order_update", bytes(split_frame(data).body))) == order_update_dict(
+    assert plain_times(_apache_read("order_update", bytes(split_frame(data).body))) == order_update_dict(
         update, RECEIVED
     )
 
@@ -194,7 +183,7 @@ def test_fastavro_reads_what_the_fast_encoder_wrote() -> None:
     schema = load_schema("tick").parsed
     for tick in _ticks_of_every_kind():
         values = fastavro.schemaless_reader(io.BytesIO(encode_tick(tick, RECEIVED)), schema, None)
-        assert _plain(values) == tick_dict(tick, RECEIVED)
+        assert plain_times(values) == tick_dict(tick, RECEIVED)
 
 
 if NATIVE:
