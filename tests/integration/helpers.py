@@ -62,11 +62,17 @@ def running_connector(values: dict[str, Any]) -> Iterator[Connector]:
 
 
 def read_topic(
-    bootstrap: str, topic: str, expect: int | None = None, idle: float = 5.0, limit: float = 120.0
+    bootstrap: str,
+    topic: str,
+    expect: int | None = None,
+    idle: float = 5.0,
+    limit: float = 120.0,
+    until: Callable[[list[Record]], bool] | None = None,
 ) -> list[Record]:
     """Every record of ``topic`` (from the beginning), decoded with the project's reader.
 
-    Stops after ``expect`` records (if given) or when nothing new arrived for ``idle`` seconds.
+    Stops after ``expect`` records (if given), when ``until`` says so, or when nothing new arrived for
+    ``idle`` seconds.
     """
     reader = AvroReader()
     consumer = Consumer(
@@ -99,7 +105,7 @@ def read_topic(
                 )
             if batch:
                 last = time.monotonic()
-            if expect is not None and len(out) >= expect:
+            if (expect is not None and len(out) >= expect) or (until is not None and until(out)):
                 break
             if time.monotonic() - last > idle and (expect is None or out):
                 break
