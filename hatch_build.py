@@ -12,8 +12,8 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("connector") / "serde" / "_speedups.c"
-TARGET = "connector/serde/_speedups" + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+SOURCES = ("connector/kite/_native.c", "connector/serde/_speedups.c")
+SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 
 
 class SpeedupsHook(BuildHookInterface):  # type: ignore[misc]
@@ -22,8 +22,19 @@ class SpeedupsHook(BuildHookInterface):  # type: ignore[misc]
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if os.environ.get("KITE_NO_SPEEDUPS") or self.target_name != "wheel":
             return
+        built = [target for source in SOURCES if (target := self._compile(source, version)) is not None]
+        if not built:
+            return
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
+        if version != "editable":
+            build_data["force_include"].update(built)
+
+    def _compile(self, source: str, version: str) -> tuple[str, str] | None:
+        """(built file, its place in the wheel), or None when there is no working C compiler."""
         root = Path(self.root)
-        out = root / TARGET if version == "editable" else Path(tempfile.mkdtemp()) / Path(TARGET).name
+        target = source.removesuffix(".c") + SUFFIX
+        out = root / target if version == "editable" else Path(tempfile.mkdtemp()) / Path(target).name
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
         command = [
             *cc,
@@ -32,7 +43,7 @@ class SpeedupsHook(BuildHookInterface):  # type: ignore[misc]
             "-fPIC",
             "-I",
             sysconfig.get_paths()["include"],
-            str(root / SOURCE),
+            str(root / source),
             "-o",
             str(out),
         ]
@@ -40,11 +51,6 @@ class SpeedupsHook(BuildHookInterface):  # type: ignore[misc]
             subprocess.run(command, check=True, capture_output=True, text=True)
         except (OSError, subprocess.CalledProcessError) as exc:
             detail = getattr(exc, "stderr", "") or str(exc)
-            self.app.display_warning(
-                f"native Tick encoder not built, pure Python is used: {detail.strip()[:300]}"
-            )
-            return
-        build_data["pure_python"] = False
-        build_data["infer_tag"] = True
-        if version != "editable":
-            build_data["force_include"][str(out)] = TARGET
+            self.app.display_warning(f"{source} not built, pure Python is used: {detail.strip()[:300]}")
+            return None
+        return str(out), target

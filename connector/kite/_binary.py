@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from connector.errors import MalformedFrame
 from connector.kite._records import _DIVISORS, DEPTH_LEVELS, INDICES_SEGMENT, Mode, Tick
 
-__all__ = ["encode_message", "encode_packet", "parse_binary"]
+__all__ = ["NATIVE_DECODER", "encode_message", "encode_packet", "parse_binary", "parse_binary_py"]
 
 LTP_LENGTH, INDEX_QUOTE_LENGTH, INDEX_FULL_LENGTH, QUOTE_LENGTH, FULL_LENGTH = 8, 28, 32, 44, 184
 
@@ -22,6 +22,19 @@ _U16 = struct.Struct(">H")
 
 _tuple_new = tuple.__new__  # builds NamedTuples without their argument parsing: this is the hot path
 _LTP_MODE, _QUOTE_MODE, _FULL_MODE = Mode.LTP, Mode.QUOTE, Mode.FULL  # enum attribute look-ups are slow
+_MODES = (_LTP_MODE, _QUOTE_MODE, _FULL_MODE)
+
+
+def _load_native() -> Callable[[bytes, type[Tick], tuple[Mode, Mode, Mode]], list[Tick] | None] | None:
+    """The same decoder in C, where it was built at install time (hatch_build.py)."""
+    try:
+        from connector.kite._native import decode
+    except ImportError:
+        return None
+    return decode
+
+
+_native_decode = _load_native()
 
 
 def _decode_ltp(data: bytes, off: int) -> Tick:
@@ -72,6 +85,8 @@ def _decode_full(data: bytes, off: int) -> Tick:
     ))  # fmt: skip
 
 
+NATIVE_DECODER = _native_decode is not None
+
 _DECODERS: dict[int, Callable[[bytes, int], Tick]] = {
     LTP_LENGTH: _decode_ltp,
     INDEX_QUOTE_LENGTH: lambda data, off: _decode_index(data, off, False),
@@ -87,6 +102,15 @@ def parse_binary(data: bytes) -> tuple[list[Tick], list[MalformedFrame]]:
     Never raises: a packet that cannot be decoded is returned as a :class:`MalformedFrame` beside the
     packets that could. A message shorter than two bytes is a heartbeat and yields nothing.
     """
+    if _native_decode is not None:
+        ticks = _native_decode(data, Tick, _MODES)
+        if ticks is not None:
+            return ticks, []
+    return parse_binary_py(data)
+
+
+def parse_binary_py(data: bytes) -> tuple[list[Tick], list[MalformedFrame]]:
+    """The decoder in Python: the reference, and the one that reports what is malformed."""
     size = len(data)
     if size < 2:
         return [], []

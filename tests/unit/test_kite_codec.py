@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
+import shutil
 import struct
 from datetime import datetime
 from typing import Any
@@ -31,6 +33,7 @@ from connector.kite import (
     subscribe_message,
     unsubscribe_message,
 )
+from connector.kite._binary import NATIVE_DECODER, parse_binary_py
 from tests.conftest import fixture_json, fixture_packet, plain_times
 
 PACKET_LENGTHS = (8, 28, 32, 44, 184)
@@ -239,3 +242,20 @@ def test_client_messages_round_trip() -> None:
     for bad in ('{"a": "mode", "v": ["turbo", [1]]}', '{"a": "subscribe", "v": ["x"]}', "{}", "nope"):
         with pytest.raises(MalformedFrame):
             parse_client_message(bad)
+
+
+@pytest.mark.skipif(not NATIVE_DECODER, reason="native decoder not built (no C compiler)")
+@given(st.lists(raw_packets, min_size=0, max_size=10), st.binary(max_size=3))
+@settings(max_examples=800, deadline=None)
+def test_native_decoder_equals_the_python_decoder(packets: list[bytes], tail: bytes) -> None:
+    for message in (encode_message(packets), encode_message(packets) + tail):
+        ours, errors = parse_binary(message)
+        reference, reference_errors = parse_binary_py(message)
+        assert ours == reference
+        assert [type(v) for t in ours for v in t] == [type(v) for t in reference for v in t]
+        assert [e.reason for e in errors] == [e.reason for e in reference_errors]
+
+
+def test_native_decoder_is_built_where_a_compiler_exists() -> None:
+    if shutil.which("cc") and not os.environ.get("KITE_NO_SPEEDUPS"):
+        assert NATIVE_DECODER, "hatch_build.py should have compiled connector/kite/_native.c"

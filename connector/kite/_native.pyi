@@ -1,0 +1,3 @@
+from connector.kite._records import Mode, Tick
+
+def decode(message: bytes, tick: type[Tick], modes: tuple[Mode, Mode, Mode], /) -> list[Tick] | None: ...
