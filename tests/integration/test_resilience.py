@@ -141,6 +141,20 @@ def test_dropped_connections_reconnect_and_resubscribe(kafka_bootstrap: str, tmp
     assert {r.value["mode"] for r in ticks} == {"quote"}, "modes are restored on resubscribe"
 
 
+def test_watchdog_reconnects_a_stalled_connection(kafka_bootstrap: str, tmp_path: Path) -> None:
+    config = SimulatorConfig(port=0, rate=5, stall_every=3.0, stall_seconds=6.0, seed=25)
+    with running_simulator(config, INSTRUMENTS) as sim:
+        values = connector_settings(
+            kafka_bootstrap, sim.port, ",".join(map(str, TOKENS[:5])), tmp_path, KITE_WATCHDOG_SECONDS="2"
+        )
+        with running_connector(values) as connector:
+            stats = connector.stats[0]
+            wait_until(lambda: stats.reconnects >= 1, 20, "the watchdog to reconnect")
+            before = stats.ticks.total()
+            wait_until(lambda: stats.ticks.total() > before + 10, 10, "ticks after the reconnect")
+        assert sim.connections >= 2
+
+
 def test_refused_token_reported_once_and_retried_when_the_file_changes(
     kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

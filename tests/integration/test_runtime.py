@@ -52,6 +52,9 @@ def test_steady_stream_every_sent_tick_and_order_is_in_kafka(kafka_bootstrap: st
     ticks = read_topic(kafka_bootstrap, values["KAFKA_TOPIC_TICKS"], expect=len(sent_ticks))
     assert len(ticks) == len(sent_ticks), "every tick read is in Kafka, once"
     assert all(r.key == str(r.value["instrument_token"]) for r in ticks)
+    assert all(r.timestamp == round(r.value["exchange_timestamp"].timestamp() * 1000) for r in ticks), (
+        "the Kafka timestamp is the exchange timestamp"
+    )
     sent_full = [s for s in sent_ticks if s["mode"] == "full"]
     got = {(r.value["instrument_token"], r.value["volume_traded"], r.value["last_price"]) for r in ticks}
     assert {(s["instrument_token"], s["volume_traded"], s["last_price"]) for s in sent_full} <= got

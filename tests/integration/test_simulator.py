@@ -62,6 +62,19 @@ def test_full_mode_ticks_for_exactly_the_subscribed_tokens(tmp_path: Path) -> No
     assert {r["instrument_token"] for r in logged if r["kind"] == "tick"} == set(tokens)
 
 
+def test_new_subscriptions_stream_in_quote_mode() -> None:
+    with running_simulator(SimulatorConfig(port=0, rate=20), bundled_instruments()) as sim:
+        ws = websocket.create_connection(_url(sim.port), timeout=5)
+        ws.send(subscribe_message([3813889, 4645121]))
+        modes: set[str] = set()
+        while len(modes) == 0:
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_BINARY:
+                modes |= {t.mode.value for t in parse_binary(data)[0]}
+        ws.close()
+    assert modes == {"quote"}
+
+
 def test_wrong_token_is_refused_at_the_handshake_with_403() -> None:
     with running_simulator(SimulatorConfig(port=0), bundled_instruments()) as sim:
         with pytest.raises(websocket.WebSocketBadStatusException) as info:
