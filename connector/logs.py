@@ -36,4 +36,6 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The WebSocket libraries can log handshake URLs, which carry the access token: never below WARNING.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("websocket").setLevel(logging.WARNING)
