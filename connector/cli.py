@@ -22,27 +22,20 @@ from connector.logs import setup_logging
 __all__ = ["main"]
 
 
-def _decode_line(line: str) -> list[dict[str, Any]]:
+def _decode_line(line: str) -> tuple[list[dict[str, Any]], list[MalformedFrame]]:
+    """The records of one base64 message, and the faults of a message that still had good packets."""
     try:
         data = base64.b64decode(line, validate=True)
     except binascii.Error as exc:
         raise MalformedFrame(f"not base64: {exc}", line.encode()) from exc
     if data[:1] == b"{":
         record = kite.parse_text(data)
-        kind = type(record).__name__
-        return [
-            {
-                "type": kind,
-                **(record.to_json_dict() if isinstance(record, kite.OrderUpdate) else record._asdict()),
-            }
-        ]
+        body = record.to_json_dict() if isinstance(record, kite.OrderUpdate) else record._asdict()
+        return [{"type": type(record).__name__, **body}], []
     ticks, errors = kite.parse_binary(data)
-    if errors:
-        if not ticks:
-            raise errors[0]
-        for error in errors:
-            print(f"warning: {error}", file=sys.stderr)
-    return [{"type": "Tick", **t.to_json_dict()} for t in ticks]
+    if errors and not ticks:
+        raise errors[0]
+    return [{"type": "Tick", **t.to_json_dict()} for t in ticks], errors
 
 
 def decode_stream(lines: TextIO, out: TextIO, err: TextIO) -> int:
@@ -53,11 +46,15 @@ def decode_stream(lines: TextIO, out: TextIO, err: TextIO) -> int:
         if not line:
             continue
         try:
-            for record in _decode_line(line):
-                out.write(json.dumps(record) + "\n")
+            records, faults = _decode_line(line)
         except MalformedFrame as exc:
             failed += 1
             err.write(f"line {number}: {exc}\n")
+            continue
+        for record in records:
+            out.write(json.dumps(record) + "\n")
+        for fault in faults:
+            err.write(f"line {number}: {fault} (the message's other packets were decoded)\n")
     return failed
 
 
