@@ -103,6 +103,7 @@ class Connector:
         self.topics = Topics(
             v["KAFKA_TOPIC_TICKS"], v["KAFKA_TOPIC_ORDER_UPDATES"], v["KAFKA_TOPIC_DEAD_LETTERS"]
         )
+        self.sink_configs = [self._sink_config(i) for i in range(len(self.shards))]  # validated here
         self.stats = [Stats() for _ in self.shards]
         self.metrics = Metrics(self.stats)
         self.sinks: list[KafkaSink] = []
@@ -132,19 +133,10 @@ class Connector:
             v["KAFKA_TOPIC_PARTITIONS"],
             v["KAFKA_REPLICATION_FACTOR"],
         )
-        topic_of = {
-            "tick": self.topics.ticks,
-            "order_update": self.topics.order_updates,
-            "dead_letter": self.topics.dead_letters,
-        }
-        serializers = build_serializers(v["KAFKA_FRAMING"], v["SCHEMA_REGISTRY_URL"], topic_of)
-        headers: dict[str, Any] = {
-            "tick": serializers.tick.headers or None,
-            "order_update": serializers.order_update.headers or None,
-            "dead_letter": serializers.dead_letter.headers or None,
-        }
+        serializers = build_serializers(v["KAFKA_FRAMING"], v["SCHEMA_REGISTRY_URL"], self.topics.by_kind())
+        headers = serializers.headers()
         for i, (subscriptions, stats) in enumerate(zip(self.shards, self.stats, strict=True)):
-            sink = KafkaSink(self._sink_config(i), stats, headers, self.metrics.latency.observe)
+            sink = KafkaSink(self.sink_configs[i], stats, headers, self.metrics.latency.observe)
             if i == 0:
                 sink.replay_spool()
             pipeline = Pipeline(serializers, sink, stats, order_updates=(i == 0))

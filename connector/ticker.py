@@ -17,7 +17,7 @@ from connector.errors import ConnectorError
 from connector.kite import Mode, OrderUpdate, Tick
 from connector.metrics import Metrics
 from connector.pipeline import Pipeline
-from connector.serde import build_serializers
+from connector.serde import Serializers, build_serializers
 from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
 from connector.source import KiteListener, TokenSource
 from connector.stats import Stats
@@ -104,8 +104,8 @@ class KiteTicker:
         if self._listener is not None and self._listener.is_alive():
             raise ConnectorError("already connected: call close() first")
         self._done.clear()
-        self._sink = self._make_sink()
-        serializers = build_serializers(*self._framing())
+        serializers = self._serializers()
+        self._sink = self._make_sink(serializers)
         pipeline = Pipeline(
             serializers,
             self._sink,
@@ -177,14 +177,13 @@ class KiteTicker:
         return True
 
     # -- plumbing --------------------------------------------------------------------------------------
-    def _framing(self) -> tuple[str, str | None, dict[str, str]]:
-        if self.kafka is None:
-            return "single-object", None, {}
-        t = self.kafka.topics
-        topics = {"tick": t.ticks, "order_update": t.order_updates, "dead_letter": t.dead_letters}
-        return self.kafka.framing, self.kafka.schema_registry_url, topics
+    def _serializers(self) -> Serializers:
+        k = self.kafka
+        if k is None:
+            return build_serializers()
+        return build_serializers(k.framing, k.schema_registry_url, k.topics.by_kind())
 
-    def _make_sink(self) -> KafkaSink | None:
+    def _make_sink(self, serializers: Serializers) -> KafkaSink | None:
         k = self.kafka
         if k is None:
             return None
@@ -197,12 +196,7 @@ class KiteTicker:
             client_id="kite-ticker",
             producer_overrides=k.producer_overrides,
         )
-        serializers = build_serializers(*self._framing())
-        headers: dict[str, Any] = {
-            "tick": serializers.tick.headers or None,
-            "order_update": serializers.order_update.headers or None,
-        }
-        return KafkaSink(config, self.stats, headers, self.metrics.latency.observe)
+        return KafkaSink(config, self.stats, serializers.headers(), self.metrics.latency.observe)
 
     def _call(self, name: str, *args: Any) -> None:
         callback = getattr(self, name)

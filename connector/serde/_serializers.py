@@ -60,6 +60,14 @@ class Serializers:
     order_update: Serializer[OrderUpdate]
     dead_letter: Serializer[DeadLetter]
 
+    def headers(self) -> dict[str, list[tuple[str, str | bytes | None]] | None]:
+        """Record kind → the Kafka headers its records carry (None where there are none)."""
+        return {
+            "tick": self.tick.headers or None,
+            "order_update": self.order_update.headers or None,
+            "dead_letter": self.dead_letter.headers or None,
+        }
+
 
 def _registry(url: str) -> Any:
     from confluent_kafka.schema_registry import SchemaRegistryClient

@@ -36,6 +36,10 @@ class Topics:
     def all(self) -> tuple[str, str, str]:
         return (self.ticks, self.order_updates, self.dead_letters)
 
+    def by_kind(self) -> dict[str, str]:
+        """Record kind (tick, order_update, dead_letter) → topic, as the serializers name them."""
+        return {"tick": self.ticks, "order_update": self.order_updates, "dead_letter": self.dead_letters}
+
 
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
@@ -127,7 +131,7 @@ class KafkaSink:
         self,
         config: SinkConfig,
         stats: Stats,
-        headers: dict[str, Headers] | None = None,
+        headers: dict[str, Headers | None] | None = None,
         observe_latency: Callable[[float], None] | None = None,
     ) -> None:
         self.config = config
