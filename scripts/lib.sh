@@ -52,7 +52,7 @@ ensure_images() {
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     command -v mvn >/dev/null 2>&1 || apt_install maven openjdk-17-jdk-headless
     export KITE_KAFKA_IMAGE="kite-kafka/kafka:4.1.1" KITE_BASE_IMAGE="kite-kafka/python-base:bookworm"
-    bash "$repo_root/docker/build-local-images.sh" 2>&1 | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
+    bash "$repo_root/docker/build-local-images.sh" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
   fi
 }
 
