@@ -23,13 +23,14 @@ from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
 from connector.source import KiteListener, TokenSource, redact
 from connector.stats import Stats
 
-__all__ = ["MAX_CONNECTIONS", "Connector", "parse_subscriptions", "shard"]
+__all__ = ["MAX_CONNECTIONS", "Connector", "download_instruments", "parse_subscriptions", "shard"]
 
 log = logging.getLogger("connector.app")
 MAX_CONNECTIONS = 3  # Kite allows three WebSocket connections per api_key
 
 
-def _download_instruments(url: str, api_key: str, token: str) -> Instruments:
+def download_instruments(url: str, api_key: str, token: str) -> Instruments:
+    """Kite's instruments dump (or the simulator's), fetched with the session's credentials."""
     request = urllib.request.Request(
         url, headers={"X-Kite-Version": "3", "Authorization": f"token {api_key}:{token}"}
     )
@@ -94,7 +95,7 @@ class Connector:
         self.tokens = TokenSource(v["KITE_ACCESS_TOKEN"], v["KITE_ACCESS_TOKEN_FILE"])
         instruments = None
         if v["KITE_INSTRUMENTS_URL"]:
-            instruments = _download_instruments(
+            instruments = download_instruments(
                 v["KITE_INSTRUMENTS_URL"], v["KITE_API_KEY"], self.tokens.get()
             )
         elif v["KITE_INSTRUMENTS_FILE"]:

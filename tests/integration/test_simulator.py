@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import websocket
 
+from connector.app import download_instruments, parse_subscriptions
+from connector.errors import ConfigError
 from connector.kite import (
     KiteError,
     Mode,
@@ -97,3 +99,14 @@ def test_more_than_3000_instruments_get_an_error_message() -> None:
         else:
             pytest.fail("no error message for the 3001st instrument")
         ws.close()
+
+
+def test_instruments_dump_download_resolves_symbols() -> None:
+    with running_simulator(SimulatorConfig(port=0, http_port=0), bundled_instruments()) as sim:
+        assert sim.http is not None
+        url = f"http://127.0.0.1:{sim.http.port}/instruments"
+        instruments = download_instruments(url, "simulator", "simulator-token")
+        assert parse_subscriptions("NSE:EMMBI-BL@ltp", "full", instruments) == {4645121: Mode.LTP}
+        with pytest.raises(ConfigError) as info:
+            download_instruments(url, "simulator", "stale-token")
+        assert "stale-token" not in str(info.value)
