@@ -20,7 +20,7 @@ RUN /opt/venv/bin/pip install /src \
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
-RUN useradd --system --uid 10001 --create-home --home-dir /home/connector connector \
+RUN useradd --uid 10001 --create-home --home-dir /home/connector connector \
  && mkdir -p /home/connector/spool && chown connector /home/connector/spool
 USER connector
 WORKDIR /home/connector
