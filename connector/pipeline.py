@@ -38,9 +38,9 @@ class Pipeline:
         self.order_updates = order_updates  # with several connections, only one publishes order updates
         self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
         self._keys: dict[int, bytes] = {}
-        # The native path needs the single-object prefix of the current Tick schema and nothing per tick.
+        # The native path writes the framing prefix of the Tick serializer (either framing) before each body.
         self._tick_prefix = serializers.tick.prefix
-        self._transcode = native_transcode if sink is not None and serializers.tick.headers else None
+        self._transcode = native_transcode
 
     def on_connect(self) -> None:
         pass
@@ -69,13 +69,14 @@ class Pipeline:
             stats.messages["heartbeat"] += 1
             return
         stats.messages["binary"] += 1
-        if self._transcode is not None and self.on_ticks is None:
+        sink = self.sink
+        if self._transcode is not None and self.on_ticks is None and sink is not None:
             done = self._transcode(data, received_ms, self._tick_prefix)
             if done is not None:  # a well-formed message, encoded in one native call
                 records, ltp, quote, full = done
                 stats.ticks.update(ltp=ltp, quote=quote, full=full)
                 key = self._key
-                self.sink.produce_ticks(  # type: ignore[union-attr]  # _transcode is set only with a sink
+                sink.produce_ticks(
                     [(key(token), value, ts or received_ms) for token, value, ts in records], received
                 )
                 return
@@ -87,7 +88,6 @@ class Pipeline:
         stats.ticks.update(tick.mode.value for tick in ticks)
         if self.on_ticks is not None:
             self.on_ticks(ticks)
-        sink = self.sink
         if sink is None:
             return
         serialize, key = self.serializers.tick, self._key
