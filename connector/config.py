@@ -18,14 +18,14 @@ from connector.errors import ConfigError
 __all__ = ["RUN_SETTINGS", "SIMULATOR_SETTINGS", "Setting", "add_arguments", "resolve"]
 
 
-def _positive_float(text: str) -> float:
+def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError("must be 0 or more")
@@ -96,27 +96,27 @@ SIMULATOR_SETTINGS = (
         "SIM_RATE",
         1.0,
         "ticks per second per subscribed instrument (0: as fast as possible)",
-        _positive_float,
+        _non_negative_float,
     ),
-    Setting("SIM_MAX_RATE", 0.0, "cap on ticks per second per connection (0: none)", _positive_float),
-    Setting("SIM_PACKETS_PER_MESSAGE", 50, "tick packets per WebSocket message", _positive_int),
-    Setting("SIM_ORDER_RATE", 0.2, "new orders per second per connection (0: none)", _positive_float),
+    Setting("SIM_MAX_RATE", 0.0, "cap on ticks per second per connection (0: none)", _non_negative_float),
+    Setting("SIM_PACKETS_PER_MESSAGE", 50, "tick packets per WebSocket message", _non_negative_int),
+    Setting("SIM_ORDER_RATE", 0.2, "new orders per second per connection (0: none)", _non_negative_float),
     Setting(
-        "SIM_DROP_EVERY", 0.0, "drop each connection after this many seconds (0: never)", _positive_float
+        "SIM_DROP_EVERY", 0.0, "drop each connection after this many seconds (0: never)", _non_negative_float
     ),
     Setting("SIM_MALFORMED_PROBABILITY", 0.0, "chance that a message is sent malformed", _probability),
-    Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", _positive_float),
-    Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", _positive_float),
+    Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", _non_negative_float),
+    Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", _non_negative_float),
     Setting("SIM_SEED", 0, "random seed: the same seed sends the same prices", int),
     Setting(
         "SIM_REPLAY_TICKS",
         0,
         "benchmark feed: send this many pre-encoded ticks per connection, then idle",
-        _positive_int,
+        _non_negative_int,
     ),
     Setting("SIM_SENT_LOG", None, "write every record sent to this file (JSON lines)"),
     Setting("SIM_INSTRUMENTS_FILE", None, "instruments CSV (Kite dump format); default: the bundled one"),
-    Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", _positive_int),
+    Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", _non_negative_int),
 )
 
 
@@ -145,9 +145,9 @@ RUN_SETTINGS = (
         "KITE_WATCHDOG_SECONDS",
         10.0,
         "reconnect when no message (ticks or heartbeat) came for this long",
-        _positive_float,
+        _non_negative_float,
     ),
-    Setting("KITE_RECONNECT_MAX_DELAY", 30.0, "cap of the reconnect backoff, seconds", _positive_float),
+    Setting("KITE_RECONNECT_MAX_DELAY", 30.0, "cap of the reconnect backoff, seconds", _non_negative_float),
     Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
     Setting("KAFKA_TOPIC_TICKS", "kite.ticks", "topic for ticks (key: instrument token)"),
     Setting(
@@ -159,9 +159,12 @@ RUN_SETTINGS = (
     Setting(
         "KAFKA_COMPRESSION", "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
     ),
-    Setting("KAFKA_LINGER_MS", 5, "producer linger.ms (batching delay)", _positive_int),
+    Setting("KAFKA_LINGER_MS", 5, "producer linger.ms (batching delay)", _non_negative_int),
     Setting(
-        "KAFKA_DELIVERY_TIMEOUT_MS", 300_000, "give up on a record after this long (0: never)", _positive_int
+        "KAFKA_DELIVERY_TIMEOUT_MS",
+        300_000,
+        "give up on a record after this long (0: never)",
+        _non_negative_int,
     ),
     Setting("KAFKA_FRAMING", "single-object", "Avro framing", choices=("single-object", "confluent")),
     Setting("SCHEMA_REGISTRY_URL", None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent)"),
@@ -172,13 +175,16 @@ RUN_SETTINGS = (
         "LOW_WATER_MARK",
         0,
         "block policy resumes reading below this many in flight (0: half of MAX_IN_FLIGHT)",
-        _positive_int,
+        _non_negative_int,
     ),
     Setting("BACKPRESSURE_POLICY", "block", "when MAX_IN_FLIGHT is reached", choices=("block", "conflate")),
     Setting(
-        "FLUSH_TIMEOUT_SECONDS", 10.0, "on shutdown, wait this long for Kafka to acknowledge", _positive_float
+        "FLUSH_TIMEOUT_SECONDS",
+        10.0,
+        "on shutdown, wait this long for Kafka to acknowledge",
+        _non_negative_float,
     ),
     Setting("SPOOL_DIR", "spool", "where undelivered order updates are kept until the next start"),
     Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
-    Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _positive_int),
+    Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _non_negative_int),
 )

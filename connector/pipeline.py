@@ -42,9 +42,6 @@ class Pipeline:
         self._tick_prefix = serializers.tick.prefix
         self._transcode = native_transcode
 
-    def on_connect(self) -> None:
-        pass
-
     def service(self) -> None:
         if self.sink is not None:
             self.sink.service()

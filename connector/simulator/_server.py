@@ -155,22 +155,23 @@ class Simulator:
                 await asyncio.sleep(cfg.stall_seconds)
                 continue
             if self.paused:
-                next_cycle = now
-            elif cfg.order_rate and now - last_order >= 1 / cfg.order_rate:
-                last_order = now
-                await self._send_orders(ws, conn_id, [market.place_order(time.time())])
-            if not self.paused:
+                next_cycle = now  # resume at once
+            else:
+                if cfg.order_rate and now - last_order >= 1 / cfg.order_rate:
+                    last_order = now
+                    await self._send_orders(ws, conn_id, [market.place_order(time.time())])
                 await self._send_orders(ws, conn_id, list(market.due_orders(time.time())))
-            if modes and now >= next_cycle and not self.paused:
+            ticking = bool(modes) and not self.paused
+            if ticking and now >= next_cycle:
                 await self._send_ticks(ws, conn_id, [market.tick(t, m) for t, m in list(modes.items())])
                 last_sent = time.monotonic()
                 next_cycle = max(next_cycle + self._cycle_interval(len(modes)), now - 1.0)
             elif now - last_sent >= 1.0:
                 await ws.send(b"\x00")  # heartbeat, as Kite sends when idle
                 last_sent = now
-            await asyncio.sleep(
-                max(0.0, min(next_cycle if modes else now + 0.05, now + 0.05) - time.monotonic())
-            )
+            # Idle or paused, look again every 50 ms (for orders and heartbeats), never spin.
+            wake = min(next_cycle, now + 0.05) if ticking else now + 0.05
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
 
     async def _replay_loop(self, ws: ServerConnection, conn_id: int, modes: dict[int, Mode]) -> None:
         """Benchmark feed: messages encoded once, then sent back to back so the source is never the limit."""

@@ -114,14 +114,6 @@ def ensure_topics(
                 raise SinkError(f"cannot create topic {name}: {exc}") from exc
 
 
-@dataclass(slots=True)
-class _Held:
-    key: bytes
-    value: bytes
-    timestamp: int
-    received: float
-
-
 class KafkaSink:
     """Produces keyed records, counts what is in flight, and applies the backpressure policy."""
 
@@ -140,7 +132,7 @@ class KafkaSink:
         self._observe = observe_latency
         self._producer: Producer | None = None
         self._low_water = config.low_water or config.max_in_flight // 2
-        self._held: dict[bytes, _Held] = {}
+        self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
         self._pending_orders: dict[int, tuple[bytes, bytes, int]] = {}
         self._order_seq = 0
         self._sampled = 0
@@ -183,7 +175,7 @@ class KafkaSink:
         for key, value, timestamp_ms in batch:
             if stats.in_flight >= bound:
                 if conflate:
-                    self._hold(key, value, timestamp_ms, received)
+                    self._hold(key, value, timestamp_ms)
                     continue
                 self.wait_for_capacity()
             self._sampled += 1
@@ -224,7 +216,7 @@ class KafkaSink:
             key,
             value,
             timestamp_ms,
-            self._on_other,
+            self._settled,
             self._headers.get("dead_letter"),
         )
 
@@ -262,18 +254,16 @@ class KafkaSink:
             self.producer.poll(step)
         self.stats.backpressure_seconds += time.monotonic() - started
 
-    def _hold(self, key: bytes, value: bytes, timestamp_ms: int, received: float) -> None:
+    def _hold(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         if key in self._held:
             self.stats.conflated += 1  # the older held tick of this instrument is replaced, on purpose
-        self._held[key] = _Held(key, value, timestamp_ms, received)
+        self._held[key] = (value, timestamp_ms)
         self.stats.held = len(self._held)
 
     def _drain_held(self, force: bool = False) -> None:
         while self._held and (force or self.stats.in_flight < self.config.max_in_flight):
-            _, held = self._held.popitem()
-            self._produce(
-                self._tick_topic, held.key, held.value, held.timestamp, self._on_tick, self._tick_headers
-            )
+            key, (value, timestamp_ms) = self._held.popitem()
+            self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, self._tick_headers)
         self.stats.held = len(self._held)
 
     # -- delivery callbacks (run inside poll/flush on the producing thread) -----------------------------
@@ -307,9 +297,6 @@ class KafkaSink:
             stats.last_delivery = time.monotonic()
         else:
             self._settled(err, msg)
-
-    def _on_other(self, err: KafkaError | None, msg: Message) -> None:
-        self._settled(err, msg)
 
     def _timed(self, received: float) -> Callable[[KafkaError | None, Message], None]:
         if self._observe is None:

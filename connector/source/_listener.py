@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import websocket
 
 from connector.errors import ConfigError
-from connector.kite import Mode, mode_message, subscribe_message
+from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_message
 from connector.stats import Stats
 
 __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff", "redact"]
@@ -64,7 +64,6 @@ class TokenSource:
 
 
 class MessageHandler(Protocol):
-    def on_connect(self) -> None: ...
     def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None: ...
     def service(self) -> None: ...
 
@@ -119,8 +118,6 @@ class KiteListener(threading.Thread):
                 self.subscriptions.pop(token, None)
             ws = self._ws
         if ws is not None and ws.connected:
-            from connector.kite import unsubscribe_message
-
             if unsubscribe:
                 ws.send(unsubscribe_message(unsubscribe))
             self._subscribe(ws, subscriptions)
@@ -181,7 +178,6 @@ class KiteListener(threading.Thread):
         self._subscribe(ws, subscriptions)
         log.info("connected to %s, %d instruments subscribed", self._public_url, len(subscriptions))
         self.stats.connected = True
-        self.handler.on_connect()
         self.on_event("connect", None)
         return ws, False
 
