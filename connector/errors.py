@@ -5,12 +5,21 @@ ConnectorError
 ├── MalformedFrame         a Kite WebSocket message that cannot be decoded (carries the raw bytes)
 ├── SerializationError     a record that does not fit its Avro schema, or bytes that are not ours
 ├── AuthError              Kite refused the api_key / access_token (HTTP 403), or the login failed
+├── SourceError            the WebSocket connection broke the protocol; the listener connects again
 └── SinkError              Kafka refused or could not take a record
 """
 
 from __future__ import annotations
 
-__all__ = ["AuthError", "ConfigError", "ConnectorError", "MalformedFrame", "SerializationError", "SinkError"]
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "ConnectorError",
+    "MalformedFrame",
+    "SerializationError",
+    "SinkError",
+    "SourceError",
+]
 
 
 class ConnectorError(Exception):
@@ -41,6 +50,10 @@ class SerializationError(ConnectorError):
 
 class AuthError(ConnectorError):
     """Kite rejected the credentials; a new access token is needed (run `kite-connector login`)."""
+
+
+class SourceError(ConnectorError):
+    """The WebSocket peer sent something RFC 6455 forbids; the connection is dropped and opened again."""
 
 
 class SinkError(ConnectorError):

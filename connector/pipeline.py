@@ -42,9 +42,8 @@ class Pipeline:
         self._tick_prefix = serializers.tick.prefix
         self._transcode = native_transcode
 
-    def service(self) -> None:
-        if self.sink is not None:
-            self.sink.service()
+    def service(self) -> float | None:
+        return None if self.sink is None else self.sink.service()
 
     def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
         if self.on_raw is not None:
@@ -71,11 +70,11 @@ class Pipeline:
             done = self._transcode(data, received_ms, self._tick_prefix)
             if done is not None:  # a well-formed message, encoded in one native call
                 records, ltp, quote, full = done
-                stats.ticks.update(ltp=ltp, quote=quote, full=full)
-                key = self._key
-                sink.produce_ticks(
-                    [(key(token), value, ts or received_ms) for token, value, ts in records], received
-                )
+                counts = stats.ticks
+                for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
+                    if count:
+                        counts[mode] += count
+                sink.produce_ticks(records, received)
                 return
         ticks, errors = parse_binary(data)
         for error in errors:

@@ -29,7 +29,6 @@ class Stats:
     connected: bool = False
     in_flight: int = 0
     held: int = 0
-    last_delivery: float = 0.0  # monotonic time of the last acknowledged record
 
     def summary(self) -> dict[str, object]:
         return {

@@ -230,8 +230,9 @@ static int transcode_packet(Buf *b, const unsigned char *p, Py_ssize_t len, long
     return 0;
 }
 
-/* transcode(message, received_at_ms, prefix) -> ([(token, value, timestamp_ms or None)], ltp, quote, full),
-   or None when the message is not entirely well formed (the caller then takes the generic path). */
+/* transcode(message, received_at_ms, prefix) -> ([(key, value, timestamp_ms)], ltp, quote, full), or None
+   when the message is not entirely well formed (the caller then takes the generic path). The key is the
+   token in decimal; the timestamp is the exchange's when the packet has a non-zero one, else receipt. */
 static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_buffer msg, prefix;
     if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "transcode(message, received_at_ms, prefix)"); return NULL; }
@@ -265,8 +266,9 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         b.len = prefix.len;
         if (transcode_packet(&b, p, len, received, &ts) < 0) goto fail;
         modes[len == 8 ? 0 : (len == 28 || len == 44) ? 1 : 2]++;
-        PyObject *item = Py_BuildValue("(ky#N)", (unsigned long)be32(p), b.p, b.len,
-                                       ts < 0 ? (Py_INCREF(Py_None), Py_None) : PyLong_FromLongLong(ts));
+        char key[16]; /* the record key: the token in decimal */
+        int key_len = snprintf(key, sizeof key, "%lu", (unsigned long)be32(p));
+        PyObject *item = Py_BuildValue("(y#y#L)", key, (Py_ssize_t)key_len, b.p, b.len, ts > 0 ? ts : received);
         if (!item) goto fail;
         PyList_SET_ITEM(records, i, item);
         off += 2 + len;

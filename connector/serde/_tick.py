@@ -129,7 +129,7 @@ def encode_tick_py(t: Tick, received_at_ms: int) -> bytes:
     ))  # fmt: skip
 
 
-Transcoder = Callable[[bytes, int, bytes], tuple[list[tuple[int, bytes, int | None]], int, int, int] | None]
+Transcoder = Callable[[bytes, int, bytes], tuple[list[tuple[bytes, bytes, int]], int, int, int] | None]
 
 
 def _load_native() -> tuple[Callable[[Tick, int], bytes] | None, Transcoder | None]:

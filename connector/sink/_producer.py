@@ -10,7 +10,8 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,7 @@ class SinkConfig:
             "acks": "all",
             "compression.type": self.compression,
             "linger.ms": self.linger_ms,
+            "socket.nagle.disable": True,  # a small produce request must not wait for the previous one's ACK
             "batch.num.messages": 10_000,
             "partitioner": "murmur2_random",  # where Java clients put the same key
             "message.timeout.ms": self.delivery_timeout_ms,
@@ -117,8 +119,6 @@ def ensure_topics(
 class KafkaSink:
     """Produces keyed records, counts what is in flight, and applies the backpressure policy."""
 
-    LATENCY_SAMPLE = 16  # one record in this many carries a receive→ack latency measurement
-
     def __init__(
         self,
         config: SinkConfig,
@@ -135,7 +135,11 @@ class KafkaSink:
         self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
         self._pending_orders: dict[int, tuple[bytes, bytes, int]] = {}
         self._order_seq = 0
-        self._sampled = 0
+        # Records produced in all (settled = this - in flight), and per message of ticks (when, this
+        # count after it): the oldest unsettled message says when the next acknowledgement may come.
+        self._produced_total = 0
+        self._marks: deque[tuple[float, int]] = deque()
+        self._linger = config.linger_ms / 1000
         self._stopping = False
         self._tick_topic = config.topics.ticks
         self._tick_headers = self._headers.get("tick")
@@ -166,31 +170,49 @@ class KafkaSink:
         return remaining
 
     # -- produce ---------------------------------------------------------------------------------------
-    def produce_ticks(self, batch: Iterable[tuple[bytes, bytes, int]], received: float) -> None:
-        """(key, value, timestamp) of each tick of one WebSocket message; the hot path, kept flat."""
-        stats, producer, bound = self.stats, self.producer, self.config.max_in_flight
-        topic, headers, on_tick = self._tick_topic, self._tick_headers, self._on_tick
+    def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+        """(key, value, timestamp) of each tick of one WebSocket message; the hot path, kept flat.
+
+        Where the whole message fits under the bound, nothing is checked per record. The first record
+        of each message carries the receive→ack latency probe.
+        """
+        stats = self.stats
+        if self._held or len(batch) > self.config.max_in_flight - stats.in_flight:
+            self._produce_bounded(batch, received)
+            self._mark()
+            return
+        produce, topic, headers = self.producer.produce, self._tick_topic, self._tick_headers
+        on_tick, callback = self._on_tick, self._timed(received)
+        done = 0
+        try:
+            for key, value, timestamp_ms in batch:
+                # positional (partition -1 = the partitioner's choice): cheaper than keywords on this path
+                produce(topic, value, key, -1, callback, None, timestamp_ms, headers)
+                callback = on_tick
+                done += 1
+        except BufferError:  # librdkafka's own queue is full: the rest goes the bounded way
+            pass
+        stats.in_flight += done
+        stats.produced[topic] += done
+        self._produced_total += done
+        if done < len(batch):
+            self._produce_bounded(batch[done:], received)
+        self._mark()
+
+    def _produce_bounded(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+        """Record by record, applying the policy whenever the bound is reached."""
+        stats, bound = self.stats, self.config.max_in_flight
         conflate = self.config.policy == "conflate"
-        produced = 0
+        callback = self._timed(received)
         for key, value, timestamp_ms in batch:
-            if stats.in_flight >= bound:
+            # While ticks are held, newer ones are held too, so no instrument's ticks overtake each other.
+            if stats.in_flight >= bound or (conflate and self._held):
                 if conflate:
                     self._hold(key, value, timestamp_ms)
                     continue
                 self.wait_for_capacity()
-            self._sampled += 1
-            callback = self._timed(received) if self._sampled % self.LATENCY_SAMPLE == 0 else on_tick
-            try:
-                # positional (partition -1 = the partitioner's choice): cheaper than keywords on this path
-                producer.produce(topic, value, key, -1, callback, None, timestamp_ms, headers)
-            except BufferError:
-                self._produce(
-                    topic, key, value, timestamp_ms, callback, headers
-                )  # waits for room, counts itself
-                continue
-            stats.in_flight += 1
-            produced += 1
-        stats.produced[topic] += produced
+            self._produce(self._tick_topic, key, value, timestamp_ms, callback, self._tick_headers)
+            callback = self._on_tick
 
     def produce_order_update(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         """Never conflated, never dropped: retried on failure, spooled on shutdown if undelivered."""
@@ -234,13 +256,30 @@ class KafkaSink:
         stats = self.stats
         stats.in_flight += 1
         stats.produced[topic] += 1
+        self._produced_total += 1
 
     # -- backpressure ----------------------------------------------------------------------------------
-    def service(self) -> None:
-        """Serve delivery callbacks; under ``conflate``, produce held ticks once there is room."""
+    def service(self) -> float | None:
+        """Serve delivery callbacks; under ``conflate``, produce held ticks once there is room.
+
+        Returns the seconds until an acknowledgement may next arrive (0: any time now), or None when
+        no record awaits one. No ack can come before its batch lingered, so the caller can sleep.
+        """
         self.producer.poll(0)
         if self._held and self.stats.in_flight <= self._low_water:
             self._drain_held()
+        if not self.stats.in_flight:
+            self._marks.clear()
+            return None
+        marks, settled = self._marks, self._produced_total - self.stats.in_flight
+        while marks and marks[0][1] <= settled:
+            marks.popleft()
+        return max(0.0, marks[0][0] + self._linger - time.monotonic()) if marks else 0.0
+
+    def _mark(self) -> None:
+        marks = self._marks
+        if not marks or marks[-1][1] < self._produced_total:  # held (conflated) ticks add no mark
+            marks.append((time.monotonic(), self._produced_total))
 
     def wait_for_capacity(self) -> None:
         """Block policy: serve callbacks until in-flight is down to the low-water mark."""
@@ -273,7 +312,6 @@ class KafkaSink:
         topic = msg.topic() or "?"
         if err is None:
             stats.delivered[topic] += 1
-            stats.last_delivery = time.monotonic()
             return True
         stats.failed[topic] += 1
         now = time.monotonic()
@@ -294,7 +332,6 @@ class KafkaSink:
             stats = self.stats
             stats.in_flight -= 1
             stats.delivered[self._tick_topic] += 1
-            stats.last_delivery = time.monotonic()
         else:
             self._settled(err, msg)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,13 +15,18 @@ from urllib.parse import urlencode, urlsplit
 
 import websocket
 
-from connector.errors import ConfigError
+from connector.errors import ConfigError, SourceError
 from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_message
+from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
 from connector.stats import Stats
 
 __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff", "redact"]
 
 log = logging.getLogger("connector.source")
+# While records await Kafka's acknowledgement the socket wait is this short, so delivery reports are
+# served (and latency observed) within about a millisecond of the ack instead of at the next message.
+ACK_WAIT_MS = 1
+RECV_BYTES = 1 << 16  # under glibc's mmap threshold: recv buffers come from the heap
 
 
 def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> Iterator[float]:
@@ -65,7 +71,10 @@ class TokenSource:
 
 class MessageHandler(Protocol):
     def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None: ...
-    def service(self) -> None: ...
+
+    def service(self) -> float | None:
+        """Serve what is due (delivery reports); seconds until an acknowledgement may arrive, or None."""
+        ...
 
 
 class KiteListener(threading.Thread):
@@ -191,29 +200,38 @@ class KiteListener(threading.Thread):
             ws.send(mode_message(mode, tokens))
 
     def _serve(self, ws: websocket.WebSocket) -> None:
-        ws.settimeout(min(1.0, self.watchdog))
-        handler, stats = self.handler, self.stats
-        last = time.monotonic()
-        reason = "stopped"
+        ws.settimeout(min(1.0, self.watchdog))  # bounds sends (subscriptions, pongs); reads wait below
+        sock = ws.sock
+        if sock is None:  # closed between connect and here
+            return
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        tls_pending = getattr(sock, "pending", None)  # TLS may hold bytes the descriptor does not show
+        reader, handler, stats = FrameReader(), self.handler, self.stats
+        idle_ms = int(min(1.0, self.watchdog) * 1000)
+        last, wait_ms, reason = time.monotonic(), idle_ms, "stopped"
         try:
             while not self.stopping:
-                try:
-                    opcode, data = ws.recv_data()
-                except websocket.WebSocketTimeoutException:
+                ready = (tls_pending and tls_pending()) or poller.poll(wait_ms)
+                if not ready:
+                    wait_ms = self._wait_ms(handler.service(), idle_ms)
                     if time.monotonic() - last > self.watchdog:
                         reason = f"no message for {self.watchdog:.0f} s (watchdog)"
                         break
-                    handler.service()
                     continue
-                if opcode == websocket.ABNF.OPCODE_CLOSE:
-                    reason = "closed by server"
+                data = sock.recv(RECV_BYTES)
+                if not data:
+                    reason = "connection closed by server"
                     break
                 received = time.perf_counter()
-                handler.on_message(
-                    opcode == websocket.ABNF.OPCODE_BINARY, data, time.time_ns() // 1_000_000, received
-                )
-                handler.service()
+                closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
+                wait_ms = self._wait_ms(handler.service(), idle_ms)
                 last = time.monotonic()  # time spent under backpressure does not count against the watchdog
+                if closed:
+                    reason = "closed by server"
+                    break
+        except SourceError as exc:
+            reason = f"protocol error ({exc})"
         except (OSError, websocket.WebSocketException) as exc:
             reason = f"connection lost ({type(exc).__name__})"
         finally:
@@ -225,3 +243,21 @@ class KiteListener(threading.Thread):
         if not self.stopping:
             log.warning("disconnected from %s: %s; reconnecting", self._public_url, reason)
             self.on_event("disconnect", reason)
+
+    @staticmethod
+    def _wait_ms(ack_due: float | None, idle_ms: int) -> int:
+        return idle_ms if ack_due is None else max(ACK_WAIT_MS, min(idle_ms, int(ack_due * 1000)))
+
+    def _dispatch(
+        self, ws: websocket.WebSocket, frames: list[Frame], received_ms: int, received: float
+    ) -> bool:
+        """Hands messages to the handler and answers pings; True once the server sent a close frame."""
+        on_message = self.handler.on_message
+        for opcode, payload in frames:
+            if opcode in (OP_BINARY, OP_TEXT):
+                on_message(opcode == OP_BINARY, payload, received_ms, received)
+            elif opcode == OP_PING:
+                ws.pong(payload)
+            elif opcode == OP_CLOSE:
+                return True
+        return False

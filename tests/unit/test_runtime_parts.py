@@ -100,6 +100,30 @@ def test_conflate_holds_only_the_newest_tick_per_instrument() -> None:
     assert sink.stats.failed.total() == 0
 
 
+def test_while_ticks_are_held_newer_ones_are_held_too_so_none_overtakes() -> None:
+    sink = _mock_sink("conflate", 10)
+    sink.produce_ticks([(f"{i}".encode(), b"first", 1_700_000_000_000) for i in range(10)], 0.0)
+    sink.produce_ticks([(b"a", b"older", 1_700_000_000_000)], 0.0)
+    assert sink.stats.held == 1
+    sink.producer.flush(10)  # acknowledgements return, but held ticks are produced only by service()
+    assert sink.stats.in_flight == 0
+    sink.produce_ticks([(b"a", b"newer", 1_700_000_000_000)], 0.0)
+    assert (sink.stats.held, sink.stats.conflated, sink.stats.in_flight) == (1, 1, 0)
+    sink.service()
+    assert (sink.stats.held, sink.stats.in_flight) == (0, 1)
+    assert sink.close(10) == 0
+
+
+def test_service_says_when_the_next_acknowledgement_may_come() -> None:
+    sink = _mock_sink("block", 100)
+    assert sink.service() is None  # nothing in flight: the listener may wait as long as it likes
+    sink.produce_ticks([(b"1", b"x", 1_700_000_000_000)], 0.0)
+    due = sink.service()
+    assert due is not None and 0 <= due <= sink.config.linger_ms / 1000  # not before the batch lingered
+    sink.producer.flush(10)
+    assert sink.service() is None
+
+
 def test_block_waits_for_acknowledgements_and_never_exceeds_the_bound() -> None:
     sink = _mock_sink("block", 50)
     peak = 0
