@@ -159,7 +159,12 @@ RUN_SETTINGS = (
     Setting(
         "KAFKA_COMPRESSION", "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
     ),
-    Setting("KAFKA_LINGER_MS", 5, "producer linger.ms (batching delay)", _non_negative_int),
+    Setting(
+        "KAFKA_LINGER_MS",
+        2,
+        "producer linger.ms: how long a batch waits for more records (a floor under latency)",
+        _non_negative_int,
+    ),
     Setting(
         "KAFKA_DELIVERY_TIMEOUT_MS",
         300_000,

@@ -5,7 +5,8 @@
 #   KITE_BASE_IMAGE     Debian base with python3/venv/pip (FROM of the project's Dockerfile)
 #   KITE_KAFKA_IMAGE    Apache Kafka (KRaft) honouring the apache/kafka KAFKA_* environment convention
 #
-# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds).
+# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka image is also
+# rebuilt when its recipe under docker/kafka changes).
 # Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
 # settings.xml that names an internal Maven mirror (e.g. MAVEN_ARGS="-s /path/settings.xml").
 set -euo pipefail
@@ -74,8 +75,17 @@ kafka_jars() {
   echo "$libs"
 }
 
+# A digest of what goes into the Kafka image besides the jars: a changed recipe rebuilds the image.
+kafka_recipe() { cat "$here"/kafka/Dockerfile "$here"/kafka/entrypoint.sh "$here"/kafka/log4j2.properties "$here"/kafka/bin/* | sha256sum | cut -c1-16; }
+
 build_kafka() {
-  if image_exists "$KITE_KAFKA_IMAGE"; then say "exists: $KITE_KAFKA_IMAGE"; return; fi
+  local recipe
+  recipe="$(kafka_recipe)"
+  if image_exists "$KITE_KAFKA_IMAGE" \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "kite.recipe" }}' "$KITE_KAFKA_IMAGE" 2>/dev/null)" = "$recipe" ]; then
+    say "exists: $KITE_KAFKA_IMAGE"
+    return
+  fi
   local t0=$SECONDS jre="kite-kafka/jre-base:$SUITE" libs ctx
   if ! image_exists "$jre"; then
     debootstrap_image "$jre" "openjdk-17-jre-headless,ca-certificates"
@@ -85,7 +95,7 @@ build_kafka() {
   cp -r "$libs" "$ctx/libs"
   cp "$here/kafka/Dockerfile" "$here/kafka/entrypoint.sh" "$here/kafka/log4j2.properties" "$ctx/"
   cp -r "$here/kafka/bin" "$ctx/bin"
-  docker build -q --build-arg "BASE=$jre" -t "$KITE_KAFKA_IMAGE" "$ctx" >/dev/null
+  docker build -q --build-arg "BASE=$jre" --label "kite.recipe=$recipe" -t "$KITE_KAFKA_IMAGE" "$ctx" >/dev/null
   rm -rf "$ctx"
   say "built $KITE_KAFKA_IMAGE in $((SECONDS - t0)) s"
 }

@@ -50,7 +50,7 @@ class SinkConfig:
     low_water: int = 0  # 0: half of max_in_flight
     policy: str = "block"
     compression: str = "lz4"
-    linger_ms: int = 5
+    linger_ms: int = 2  # ticks come in bursts (one WebSocket message each): batch the burst, not more
     delivery_timeout_ms: int = 300_000
     spool_path: Path | None = None
     client_id: str = "kite-connector"

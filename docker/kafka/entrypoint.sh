@@ -20,8 +20,13 @@ done < <(env)
 grep -q '^log.dirs=' "$props" || echo "log.dirs=/var/lib/kafka/data" >> "$props"
 
 cluster_id="${CLUSTER_ID:-5L6g3nShT-eMCtK--X86sw}"
-java_opts=(${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} ${KAFKA_OPTS:-} -Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties)
+log4j="-Dlog4j2.configurationFile=/opt/kafka/config/log4j2.properties"
 # Format once; a restarted container with its data volume keeps its storage.
-java "${java_opts[@]}" -cp '/opt/kafka/libs/*' kafka.tools.StorageTool format \
+java -Xmx256m $log4j -cp '/opt/kafka/libs/*' kafka.tools.StorageTool format \
   -t "$cluster_id" -c "$props" --ignore-formatted >/dev/null
-exec java "${java_opts[@]}" -XX:+UseG1GC -cp '/opt/kafka/libs/*' kafka.Kafka "$props"
+# The heap and GC defaults of Kafka's own start scripts (kafka-server-start.sh, kafka-run-class.sh), so
+# the broker pauses as briefly as the official image's does; the same variables override them.
+heap="${KAFKA_HEAP_OPTS:--Xmx1G -Xms1G}"
+gc="${KAFKA_JVM_PERFORMANCE_OPTS:--server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15 -Djava.awt.headless=true}"
+# shellcheck disable=SC2086
+exec java $heap $gc ${KAFKA_OPTS:-} $log4j -cp '/opt/kafka/libs/*' kafka.Kafka "$props"
