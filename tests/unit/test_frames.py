@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import websocket
@@ -87,33 +90,53 @@ class Collect:
         return None
 
 
-def test_the_listener_joins_fragments_and_answers_pings_on_a_real_socket() -> None:
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A self-signed certificate for localhost: the server's context, and the file the client trusts."""
+    where = tmp_path_factory.mktemp("tls")
+    key, cert = where / "key.pem", where / "cert.pem"
+    request = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+    request += " -addext subjectAltName=DNS:localhost"
+    command = ["openssl", *request.split(), "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_the_listener_joins_fragments_and_answers_pings_on_a_real_socket(
+    scheme: str, tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     ponged, finished = threading.Event(), threading.Event()
+    big = bytes(range(256)) * 1024  # spans many TLS records and socket reads
 
     def handler(ws: ServerConnection) -> None:
         ws.recv()  # the subscribe message
         ws.send([b"\x00\x01", b"\x00\x08", b"\x00\x00\x01\x09\x00\x00\x00\x64"])  # sent as three fragments
         if ws.ping(b"hb").wait(5):
             ponged.set()
+        ws.send(big)
         ws.send(b"\x00")
         finished.wait(5)
 
-    with serve(handler, "127.0.0.1", 0) as server:
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(tls[1]))
+    with serve(handler, "127.0.0.1", 0, ssl=tls[0] if scheme == "wss" else None) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        port = server.socket.getsockname()[1]
+        url = f"{scheme}://localhost:{server.socket.getsockname()[1]}"
         collect = Collect()
-        url, subscriptions = f"ws://127.0.0.1:{port}", {265: Mode.FULL}
-        listener = KiteListener("test", url, "key", TokenSource("token"), subscriptions, collect, Stats())
+        listener = KiteListener("test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, Stats())
         listener.start()
         deadline = time.monotonic() + 10
-        while len(collect.messages) < 2 and time.monotonic() < deadline:
+        while len(collect.messages) < 3 and time.monotonic() < deadline:
             time.sleep(0.02)
         finished.set()
         listener.stop()
         listener.join(5)
         server.shutdown()
-    assert collect.messages[:2] == [
+    assert collect.messages[:3] == [
         (True, b"\x00\x01\x00\x08\x00\x00\x01\x09\x00\x00\x00\x64"),
+        (True, big),
         (True, b"\x00"),
     ]
     assert ponged.is_set()
