@@ -6,6 +6,7 @@ import contextlib
 import logging
 import random
 import select
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,23 @@ def redact(text: str, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def _socket_reader(sock: socket.socket) -> Callable[[int], bytes | None]:
+    """``read(wait_ms)``: what the socket has within ``wait_ms``; None if nothing, b"" once it closed."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    tls_pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes the descriptor does not show
+
+    def read(wait_ms: int) -> bytes | None:
+        if not (tls_pending and tls_pending()) and not poller.poll(wait_ms):
+            return None
+        try:
+            return sock.recv(RECV_BYTES)
+        except TimeoutError:  # TLS: a record has arrived only in part; the rest comes with a later read
+            return None
+
+    return read
 
 
 class TokenSource:
@@ -201,25 +219,20 @@ class KiteListener(threading.Thread):
 
     def _serve(self, ws: websocket.WebSocket) -> None:
         ws.settimeout(min(1.0, self.watchdog))  # bounds sends (subscriptions, pongs); reads wait below
-        sock = ws.sock
-        if sock is None:  # closed between connect and here
+        if ws.sock is None:  # closed between connect and here
             return
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        tls_pending = getattr(sock, "pending", None)  # TLS may hold bytes the descriptor does not show
-        reader, handler, stats = FrameReader(), self.handler, self.stats
+        read, reader, handler, stats = _socket_reader(ws.sock), FrameReader(), self.handler, self.stats
         idle_ms = int(min(1.0, self.watchdog) * 1000)
         last, wait_ms, reason = time.monotonic(), idle_ms, "stopped"
         try:
             while not self.stopping:
-                ready = (tls_pending and tls_pending()) or poller.poll(wait_ms)
-                if not ready:
+                data = read(wait_ms)
+                if data is None:
                     wait_ms = self._wait_ms(handler.service(), idle_ms)
                     if time.monotonic() - last > self.watchdog:
                         reason = f"no message for {self.watchdog:.0f} s (watchdog)"
                         break
                     continue
-                data = sock.recv(RECV_BYTES)
                 if not data:
                     reason = "connection closed by server"
                     break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from connector.errors import SourceError
 from connector.kite import Mode
 from connector.source import KiteListener, TokenSource
 from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
+from connector.source._listener import _socket_reader
 from connector.stats import Stats
 
 
@@ -140,3 +142,16 @@ def test_the_listener_joins_fragments_and_answers_pings_on_a_real_socket(
         (True, b"\x00"),
     ]
     assert ponged.is_set()
+
+
+def test_the_socket_reader_says_nothing_came_data_or_closed() -> None:
+    ours, theirs = socket.socketpair()
+    read = _socket_reader(ours)
+    started = time.monotonic()
+    assert read(20) is None
+    assert 0.015 <= time.monotonic() - started < 1
+    theirs.sendall(b"\x00")
+    assert read(1000) == b"\x00"
+    theirs.close()
+    assert read(1000) == b""
+    ours.close()
