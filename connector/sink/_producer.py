@@ -135,9 +135,8 @@ class KafkaSink:
         self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
         self._pending_orders: dict[int, tuple[bytes, bytes, int]] = {}
         self._order_seq = 0
-        # Records produced in all (settled = this - in flight), and per message of ticks (when, this
-        # count after it): the oldest unsettled message says when the next acknowledgement may come.
-        self._produced_total = 0
+        # Per message of ticks: (when, records produced in all after it). The oldest message not yet
+        # settled (produced - in flight) says when the next acknowledgement may come.
         self._marks: deque[tuple[float, int]] = deque()
         self._linger = config.linger_ms / 1000
         self._stopping = False
@@ -194,7 +193,6 @@ class KafkaSink:
             pass
         stats.in_flight += done
         stats.produced[topic] += done
-        self._produced_total += done
         if done < len(batch):
             self._produce_bounded(batch[done:], received)
         self._mark()
@@ -256,7 +254,6 @@ class KafkaSink:
         stats = self.stats
         stats.in_flight += 1
         stats.produced[topic] += 1
-        self._produced_total += 1
 
     # -- backpressure ----------------------------------------------------------------------------------
     def service(self) -> float | None:
@@ -271,15 +268,16 @@ class KafkaSink:
         if not self.stats.in_flight:
             self._marks.clear()
             return None
-        marks, settled = self._marks, self._produced_total - self.stats.in_flight
+        marks, settled = self._marks, self.stats.produced.total() - self.stats.in_flight
         while marks and marks[0][1] <= settled:
             marks.popleft()
         return max(0.0, marks[0][0] + self._linger - time.monotonic()) if marks else 0.0
 
     def _mark(self) -> None:
         marks = self._marks
-        if not marks or marks[-1][1] < self._produced_total:  # held (conflated) ticks add no mark
-            marks.append((time.monotonic(), self._produced_total))
+        produced = self.stats.produced.total()
+        if not marks or marks[-1][1] < produced:  # held (conflated) ticks add no mark
+            marks.append((time.monotonic(), produced))
 
     def wait_for_capacity(self) -> None:
         """Block policy: serve callbacks until in-flight is down to the low-water mark."""
