@@ -33,3 +33,13 @@ def best_rate(work: Callable[[], int], rounds: int = 5) -> tuple[float, float]:
         n = work()
         rates.append(n / (time.perf_counter() - t0))
     return statistics.median(rates), max(rates)
+
+
+def compare(
+    unit: str, figure: str, ours: tuple[str, Callable[[], int]], theirs: tuple[str, Callable[[], int]]
+) -> None:
+    """Times both sides, prints each rate (median, best) and, as the last line, ``figure=<ours/theirs>``."""
+    rates = [(label, *best_rate(work)) for label, work in (ours, theirs)]
+    for label, median, best in rates:
+        print(f"{label:16} {median:12,.0f} {unit}/s (best {best:,.0f})")
+    print(f"{figure}={rates[0][1] / rates[1][1]:.1f}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import best_rate, full_messages
+from _common import compare, full_messages
 from kiteconnect import KiteTicker
 
 from connector.kite import parse_binary
@@ -24,12 +24,8 @@ def main() -> None:
         return sum(len(official._parse_binary(m)) for m in messages)
 
     assert ours() == theirs()
-    ours_rate, ours_best = best_rate(ours)
-    theirs_rate, theirs_best = best_rate(theirs)
     print(f"packets: {ours()} in {len(messages)} messages of 50 full-mode packets")
-    print(f"connector.kite  {ours_rate:12,.0f} packets/s (best {ours_best:,.0f})")
-    print(f"kiteconnect     {theirs_rate:12,.0f} packets/s (best {theirs_best:,.0f})")
-    print(f"decode_speedup_vs_kiteconnect={ours_rate / theirs_rate:.1f}")
+    compare("packets", "decode_speedup_vs_kiteconnect", ("connector.kite", ours), ("kiteconnect", theirs))
 
 
 if __name__ == "__main__":

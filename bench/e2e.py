@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.simulator import synthetic_instruments  # noqa: E402
-from tests.harness import free_port, kafka_broker  # noqa: E402
+from tests.harness import earliest_consumer, free_port, kafka_broker  # noqa: E402
 
 CLI = [sys.executable, "-m", "connector.cli"]
 
@@ -123,17 +123,7 @@ def _metrics(port: int) -> dict[str, float]:
 
 
 def _count_records(bootstrap: str, topic: str, expect: int) -> int:
-    from confluent_kafka import Consumer
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = earliest_consumer(bootstrap, topic, "bench")
     count, idle = 0, 0
     while count < expect and idle < 20:
         batch = consumer.consume(10_000, 0.5)
@@ -176,7 +166,6 @@ def run_connector(
         _wait_port(sim_port)
         with _process([*CLI, "run"], env) as proc:
             _wait_port(metrics_port)
-            cpu0 = _cpu_seconds(proc.pid)
             samples: list[tuple[float, float, float]] = []  # (time, connector CPU seconds, delivered)
             delivered, deadline = 0.0, time.monotonic() + 60 + ticks / 2000
             while delivered < ticks and time.monotonic() < deadline:
@@ -198,7 +187,6 @@ def run_connector(
         "rate": counted / seconds,
         "cpu_per_million": (c1 - c0) / counted * 1e6,
         "cpu_share": (c1 - c0) / seconds,
-        "cpu_total": samples[-1][1] - cpu0 if samples else 0.0,
         "peak_rss_mb": rss,
         "metrics": metrics,
     }

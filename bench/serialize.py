@@ -10,7 +10,7 @@ import io
 import sys
 
 import fastavro
-from _common import best_rate, full_ticks
+from _common import compare, full_ticks
 
 from connector.serde import encode_tick, load_schema, tick_dict
 
@@ -39,12 +39,8 @@ def main() -> None:
             reference(d)
         return len(dicts)
 
-    ours_rate, ours_best = best_rate(ours)
-    theirs_rate, theirs_best = best_rate(theirs)
     print(f"ticks: {len(ticks)} full-mode, byte-identical output checked")
-    print(f"connector.serde  {ours_rate:12,.0f} ticks/s (best {ours_best:,.0f})")
-    print(f"fastavro         {theirs_rate:12,.0f} ticks/s (best {theirs_best:,.0f})")
-    print(f"serialize_speedup_vs_fastavro={ours_rate / theirs_rate:.1f}")
+    compare("ticks", "serialize_speedup_vs_fastavro", ("connector.serde", ours), ("fastavro", theirs))
 
 
 if __name__ == "__main__":

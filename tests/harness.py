@@ -13,6 +13,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
@@ -64,6 +65,22 @@ def kafka_environment(advertised: str) -> dict[str, str]:
         "KAFKA_LOG_DIRS": "/tmp/kraft-combined-logs",
         "CLUSTER_ID": "4L6g3nShT-eMCtK--X86sw",
     }
+
+
+def earliest_consumer(bootstrap: str, topic: str, group_prefix: str) -> Any:
+    """A consumer of ``topic`` from its first record, in a group of its own, committing nothing."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{group_prefix}-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    return consumer
 
 
 def wait_for_broker(bootstrap: str, timeout: float = 120.0) -> None:

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer
-
 from connector.app import Connector
 from connector.config import RUN_SETTINGS, resolve
 from connector.serde import AvroReader
+from tests.harness import earliest_consumer
 
 
 @dataclass
@@ -75,15 +74,7 @@ def read_topic(
     ``idle`` seconds.
     """
     reader = AvroReader()
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"t-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = earliest_consumer(bootstrap, topic, "t")
     out: list[Record] = []
     started = last = time.monotonic()
     try:

@@ -28,6 +28,14 @@ INSTRUMENTS = bundled_instruments() + synthetic_instruments(50)
 TOKENS = [i.instrument_token for i in INSTRUMENTS if i.instrument_token & 0xFF != 9][:20]
 
 
+def _run_example(script: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Runs ``examples/<script>`` as a user would; it must exit 0."""
+    command = [sys.executable, str(ROOT / "examples" / script)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
 def _ticker(port: int, **kwargs: Any) -> KiteTicker:
     return KiteTicker(
         "simulator",
@@ -51,14 +59,7 @@ def test_ported_example_script_runs_callbacks_on_a_background_thread() -> None:
             "EXAMPLE_SECONDS": "6",
         }
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-        run = subprocess.run(
-            [sys.executable, str(ROOT / "examples" / "kiteticker_port.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert run.returncode == 0, run.stderr[-2000:]
+        run = _run_example("kiteticker_port.py", env, 60)
     events = [json.loads(line) for line in run.stdout.splitlines()]
     ticks = [e for e in events if e["event"] == "tick"]
     orders = [e for e in events if e["event"] == "order"]
@@ -234,13 +235,6 @@ def test_strategy_example_reads_the_ticks_topic(kafka_bootstrap: str, tmp_path: 
         "EXAMPLE_MAX_RECORDS": "400",
         "EXAMPLE_GROUP": f"g-{time.time_ns()}",
     }
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "strategy_consumer.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _run_example("strategy_consumer.py", env, 120)
     summary = json.loads(run.stdout.splitlines()[-1])
     assert summary == {"ticks_read": 400, "instruments": 4}

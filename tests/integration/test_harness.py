@@ -6,9 +6,11 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+
+from tests.harness import earliest_consumer
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +43,7 @@ def test_keyed_records_arrive_once_and_in_order_per_key(kafka_bootstrap: str) ->
     assert not failed
     assert len(acked) == RECORDS
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"verify-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
+    consumer = earliest_consumer(kafka_bootstrap, topic, "verify")
     received: list[tuple[bytes, bytes, int]] = []
     try:
         for _ in range(600):
