@@ -6,7 +6,10 @@ Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAF
 The simulator replays pre-encoded full-mode messages (50 packets each) as fast as the socket takes them,
 in its own process, so the source is not the limit. Connector and naive pipeline run as their own
 processes; CPU and peak RSS are theirs. After each run the topic is consumed and its record count must
-equal the ticks sent, or the run reports failure instead of a figure. Last line: e2e_speedup_vs_naive.
+equal the ticks sent, or the run reports failure instead of a figure. The steady phase is followed by
+the same records, producer settings and bursts from a bare producer loop: what Kafka and librdkafka take
+on their own on this machine, so the connector's share of latency and CPU can be read off.
+Last line: e2e_speedup_vs_naive.
 """
 
 from __future__ import annotations
@@ -192,14 +195,20 @@ def run_connector(
     }
 
 
-def run_naive(bootstrap: str, ticks: int, instruments: int) -> dict[str, Any]:
-    sim_port = free_port()
-    topic = f"bench-naive-{uuid.uuid4().hex[:8]}"
+def _new_topic(bootstrap: str, prefix: str) -> str:
+    """A fresh topic with the connector's default partition count (the connector creates its own)."""
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept referenced until the result is in
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
+    return topic
+
+
+def run_naive(bootstrap: str, ticks: int, instruments: int) -> dict[str, Any]:
+    sim_port = free_port()
+    topic = _new_topic(bootstrap, "bench-naive")
     tokens = ",".join(map(str, _tokens(instruments)))
     with _process(_simulator(sim_port, ticks, instruments), {}):
         _wait_port(sim_port)
@@ -312,6 +321,80 @@ def naive_worker(url: str, bootstrap: str, topic: str, ticks: int, tokens: str) 
     )
 
 
+def run_floor(bootstrap: str, rate: float, seconds: float, instruments: int) -> dict[str, Any]:
+    """Kafka's share alone: the connector's own records and producer settings, produced in the steady
+    phase's shape by a bare loop with no WebSocket, no decoding and no encoding."""
+    topic = _new_topic(bootstrap, "bench-floor")
+    args = [sys.executable, __file__, "--floor-worker", bootstrap, topic, str(rate), str(seconds)]
+    with _process([*args, str(instruments)], {}) as proc:
+        out, _ = proc.communicate(timeout=600)
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    result["in_kafka"] = _count_records(bootstrap, topic, result["ticks"])
+    return result
+
+
+def floor_worker(bootstrap: str, topic: str, rate: float, seconds: float, instruments: int) -> None:
+    from confluent_kafka import Producer
+
+    from connector.kite import Mode, encode_message
+    from connector.pipeline import Pipeline
+    from connector.serde import build_serializers
+    from connector.simulator._market import Market
+    from connector.sink import SinkConfig
+    from connector.stats import Stats
+
+    class Capture:  # stands in for the sink: keeps the records the pipeline would produce
+        def __init__(self) -> None:
+            self.batches: list[list[tuple[bytes, bytes, int]]] = []
+
+        def produce_ticks(self, records: list[tuple[bytes, bytes, int]], received: float) -> None:
+            self.batches.append(records)
+
+    market, tokens = Market(synthetic_instruments(instruments)), _tokens(instruments)
+    serializers = build_serializers()
+    capture = Capture()
+    pipeline = Pipeline(serializers, capture, Stats())  # type: ignore[arg-type]
+    ticks = [market.tick(t, Mode.FULL) for _ in range(4) for t in tokens]
+    for i in range(0, len(ticks), 50):
+        pipeline.on_message(True, encode_message(ticks[i : i + 50]), int(time.time() * 1000), 0.0)
+    producer = Producer(SinkConfig(bootstrap).producer_config())
+    headers, acked, probes = serializers.headers()["tick"], [0], []
+
+    def on_ack(err: Any, msg: Any) -> None:
+        acked[0] += err is None
+
+    def probe(sent: float) -> Any:
+        def on_delivery(err: Any, msg: Any) -> None:
+            on_ack(err, msg)
+            probes.append(time.perf_counter() - sent)
+
+        return on_delivery
+
+    producer.produce(topic, b"warm-up", b"0")
+    producer.flush(30)
+    bursts, interval = int(rate * seconds / 50), 50 / rate
+    started, cpu0 = time.perf_counter(), time.process_time()
+    for i in range(bursts):
+        while (wait := started + i * interval - time.perf_counter()) > 0:
+            producer.poll(wait)  # returns early to serve acknowledgements as they come
+        callback: Any = probe(time.perf_counter())
+        for key, value, timestamp_ms in capture.batches[i % len(capture.batches)]:
+            producer.produce(topic, value, key, -1, callback, None, timestamp_ms, headers)
+            callback = on_ack
+    producer.flush(60)
+    elapsed, probes = time.perf_counter() - started, sorted(probes)
+    print(
+        json.dumps(
+            {
+                "ticks": bursts * 50 + 1,
+                "acked": acked[0],
+                "cpu_share": (time.process_time() - cpu0) / elapsed,
+                "quantiles": {q: probes[int(q * (len(probes) - 1))] for q in (0.5, 0.99, 0.999)},
+            }
+        )
+    )
+
+
 def _quantile(metrics: dict[str, float], q: float) -> float:
     buckets = sorted(
         (float(name.split('le="')[1].rstrip('"}')), count)
@@ -346,9 +429,10 @@ def main() -> int:
         steady = run_connector(
             bootstrap, int(args.latency_rate * args.latency_seconds), args.instruments, args.latency_rate, 1.0
         )
+        floor = run_floor(bootstrap, args.latency_rate, args.latency_seconds, args.instruments)
     failed = [
         (name, r)
-        for name, r in (("connector", ours), ("naive", naive), ("steady", steady))
+        for name, r in (("connector", ours), ("naive", naive), ("steady", steady), ("floor", floor))
         if r["in_kafka"] != r["ticks"]
     ]
     for name, r in failed:
@@ -370,6 +454,11 @@ def main() -> int:
         f"p99 {_quantile(m, 0.99) * 1000:.2f} ms, p999 {_quantile(m, 0.999) * 1000:.2f} ms; "
         f"connector CPU {steady['cpu_share'] * 100:.1f}% of one core, peak RSS {steady['peak_rss_mb']:.0f} MB"
     )
+    q = {float(k): v * 1000 for k, v in floor["quantiles"].items()}
+    print(
+        f"  Kafka alone (a bare producer loop, same records, settings and bursts): p50 {q[0.5]:.2f} ms, "
+        f"p99 {q[0.99]:.2f} ms, p999 {q[0.999]:.2f} ms; CPU {floor['cpu_share'] * 100:.1f}% of one core"
+    )
     print(f"e2e_speedup_vs_naive={ours['rate'] / naive['rate']:.2f}")
     return 0
 
@@ -378,5 +467,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--naive-worker":
         url, bootstrap, topic, ticks, tokens = sys.argv[2:7]
         naive_worker(url, bootstrap, topic, int(ticks), tokens)
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--floor-worker":
+        bootstrap, topic, rate, seconds, instruments = sys.argv[2:7]
+        floor_worker(bootstrap, topic, float(rate), float(seconds), int(instruments))
         sys.exit(0)
     sys.exit(main())

@@ -88,7 +88,8 @@ def wait_for_broker(bootstrap: str, timeout: float = 120.0) -> None:
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    # While the broker boots, docker's proxy accepts and drops connections: expected here, so not logged.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3, "log.connection.close": False})
     deadline = time.monotonic() + timeout
     probe = f"_ready-{uuid.uuid4().hex[:8]}"
     last: Exception | None = None
