@@ -155,3 +155,51 @@ def test_the_socket_reader_says_nothing_came_data_or_closed() -> None:
     theirs.close()
     assert read(1000) == b""
     ours.close()
+
+
+def _tls_pair(
+    tls: tuple[ssl.SSLContext, Path],
+) -> tuple[ssl.SSLSocket, ssl.SSLObject, ssl.MemoryBIO, socket.socket]:
+    """A client TLS socket, and the server's end driven by hand so the test decides how its bytes travel."""
+    client_raw, server_raw = socket.socketpair()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = tls[0].wrap_bio(incoming, outgoing, server_side=True)
+
+    def handshake() -> None:
+        while True:
+            try:
+                server.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                server_raw.sendall(outgoing.read())
+                incoming.write(server_raw.recv(65536))
+        server_raw.sendall(outgoing.read())
+
+    helper = threading.Thread(target=handshake)
+    helper.start()
+    trusting = ssl.create_default_context(cafile=str(tls[1]))
+    client = trusting.wrap_socket(client_raw, server_hostname="localhost")
+    helper.join(5)
+    return client, server, outgoing, server_raw
+
+
+@pytest.mark.parametrize(("timeout", "pause"), [(1.0, 0.02), (0.2, 0.6)])
+def test_a_tls_record_that_arrives_in_part_is_waited_for(
+    timeout: float, pause: float, tls: tuple[ssl.SSLContext, Path]
+) -> None:
+    """The rest of the record comes before, or after, the socket timeout: never an error, and the data
+    once the record is whole (after one empty read when the timeout came first)."""
+    client, server, outgoing, server_raw = _tls_pair(tls)
+    client.settimeout(timeout)  # the listener sets one on the connection
+    read = _socket_reader(client)
+    payload = b"\x00\x01" + bytes(300)
+    server.write(payload)
+    record = outgoing.read()
+    server_raw.sendall(record[:10])
+    threading.Timer(pause, server_raw.sendall, [record[10:]]).start()
+    reads = [read(2000)]
+    if reads[0] is None:
+        reads.append(read(2000))
+    assert reads == ([payload] if pause < timeout else [None, payload])
+    client.close()
+    server_raw.close()
