@@ -201,7 +201,8 @@ def _new_topic(bootstrap: str, prefix: str) -> str:
     from confluent_kafka.cimpl import NewTopic
 
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept referenced until the result is in
+    # Kept referenced until the result is in; informational logs (events left unserved at exit) are off.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     return topic
 
