@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from connector.simulator import synthetic_instruments  # noqa: E402
+from connector.simulator import Market, synthetic_instruments  # noqa: E402
 from tests.harness import earliest_consumer, free_port, kafka_broker  # noqa: E402
 
 CLI = [sys.executable, "-m", "connector.cli"]
@@ -340,7 +340,6 @@ def floor_worker(bootstrap: str, topic: str, rate: float, seconds: float, instru
     from connector.kite import Mode, encode_message
     from connector.pipeline import Pipeline
     from connector.serde import build_serializers
-    from connector.simulator._market import Market
     from connector.sink import SinkConfig
     from connector.stats import Stats
 
