@@ -249,8 +249,8 @@ class KafkaSink:
                 # positional (partition -1 = the partitioner's choice): cheaper than keywords on this path
                 producer.produce(topic, value, key, -1, callback, None, timestamp_ms, headers)
                 break
-            except BufferError:  # librdkafka's queue is full: serve callbacks until it has room
-                self._serve_until(lambda: False, 0.1)
+            except BufferError:  # librdkafka's queue is full: it has room once a record has settled
+                self._wait_for_a_settled_record()
         stats = self.stats
         stats.in_flight += 1
         stats.produced[topic] += 1
@@ -282,6 +282,10 @@ class KafkaSink:
     def wait_for_capacity(self) -> None:
         """Block policy: serve callbacks until in-flight is down to the low-water mark."""
         self._serve_until(lambda: self.stats.in_flight <= self._low_water, 0.05)
+
+    def _wait_for_a_settled_record(self) -> None:
+        before = self.stats.in_flight
+        self._serve_until(lambda: self.stats.in_flight < before, 0.1)
 
     def _serve_until(self, done: Callable[[], bool], step: float) -> None:
         started = time.monotonic()

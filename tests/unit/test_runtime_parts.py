@@ -124,6 +124,18 @@ def test_service_says_when_the_next_acknowledgement_may_come() -> None:
     assert sink.service() is None
 
 
+def test_a_full_librdkafka_queue_is_waited_out_not_waited_on_forever() -> None:
+    config = SinkConfig(
+        "unused:9092",
+        max_in_flight=100,
+        producer_overrides={"test.mock.num.brokers": "1", "queue.buffering.max.messages": "3"},
+    )
+    sink = KafkaSink(config, Stats())
+    sink.produce_ticks([(f"{i}".encode(), b"x", 1_700_000_000_000) for i in range(10)], 0.0)
+    assert sink.close(10) == 0
+    assert sink.stats.delivered.total() == 10
+
+
 def test_block_waits_for_acknowledgements_and_never_exceeds_the_bound() -> None:
     sink = _mock_sink("block", 50)
     peak = 0
