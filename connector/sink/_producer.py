@@ -26,6 +26,7 @@ __all__ = ["POLICIES", "KafkaSink", "SinkConfig", "Topics", "ensure_topics"]
 log = logging.getLogger("connector.sink")
 POLICIES = ("block", "conflate")
 Headers = list[tuple[str, str | bytes | None]]
+Callback = Callable[[KafkaError | None, Message], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +178,7 @@ class KafkaSink:
         """
         stats = self.stats
         if self._held or len(batch) > self.config.max_in_flight - stats.in_flight:
-            self._produce_bounded(batch, received)
+            self._produce_bounded(batch, self._timed(received))
             self._mark()
             return
         produce, topic, headers = self.producer.produce, self._tick_topic, self._tick_headers
@@ -193,15 +194,15 @@ class KafkaSink:
             pass
         stats.in_flight += done
         stats.produced[topic] += done
-        if done < len(batch):
-            self._produce_bounded(batch[done:], received)
+        if done < len(batch):  # ``callback`` is still the probe if the first record was refused
+            self._produce_bounded(batch[done:], callback)
         self._mark()
 
-    def _produce_bounded(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
-        """Record by record, applying the policy whenever the bound is reached."""
+    def _produce_bounded(self, batch: list[tuple[bytes, bytes, int]], callback: Callback) -> None:
+        """Record by record, applying the policy whenever the bound is reached; ``callback`` goes with the
+        first record produced (the latency probe, where the message's first record is in this batch)."""
         stats, bound = self.stats, self.config.max_in_flight
         conflate = self.config.policy == "conflate"
-        callback = self._timed(received)
         for key, value, timestamp_ms in batch:
             # While ticks are held, newer ones are held too, so no instrument's ticks overtake each other.
             if stats.in_flight >= bound or (conflate and self._held):
@@ -337,7 +338,7 @@ class KafkaSink:
         else:
             self._settled(err, msg)
 
-    def _timed(self, received: float) -> Callable[[KafkaError | None, Message], None]:
+    def _timed(self, received: float) -> Callback:
         if self._observe is None:
             return self._on_tick
         observe = self._observe

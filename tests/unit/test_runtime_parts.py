@@ -125,15 +125,17 @@ def test_service_says_when_the_next_acknowledgement_may_come() -> None:
 
 
 def test_a_full_librdkafka_queue_is_waited_out_not_waited_on_forever() -> None:
+    probes: list[float] = []
     config = SinkConfig(
         "unused:9092",
         max_in_flight=100,
         producer_overrides={"test.mock.num.brokers": "1", "queue.buffering.max.messages": "3"},
     )
-    sink = KafkaSink(config, Stats())
+    sink = KafkaSink(config, Stats(), observe_latency=probes.append)
     sink.produce_ticks([(f"{i}".encode(), b"x", 1_700_000_000_000) for i in range(10)], 0.0)
     assert sink.close(10) == 0
     assert sink.stats.delivered.total() == 10
+    assert len(probes) == 1  # one latency probe per message, also when its records went two ways
 
 
 def test_block_waits_for_acknowledgements_and_never_exceeds_the_bound() -> None:
