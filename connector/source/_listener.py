@@ -218,11 +218,12 @@ class KiteListener(threading.Thread):
             ws.send(mode_message(mode, tokens))
 
     def _serve(self, ws: websocket.WebSocket) -> None:
-        ws.settimeout(min(1.0, self.watchdog))  # bounds sends (subscriptions, pongs); reads wait below
+        idle = min(1.0, self.watchdog)  # the longest wait, so the watchdog and stop() are seen in time
+        ws.settimeout(idle)  # bounds sends (subscriptions, pongs); reads wait below
         if ws.sock is None:  # closed between connect and here
             return
         read, reader, handler, stats = _socket_reader(ws.sock), FrameReader(), self.handler, self.stats
-        idle_ms = int(min(1.0, self.watchdog) * 1000)
+        idle_ms = int(idle * 1000)
         last, wait_ms, reason = time.monotonic(), idle_ms, "stopped"
         try:
             while not self.stopping:
