@@ -24,8 +24,13 @@ TOKENS = [int(t) for t in os.environ.get("EXAMPLE_TOKENS", "256265,3813889,46451
 SECONDS = float(os.environ.get("EXAMPLE_SECONDS", "10"))
 
 
+_stdout = threading.Lock()  # print() writes text and newline separately, so two threads could share a line
+
+
 def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, "thread": threading.current_thread().name, **fields}), flush=True)
+    line = json.dumps({"event": event, "thread": threading.current_thread().name, **fields})
+    with _stdout:
+        print(line, flush=True)
 
 
 bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
