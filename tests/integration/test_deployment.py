@@ -41,7 +41,7 @@ def _compose_command() -> list[str]:
     pytest.skip("neither `docker compose` nor docker-compose is installed")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def compose_stack() -> Iterator[dict[str, str]]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not shutil.which("docker"):
         pytest.skip("no Docker engine")
@@ -99,6 +99,32 @@ def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: d
     assert orders and all(r.kind == "OrderUpdate" for r in orders)
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{compose_stack['METRICS_HOST_PORT']}/metrics").read()
     assert b"records_delivered_total" in metrics
+
+
+def _metric(port: str, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_compose_restarts_a_connector_that_exits(compose_stack: dict[str, str]) -> None:
+    compose = [*_compose_command(), "-f", str(ROOT / "docker-compose.yml")]
+    container = subprocess.run(
+        [*compose, "ps", "-q", "connector"], env=compose_stack, capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    port = compose_stack["METRICS_HOST_PORT"]
+    wait_until(lambda: _healthy(port), 240, "the connector to be healthy")
+    # Any exit docker was not asked for is restarted. SIGTERM from inside is one a test can cause: the
+    # kernel ignores SIGKILL sent to PID 1 from its own namespace, and `docker kill` counts as asked for.
+    stop = ["python3", "-c", "import os, signal; os.kill(1, signal.SIGTERM)"]
+    subprocess.run([*compose, "exec", "-T", "connector", *stop], env=compose_stack, cwd=ROOT, check=True)
+
+    def restarted() -> bool:
+        inspect = ["docker", "inspect", "-f", "{{.RestartCount}}", container]
+        return int(subprocess.run(inspect, capture_output=True, text=True).stdout.strip() or 0) >= 1
+
+    wait_until(restarted, 60, "docker to restart the connector")
+    wait_until(lambda: _healthy(port), 120, "the restarted connector to be healthy")
+    wait_until(lambda: _metric(port, "records_delivered_total") > 0, 60, "the restarted connector to deliver")
 
 
 def _produce_known(bootstrap: str, topic: str) -> None:
