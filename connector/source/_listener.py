@@ -175,7 +175,7 @@ class KiteListener(threading.Thread):
         self.on_event("close", None)
 
     def _connect(self, token: str) -> tuple[websocket.WebSocket | None, bool]:
-        """(the connected socket or None, whether the token was refused)."""
+        """(the socket once the handshake succeeded, or None; whether the token was refused)."""
         query = urlencode({"api_key": self.api_key, "access_token": token})
         ws = websocket.WebSocket(enable_multithread=True)
         try:
@@ -199,13 +199,6 @@ class KiteListener(threading.Thread):
             log.warning("cannot connect to %s: %s", self._public_url, redact(str(exc), token, self.api_key))
             self.on_event("error", (0, type(exc).__name__))
             return None, False
-        with self._lock:
-            self._ws = ws
-            subscriptions = dict(self.subscriptions)
-        self._subscribe(ws, subscriptions)
-        log.info("connected to %s, %d instruments subscribed", self._public_url, len(subscriptions))
-        self.stats.connected = True
-        self.on_event("connect", None)
         return ws, False
 
     @staticmethod
@@ -218,38 +211,17 @@ class KiteListener(threading.Thread):
             ws.send(mode_message(mode, tokens))
 
     def _serve(self, ws: websocket.WebSocket) -> None:
-        idle = min(1.0, self.watchdog)  # the longest wait, so the watchdog and stop() are seen in time
-        ws.settimeout(idle)  # bounds sends (subscriptions, pongs); reads wait below
-        if ws.sock is None:  # closed between connect and here
-            return
-        read, reader, handler, stats = _socket_reader(ws.sock), FrameReader(), self.handler, self.stats
-        idle_ms = int(idle * 1000)
-        last, wait_ms, reason = time.monotonic(), idle_ms, "stopped"
+        """Subscribes and streams until the connection ends; every way it can end is cleaned up here."""
+        reason = "stopped"
         try:
-            while not self.stopping:
-                data = read(wait_ms)
-                if data is None:
-                    wait_ms = self._wait_ms(handler.service(), idle_ms)
-                    if time.monotonic() - last > self.watchdog:
-                        reason = f"no message for {self.watchdog:.0f} s (watchdog)"
-                        break
-                    continue
-                if not data:
-                    reason = "connection closed by server"
-                    break
-                received = time.perf_counter()
-                closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
-                wait_ms = self._wait_ms(handler.service(), idle_ms)
-                last = time.monotonic()  # time spent under backpressure does not count against the watchdog
-                if closed:
-                    reason = "closed by server"
-                    break
+            self._start_stream(ws)
+            reason = self._read(ws)
         except SourceError as exc:
             reason = f"protocol error ({exc})"
         except (OSError, websocket.WebSocketException) as exc:
             reason = f"connection lost ({type(exc).__name__})"
         finally:
-            stats.connected = False
+            self.stats.connected = False
             with self._lock:
                 self._ws = None
             with contextlib.suppress(OSError, websocket.WebSocketException):
@@ -257,6 +229,41 @@ class KiteListener(threading.Thread):
         if not self.stopping:
             log.warning("disconnected from %s: %s; reconnecting", self._public_url, reason)
             self.on_event("disconnect", reason)
+
+    def _start_stream(self, ws: websocket.WebSocket) -> None:
+        with self._lock:
+            self._ws = ws
+            subscriptions = dict(self.subscriptions)
+        self._subscribe(ws, subscriptions)
+        log.info("connected to %s, %d instruments subscribed", self._public_url, len(subscriptions))
+        self.stats.connected = True
+        self.on_event("connect", None)
+
+    def _read(self, ws: websocket.WebSocket) -> str:
+        """Reads and dispatches until the connection ends or stop(); returns why it ended."""
+        idle = min(1.0, self.watchdog)  # the longest wait, so the watchdog and stop() are seen in time
+        ws.settimeout(idle)  # bounds sends (pongs, subscription changes); reads wait below
+        if ws.sock is None:  # closed since it was opened
+            return "connection closed"
+        read, reader, handler = _socket_reader(ws.sock), FrameReader(), self.handler
+        idle_ms = int(idle * 1000)
+        last, wait_ms = time.monotonic(), idle_ms
+        while not self.stopping:
+            data = read(wait_ms)
+            if data is None:
+                wait_ms = self._wait_ms(handler.service(), idle_ms)
+                if time.monotonic() - last > self.watchdog:
+                    return f"no message for {self.watchdog:.0f} s (watchdog)"
+                continue
+            if not data:
+                return "connection closed by server"
+            received = time.perf_counter()
+            closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
+            wait_ms = self._wait_ms(handler.service(), idle_ms)
+            last = time.monotonic()  # time spent under backpressure does not count against the watchdog
+            if closed:
+                return "closed by server"
+        return "stopped"
 
     @staticmethod
     def _wait_ms(ack_due: float | None, idle_ms: int) -> int:

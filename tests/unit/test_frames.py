@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import websocket
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
 from connector.errors import SourceError
@@ -142,6 +144,50 @@ def test_the_listener_joins_fragments_and_answers_pings_on_a_real_socket(
         (True, b"\x00"),
     ]
     assert ponged.is_set()
+
+
+def test_a_connection_that_breaks_while_subscribing_is_opened_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subscription is the first thing sent: a send that fails there is a lost connection (logged,
+    reconnected), not an exception that ends the listener thread."""
+    tick = b"\x00\x01\x00\x08\x00\x00\x01\x09\x00\x00\x00\x64"
+    subscribe, broken = KiteListener._subscribe, threading.Event()
+
+    def break_the_first(ws: websocket.WebSocket, subscriptions: dict[int, Mode]) -> None:
+        if not broken.is_set():
+            broken.set()
+            assert ws.sock is not None
+            ws.sock.shutdown(socket.SHUT_WR)  # the send below then fails for real (EPIPE)
+        subscribe(ws, subscriptions)
+
+    def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()  # the subscription
+            ws.send(tick)
+            for _ in ws:  # until the client goes
+                pass
+
+    monkeypatch.setattr(KiteListener, "_subscribe", staticmethod(break_the_first))
+    events: list[tuple[str, object]] = []
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        collect, stats = Collect(), Stats()
+        listener = KiteListener(
+            "test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, stats,
+            on_event=lambda event, arg: events.append((event, arg)),
+        )  # fmt: skip
+        listener.start()
+        deadline = time.monotonic() + 10
+        while not collect.messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alive = listener.is_alive()
+        listener.stop()
+        listener.join(5)
+        server.shutdown()
+    assert alive and collect.messages == [(True, tick)]
+    assert stats.reconnects == 1
+    disconnects = [arg for event, arg in events if event == "disconnect"]
+    assert len(disconnects) == 1 and "connection lost" in str(disconnects[0])
 
 
 def test_the_socket_reader_says_nothing_came_data_or_closed() -> None:
