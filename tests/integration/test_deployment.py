@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from confluent_kafka import Producer
@@ -31,18 +31,31 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _compose_command() -> list[str]:
+def _compose() -> list[str]:
+    """The compose command for the project's docker-compose.yml."""
     if os.environ.get("KITE_COMPOSE"):
-        return os.environ["KITE_COMPOSE"].split()
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    pytest.skip("neither `docker compose` nor docker-compose is installed")
+        command = os.environ["KITE_COMPOSE"].split()
+    elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    else:
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    return [*command, "-f", str(ROOT / "docker-compose.yml")]
+
+
+class Stack(NamedTuple):
+    """The compose project these tests brought up: its command and its environment."""
+
+    compose: list[str]
+    env: dict[str, str]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.compose, *args], env=self.env, capture_output=True, text=True, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")
-def compose_stack() -> Iterator[dict[str, str]]:
+def compose_stack() -> Iterator[Stack]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not shutil.which("docker"):
         pytest.skip("no Docker engine")
     project = f"kitee2e{uuid.uuid4().hex[:6]}"
@@ -55,21 +68,16 @@ def compose_stack() -> Iterator[dict[str, str]]:
         "COMPOSE_PROJECT_NAME": project,
         "DOCKER_BUILDKIT": "0",
     }
-    compose = [*_compose_command(), "-f", str(ROOT / "docker-compose.yml")]
-    build = subprocess.run(
-        [*compose, "build", "connector"], env=env, capture_output=True, text=True, cwd=ROOT
-    )
+    stack = Stack(_compose(), env)
+    build = stack.run("build", "connector")
     assert build.returncode == 0, build.stderr[-3000:]
-    up = subprocess.run([*compose, "up", "-d"], env=env, capture_output=True, text=True, cwd=ROOT)
+    up = stack.run("up", "-d")
     try:
         assert up.returncode == 0, up.stderr[-3000:]
-        yield env
+        yield stack
     finally:
-        logs = subprocess.run(
-            [*compose, "logs", "--tail=30", "connector"], env=env, capture_output=True, text=True
-        )
-        print(logs.stdout[-4000:])
-        subprocess.run([*compose, "down", "-v", "--remove-orphans"], env=env, capture_output=True, cwd=ROOT)
+        print(stack.run("logs", "--tail=30", "connector").stdout[-4000:])
+        stack.run("down", "-v", "--remove-orphans")
 
 
 def _healthy(port: str) -> bool:
@@ -83,11 +91,11 @@ def _tokens(records: list[Record]) -> set[int]:
     return {r.value["instrument_token"] for r in records}
 
 
-def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: dict[str, str]) -> None:
+def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: Stack) -> None:
     started = time.monotonic()
-    wait_until(lambda: _healthy(compose_stack["METRICS_HOST_PORT"]), 240, "the connector to be healthy")
+    wait_until(lambda: _healthy(compose_stack.env["METRICS_HOST_PORT"]), 240, "the connector to be healthy")
     print(f"\n[compose] healthy after {time.monotonic() - started:.0f} s")
-    bootstrap = f"127.0.0.1:{compose_stack['KAFKA_HOST_PORT']}"
+    bootstrap = f"127.0.0.1:{compose_stack.env['KAFKA_HOST_PORT']}"
     # Partitions are fetched unevenly: read until every instrument showed up and 1,000 ticks arrived.
     ticks = read_topic(
         bootstrap, "kite.ticks", limit=180, until=lambda got: len(got) >= 1000 and len(_tokens(got)) == 8
@@ -97,7 +105,9 @@ def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: d
     assert len(_tokens(ticks)) == 8
     orders = read_topic(bootstrap, "kite.order_updates", idle=3)
     assert orders and all(r.kind == "OrderUpdate" for r in orders)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{compose_stack['METRICS_HOST_PORT']}/metrics").read()
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{compose_stack.env['METRICS_HOST_PORT']}/metrics"
+    ).read()
     assert b"records_delivered_total" in metrics
 
 
@@ -106,17 +116,15 @@ def _metric(port: str, name: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_compose_restarts_a_connector_that_exits(compose_stack: dict[str, str]) -> None:
-    compose = [*_compose_command(), "-f", str(ROOT / "docker-compose.yml")]
-    container = subprocess.run(
-        [*compose, "ps", "-q", "connector"], env=compose_stack, capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    port = compose_stack["METRICS_HOST_PORT"]
+def test_compose_restarts_a_connector_that_exits(compose_stack: Stack) -> None:
+    container = compose_stack.run("ps", "-q", "connector").stdout.strip()
+    port = compose_stack.env["METRICS_HOST_PORT"]
     wait_until(lambda: _healthy(port), 240, "the connector to be healthy")
     # Any exit docker was not asked for is restarted. SIGTERM from inside is one a test can cause: the
     # kernel ignores SIGKILL sent to PID 1 from its own namespace, and `docker kill` counts as asked for.
     stop = ["python3", "-c", "import os, signal; os.kill(1, signal.SIGTERM)"]
-    subprocess.run([*compose, "exec", "-T", "connector", *stop], env=compose_stack, cwd=ROOT, check=True)
+    stopped = compose_stack.run("exec", "-T", "connector", *stop)
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
 
     def restarted() -> bool:
         inspect = ["docker", "inspect", "-f", "{{.RestartCount}}", container]
