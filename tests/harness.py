@@ -13,7 +13,10 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
@@ -67,7 +70,7 @@ def kafka_environment(advertised: str) -> dict[str, str]:
     }
 
 
-def earliest_consumer(bootstrap: str, topic: str, group_prefix: str) -> Any:
+def earliest_consumer(bootstrap: str, topic: str, group_prefix: str) -> Consumer:
     """A consumer of ``topic`` from its first record, in a group of its own, committing nothing."""
     from confluent_kafka import Consumer
 
