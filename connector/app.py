@@ -6,27 +6,29 @@ import logging
 import os
 import signal
 import threading
-import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import FrameType
-from typing import Any
 
+from connector.config import RunSettings
 from connector.errors import ConfigError
 from connector.instruments import Instruments, parse_instruments, read_instruments
 from connector.kite import MAX_TOKENS_PER_CONNECTION, Mode
-from connector.metrics import Metrics, MetricsServer
-from connector.pipeline import Pipeline
-from connector.serde import build_serializers
-from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
-from connector.source import KiteListener, TokenSource, redact
-from connector.stats import Stats
+from connector.runtime import Runtime
+from connector.source import TokenSource, redact
 
-__all__ = ["MAX_CONNECTIONS", "Connector", "download_instruments", "parse_subscriptions", "shard"]
+__all__ = [
+    "EXIT_FAILED",
+    "MAX_CONNECTIONS",
+    "Connector",
+    "download_instruments",
+    "parse_subscriptions",
+    "shard",
+]
 
 log = logging.getLogger("connector.app")
 MAX_CONNECTIONS = 3  # Kite allows three WebSocket connections per api_key
+EXIT_FAILED = 3  # a connection kept failing: exit for the restart policy (2 is a start-up error)
 
 
 def download_instruments(url: str, api_key: str, token: str) -> Instruments:
@@ -86,110 +88,37 @@ def shard(subscriptions: dict[int, Mode]) -> list[dict[int, Mode]]:
 
 
 class Connector:
-    """The whole runtime: one listener thread, pipeline and producer per connection, plus metrics."""
+    """``kite-connector run``: the runtime over up to three connections, until a signal or a failure."""
 
-    def __init__(self, v: dict[str, Any]) -> None:
-        if not v["KITE_API_KEY"]:
-            raise ConfigError("KITE_API_KEY is not set")
-        self.v = v
-        self.tokens = TokenSource(v["KITE_ACCESS_TOKEN"], v["KITE_ACCESS_TOKEN_FILE"])
+    def __init__(self, settings: RunSettings) -> None:
+        self.settings = s = settings
+        tokens = TokenSource(s.kite_access_token, s.kite_access_token_file)
         instruments = None
-        if v["KITE_INSTRUMENTS_URL"]:
-            instruments = download_instruments(
-                v["KITE_INSTRUMENTS_URL"], v["KITE_API_KEY"], self.tokens.get()
-            )
-        elif v["KITE_INSTRUMENTS_FILE"]:
-            instruments = Instruments(read_instruments(v["KITE_INSTRUMENTS_FILE"]))
-        self.shards = shard(parse_subscriptions(v["KITE_INSTRUMENTS"], v["KITE_MODE"], instruments))
-        self.topics = Topics(
-            v["KAFKA_TOPIC_TICKS"], v["KAFKA_TOPIC_ORDER_UPDATES"], v["KAFKA_TOPIC_DEAD_LETTERS"]
-        )
-        self.sink_configs = [self._sink_config(i) for i in range(len(self.shards))]  # validated here
-        self.stats = [Stats() for _ in self.shards]
-        self.metrics = Metrics(self.stats)
-        self.sinks: list[KafkaSink] = []
-        self.listeners: list[KiteListener] = []
-
-    def _sink_config(self, index: int) -> SinkConfig:
-        v = self.v
-        spool = Path(v["SPOOL_DIR"]) / "order_updates.jsonl" if v["SPOOL_DIR"] and index == 0 else None
-        return SinkConfig(
-            bootstrap_servers=v["KAFKA_BOOTSTRAP_SERVERS"],
-            topics=self.topics,
-            max_in_flight=v["MAX_IN_FLIGHT"],
-            low_water=v["LOW_WATER_MARK"],
-            policy=v["BACKPRESSURE_POLICY"],
-            compression=v["KAFKA_COMPRESSION"],
-            linger_ms=v["KAFKA_LINGER_MS"],
-            delivery_timeout_ms=v["KAFKA_DELIVERY_TIMEOUT_MS"],
-            spool_path=spool,
-            client_id=f"kite-connector-{index}",
-        )
+        if s.kite_instruments_url:
+            instruments = download_instruments(s.kite_instruments_url, s.kite_api_key, tokens.get())
+        elif s.kite_instruments_file:
+            instruments = Instruments(read_instruments(s.kite_instruments_file))
+        shards = shard(parse_subscriptions(s.kite_instruments, s.kite_mode, instruments))
+        self.runtime = Runtime(s, shards, failure_limit=s.connection_failure_limit)
+        self.stats = self.runtime.stats
+        self.metrics = self.runtime.metrics
 
     def start(self) -> None:
-        v = self.v
-        ensure_topics(
-            v["KAFKA_BOOTSTRAP_SERVERS"],
-            self.topics,
-            v["KAFKA_TOPIC_PARTITIONS"],
-            v["KAFKA_REPLICATION_FACTOR"],
-        )
-        serializers = build_serializers(v["KAFKA_FRAMING"], v["SCHEMA_REGISTRY_URL"], self.topics.by_kind())
-        headers = serializers.headers()
-        for i, (subscriptions, stats) in enumerate(zip(self.shards, self.stats, strict=True)):
-            sink = KafkaSink(self.sink_configs[i], stats, headers, self.metrics.latency.observe)
-            if i == 0:
-                sink.replay_spool()
-            pipeline = Pipeline(serializers, sink, stats, order_updates=(i == 0))
-            listener = KiteListener(
-                f"kite-listener-{i}",
-                v["KITE_WS_URL"],
-                v["KITE_API_KEY"],
-                self.tokens,
-                subscriptions,
-                pipeline,
-                stats,
-                v["KITE_WATCHDOG_SECONDS"],
-                v["KITE_RECONNECT_MAX_DELAY"],
-            )
-            self.sinks.append(sink)
-            self.listeners.append(listener)
-        if v["METRICS_PORT"]:
-            self.metrics_server: MetricsServer | None = MetricsServer(
-                self.metrics, v["METRICS_HOST"], v["METRICS_PORT"]
-            )
-            self.metrics_server.start()
-        else:
-            self.metrics_server = None
-        for listener in self.listeners:
-            listener.start()
+        self.runtime.start()
         log.info(
             "streaming %d instruments over %d connection(s) to %s",
-            sum(map(len, self.shards)),
-            len(self.shards),
-            v["KAFKA_BOOTSTRAP_SERVERS"],
+            sum(map(len, self.runtime.shards)),
+            len(self.runtime.shards),
+            self.settings.kafka_bootstrap_servers,
         )
 
     def stop(self) -> int:
         """Stop reading, flush (bounded), report; returns the number of records left unacknowledged."""
-        t0 = time.monotonic()
-        for listener, sink in zip(self.listeners, self.sinks, strict=True):
-            listener.stop()
-            sink.stop()
-        for listener in self.listeners:
-            listener.join(timeout=5)
-        budget = self.v["FLUSH_TIMEOUT_SECONDS"]
-        remaining = sum(sink.close(max(0.1, budget - (time.monotonic() - t0))) for sink in self.sinks)
-        for i, stats in enumerate(self.stats):
-            log.info("connection %d final counts", i, extra={"fields": {"final": stats.summary()}})
-        if remaining:
-            log.error("%d records not acknowledged within FLUSH_TIMEOUT_SECONDS", remaining)
-        if self.metrics_server is not None:
-            self.metrics_server.close()
-        return remaining
+        return self.runtime.stop()
 
     def run_until_signalled(self) -> int:
-        """Run until SIGTERM/SIGINT; a second signal exits at once."""
+        """Run until SIGTERM/SIGINT (exit 0) or until a connection gives up (exit 3); a second signal
+        exits at once."""
         stop = threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -202,7 +131,10 @@ class Connector:
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
-        while not stop.wait(1):
-            pass
+        failure = None
+        while not stop.wait(1) and failure is None:
+            failure = self.runtime.failure()
+        if failure is not None:
+            log.critical("%s; exiting so that the process is restarted", failure)
         self.stop()
-        return 0
+        return EXIT_FAILED if failure is not None else 0

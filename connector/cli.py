@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from connector import kite
-from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS, Setting, add_arguments, resolve
+from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS, RunSettings, Setting, add_arguments, resolve
 from connector.consume import CONSUME_SETTINGS
 from connector.errors import ConnectorError, MalformedFrame
 from connector.login import LOGIN_SETTINGS
@@ -103,7 +103,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from connector.app import Connector
 
-    return Connector(resolve(RUN_SETTINGS, args)).run_until_signalled()
+    return Connector(RunSettings.load(args)).run_until_signalled()
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:

@@ -8,14 +8,25 @@ the variable. Secret values are never echoed back, in errors or anywhere else.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from connector.errors import ConfigError
 
-__all__ = ["RUN_SETTINGS", "SIMULATOR_SETTINGS", "Setting", "add_arguments", "resolve"]
+__all__ = [
+    "RUN_SETTINGS",
+    "SIMULATOR_SETTINGS",
+    "RunSettings",
+    "Setting",
+    "add_arguments",
+    "check_ws_url",
+    "resolve",
+]
 
 
 def _non_negative_float(text: str) -> float:
@@ -30,6 +41,28 @@ def _non_negative_int(text: str) -> int:
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def check_ws_url(url: str) -> None:
+    """A ConfigError naming KITE_WS_URL unless ``url`` is a ws:// or wss:// URL with a host."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("ws", "wss") and bool(parts.hostname)
+        parts.port  # noqa: B018 - reading the port validates it
+    except ValueError:
+        ok = False
+    if not ok:
+        shown = urlsplit(url)._replace(query="").geturl() if "://" in url else repr(url)
+        raise ConfigError(
+            f"KITE_WS_URL={shown}: must be a WebSocket URL such as wss://ws.kite.trade or ws://simulator:8765"
+        )
 
 
 def _probability(text: str) -> float:
@@ -125,7 +158,9 @@ RUN_SETTINGS = (
     Setting("KITE_ACCESS_TOKEN", None, "access token of the day", secret=True),
     Setting("KITE_ACCESS_TOKEN_FILE", None, "file holding the access token, re-read when it changes"),
     Setting(
-        "KITE_WS_URL", "wss://ws.kite.trade", "Kite ticker WebSocket URL (the simulator's in docker-compose)"
+        "KITE_WS_URL",
+        "wss://ws.kite.trade",
+        "Kite ticker WebSocket URL (the simulator's in docker-compose)",
     ),
     Setting(
         "KITE_INSTRUMENTS",
@@ -154,8 +189,8 @@ RUN_SETTINGS = (
         "KAFKA_TOPIC_ORDER_UPDATES", "kite.order_updates", "topic for order updates (key: instrument token)"
     ),
     Setting("KAFKA_TOPIC_DEAD_LETTERS", "kite.dead_letters", "topic for undecodable input (raw bytes kept)"),
-    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of topics created at start", int),
-    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", int),
+    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of topics created at start", _positive_int),
+    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", _positive_int),
     Setting(
         "KAFKA_COMPRESSION", "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
     ),
@@ -174,7 +209,10 @@ RUN_SETTINGS = (
     Setting("KAFKA_FRAMING", "single-object", "Avro framing", choices=("single-object", "confluent")),
     Setting("SCHEMA_REGISTRY_URL", None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent)"),
     Setting(
-        "MAX_IN_FLIGHT", 50_000, "records produced but not yet acknowledged, at most (per connection)", int
+        "MAX_IN_FLIGHT",
+        50_000,
+        "records produced but not yet acknowledged, at most (per connection)",
+        _positive_int,
     ),
     Setting(
         "LOW_WATER_MARK",
@@ -192,4 +230,95 @@ RUN_SETTINGS = (
     Setting("SPOOL_DIR", "spool", "where undelivered order updates are kept until the next start"),
     Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
     Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _non_negative_int),
+    Setting(
+        "DEAD_LETTER_MAX_BYTES",
+        262_144,
+        "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
+        _positive_int,
+    ),
+    Setting(
+        "CONNECTION_FAILURE_LIMIT",
+        5,
+        "a connection failing (an unexpected error, not a disconnect) more often than this within "
+        "CONNECTION_FAILURE_WINDOW_SECONDS makes `run` exit non-zero, for the restart policy to act",
+        _positive_int,
+    ),
+    Setting(
+        "CONNECTION_FAILURE_WINDOW_SECONDS",
+        600.0,
+        "the window of CONNECTION_FAILURE_LIMIT, seconds",
+        _non_negative_float,
+    ),
 )
+
+_KAFKA_MESSAGE_LIMIT = 1_000_000  # librdkafka's default message.max.bytes: a dead letter must fit in it
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """The settings of ``kite-connector run`` (and of the embedding API), parsed and checked once.
+
+    Field names are the setting names in lower case; :meth:`load` reads flags and the environment.
+    """
+
+    kite_api_key: str
+    kite_access_token: str | None = field(default=None, repr=False)
+    kite_access_token_file: str | None = None
+    kite_ws_url: str = "wss://ws.kite.trade"
+    kite_instruments: str | None = None
+    kite_mode: str = "full"
+    kite_instruments_file: str | None = None
+    kite_instruments_url: str | None = None
+    kite_watchdog_seconds: float = 10.0
+    kite_reconnect_max_delay: float = 30.0
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_topic_ticks: str = "kite.ticks"
+    kafka_topic_order_updates: str = "kite.order_updates"
+    kafka_topic_dead_letters: str = "kite.dead_letters"
+    kafka_topic_partitions: int = 6
+    kafka_replication_factor: int = 1
+    kafka_compression: str = "lz4"
+    kafka_linger_ms: int = 2
+    kafka_delivery_timeout_ms: int = 300_000
+    kafka_framing: str = "single-object"
+    schema_registry_url: str | None = None
+    max_in_flight: int = 50_000
+    low_water_mark: int = 0
+    backpressure_policy: str = "block"
+    flush_timeout_seconds: float = 10.0
+    spool_dir: str | None = "spool"
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9100
+    dead_letter_max_bytes: int = 262_144
+    connection_failure_limit: int = 5
+    connection_failure_window_seconds: float = 600.0
+    # Only from Python (the embedding API): extra librdkafka settings for the producer.
+    producer_overrides: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.kite_api_key:
+            raise ConfigError("KITE_API_KEY is not set")
+        check_ws_url(self.kite_ws_url)
+        if not self.kite_access_token and not self.kite_access_token_file:
+            raise ConfigError("set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (see `kite-connector login`)")
+        if self.low_water_mark >= self.max_in_flight:
+            raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+        if self.dead_letter_max_bytes > _KAFKA_MESSAGE_LIMIT // 2:
+            raise ConfigError(
+                f"DEAD_LETTER_MAX_BYTES must be at most {_KAFKA_MESSAGE_LIMIT // 2}, so a dead letter "
+                "always fits in a Kafka message"
+            )
+
+    @classmethod
+    def load(
+        cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
+    ) -> RunSettings:
+        """From flags, then the environment, then the defaults; a bad value raises :class:`ConfigError`."""
+        return cls(**{name.lower(): value for name, value in resolve(RUN_SETTINGS, args, environ).items()})
+
+    def replace(self, **changes: Any) -> RunSettings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def spool_path(self) -> Path | None:
+        return Path(self.spool_dir) if self.spool_dir else None

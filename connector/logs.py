@@ -4,10 +4,50 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
-__all__ = ["setup_logging"]
+__all__ = ["SampledLog", "sample", "setup_logging"]
+
+_NUMBERS = re.compile(r"\d+")
+
+
+class SampledLog(logging.Filter):
+    """Lets the first of a kind of message through, then one per ``interval`` with how many were held back.
+
+    Messages of a kind differ only in their numbers (sizes, ports, offsets): a storm of malformed frames or
+    a broker outage writes a line every ``interval`` seconds per kind, not one per event.
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = time.monotonic
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind → (when last let through, held back since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        kind = f"{record.name}:{record.levelno}:{_NUMBERS.sub('#', text)}"
+        now = self._clock()
+        last, held = self._kinds.get(kind, (-self.interval, 0))
+        if now - last < self.interval:
+            self._kinds[kind] = (last, held + 1)
+            return False
+        if len(self._kinds) > 1000:  # kinds are few; this only bounds memory against odd messages
+            self._kinds.clear()
+        self._kinds[kind] = (now, 0)
+        if held:
+            record.msg = f"{text} ({held} more like it in the last {now - last:.0f} s)"
+            record.args = None
+        return True
+
+
+def sample(logger: logging.Logger, interval: float = 10.0) -> logging.Logger:
+    """``logger`` with a :class:`SampledLog` filter (added once)."""
+    if not any(isinstance(f, SampledLog) for f in logger.filters):
+        logger.addFilter(SampledLog(interval))
+    return logger
 
 
 class _JsonFormatter(logging.Formatter):

@@ -80,6 +80,18 @@ class _StatsCollector(Collector):
         yield counter(
             "callback_errors", "Exceptions raised by user callbacks", None, lambda s: s.callback_errors
         )
+        yield counter(
+            "connection_failures",
+            "Unexpected errors that ended a connection's pipeline and producer (rebuilt), by exception type",
+            "reason",
+            lambda s: dict(s.failures),
+        )
+        yield counter(
+            "records_abandoned",
+            "Records left unacknowledged by a producer replaced after a failure",
+            None,
+            lambda s: s.abandoned,
+        )
         in_flight = GaugeMetricFamily("records_in_flight", "Records produced, not yet acknowledged")
         in_flight.add_metric([], sum(s.in_flight for s in self.shards))
         yield in_flight
@@ -134,7 +146,8 @@ class Metrics:
             if self._progress[i][0] != delivered or not s.in_flight:
                 self._progress[i] = (delivered, now)
             if not s.connected:
-                return False, f"connection {i} is down"
+                failure = f" (last failure: {s.last_failure})" if s.last_failure else ""
+                return False, f"connection {i} is down{failure}"
             stalled = now - self._progress[i][1]
             if stalled > stall_seconds:
                 return False, f"connection {i}: Kafka acknowledged nothing for {stalled:.0f} s"

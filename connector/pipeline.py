@@ -7,20 +7,22 @@ from collections.abc import Callable
 
 from connector.errors import MalformedFrame, SerializationError
 from connector.kite import KiteError, KiteMessage, OrderUpdate, Tick, parse_binary, parse_text
+from connector.logs import sample
 from connector.serde import DeadLetter, Serializers, native_transcode
-from connector.sink import KafkaSink
+from connector.sink import KafkaSink, RecordTooLarge
 from connector.stats import Stats
 
 __all__ = ["Pipeline", "TickCallback"]
 
-log = logging.getLogger("connector.pipeline")
+log = sample(logging.getLogger("connector.pipeline"))  # a flood of bad frames logs a sample, with counts
 TickCallback = Callable[[list[Tick]], None]
 
 
 class Pipeline:
     """Handles the messages of one connection on its listener thread.
 
-    Undecodable input becomes a dead letter (raw bytes kept); nothing raises into the listener.
+    Undecodable input, and records Kafka cannot take for their size, become dead letters (raw bytes kept,
+    cut to ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle.
     ``on_ticks`` / ``on_order_update`` / ``on_text`` let an embedding application see the same records.
     """
 
@@ -33,8 +35,10 @@ class Pipeline:
         on_ticks: TickCallback | None = None,
         on_order_update: Callable[[OrderUpdate], None] | None = None,
         on_raw: Callable[[bool, bytes], None] | None = None,
+        dead_letter_max_bytes: int = 262_144,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
+        self.dead_letter_max_bytes = dead_letter_max_bytes
         self.order_updates = order_updates  # with several connections, only one publishes order updates
         self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
         self._keys: dict[int, bytes] = {}
@@ -77,8 +81,10 @@ class Pipeline:
                 sink.produce_ticks(records, received)
                 return
         ticks, errors = parse_binary(data)
-        for error in errors:
-            self._dead_letter(DeadLetter(data, error.reason, "ws-binary", error.offset), received_ms)
+        if errors:  # one letter per message: it carries the whole message, however many faults it has
+            first, more = errors[0], len(errors) - 1
+            reason = f"{first.reason} (and {more} more faults)" if more else first.reason
+            self._dead_letter(DeadLetter(data, reason, "ws-binary", first.offset), received_ms)
         if not ticks:
             return
         stats.ticks.update(tick.mode.value for tick in ticks)
@@ -128,12 +134,16 @@ class Pipeline:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
             return
         key = self._key(update.instrument_token) if update.instrument_token is not None else b""
-        self.sink.produce_order_update(key, value, received_ms)
+        try:
+            self.sink.produce_order_update(key, value, received_ms)
+        except RecordTooLarge as exc:
+            self._dead_letter(DeadLetter(data, str(exc), "sink"), received_ms)
 
     def _dead_letter(self, letter: DeadLetter, received_ms: int) -> None:
         self.stats.dead_letters[letter.source] += 1
         log.warning("dead letter (%s, %d bytes): %s", letter.source, len(letter.raw), letter.error)
         if self.sink is not None:
+            letter = letter.capped(self.dead_letter_max_bytes)
             self.sink.produce_dead_letter(
                 letter.source.encode(), self.serializers.dead_letter(letter, received_ms), received_ms
             )

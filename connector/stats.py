@@ -26,6 +26,9 @@ class Stats:
     backpressure_events: int = 0
     reconnects: int = 0
     callback_errors: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # unexpected errors, by exception type
+    last_failure: str | None = None
+    abandoned: int = 0  # records left unacknowledged by a producer that was replaced
     connected: bool = False
     in_flight: int = 0
     held: int = 0
@@ -42,5 +45,7 @@ class Stats:
             "conflated": self.conflated,
             "spooled": self.spooled,
             "reconnects": self.reconnects,
+            "failures": dict(self.failures),
+            "abandoned": self.abandoned,
             "in_flight": self.in_flight,
         }

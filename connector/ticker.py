@@ -13,13 +13,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from connector.config import RunSettings
 from connector.errors import ConnectorError
 from connector.kite import Mode, OrderUpdate, Tick
 from connector.metrics import Metrics
-from connector.pipeline import Pipeline
-from connector.serde import Serializers, build_serializers
-from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
-from connector.source import KiteListener, TokenSource
+from connector.runtime import Callbacks, Runtime
+from connector.sink import Topics
+from connector.source import KiteListener
 from connector.stats import Stats
 
 __all__ = ["KafkaOutput", "KiteTicker"]
@@ -30,7 +30,11 @@ Callback = Callable[..., Any]
 
 @dataclass(frozen=True, slots=True)
 class KafkaOutput:
-    """Where and how a :class:`KiteTicker` also writes what it receives (same as ``kite-connector run``)."""
+    """Where and how a :class:`KiteTicker` also writes what it receives (same as ``kite-connector run``).
+
+    ``spool_dir`` keeps order updates Kafka has not acknowledged across restarts, as ``run`` does; the
+    other fields are those of the run settings of the same names (see :class:`RunSettings`).
+    """
 
     bootstrap_servers: str
     topics: Topics = field(default_factory=Topics)
@@ -41,7 +45,28 @@ class KafkaOutput:
     partitions: int = 6
     replication_factor: int = 1
     flush_timeout: float = 10.0
+    spool_dir: str | None = "spool"
+    metrics_port: int = 0
     producer_overrides: dict[str, str] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """These fields as :class:`RunSettings` keyword arguments."""
+        return {
+            "kafka_bootstrap_servers": self.bootstrap_servers,
+            "kafka_topic_ticks": self.topics.ticks,
+            "kafka_topic_order_updates": self.topics.order_updates,
+            "kafka_topic_dead_letters": self.topics.dead_letters,
+            "backpressure_policy": self.policy,
+            "max_in_flight": self.max_in_flight,
+            "kafka_framing": self.framing,
+            "schema_registry_url": self.schema_registry_url,
+            "kafka_topic_partitions": self.partitions,
+            "kafka_replication_factor": self.replication_factor,
+            "flush_timeout_seconds": self.flush_timeout,
+            "spool_dir": self.spool_dir,
+            "metrics_port": self.metrics_port,
+            "producer_overrides": self.producer_overrides,
+        }
 
 
 class KiteTicker:
@@ -52,6 +77,10 @@ class KiteTicker:
     timezone-aware UTC there, the one deliberate difference). A callback that raises is logged with its
     traceback and counted in :attr:`callback_errors`; the stream goes on. Callbacks run on the listener
     thread: a slow callback slows reading (see ``metrics.callback_seconds``).
+
+    It is built by the same runtime as ``kite-connector run`` (topics, spool, supervision; metrics when
+    ``kafka.metrics_port`` is set): an unexpected error on the listener thread is reported to
+    ``on_error`` and the connection is rebuilt, following ``reconnect`` and ``reconnect_max_tries``.
     """
 
     MODE_LTP, MODE_QUOTE, MODE_FULL = "ltp", "quote", "full"
@@ -73,13 +102,21 @@ class KiteTicker:
         kafka: KafkaOutput | None = None,
     ) -> None:
         self.api_key, self.root = api_key, root or self.ROOT_URI
-        self.tokens = TokenSource(access_token, access_token_file)
         self.reconnect, self.reconnect_max_tries, self.reconnect_max_delay = (
             reconnect,
             reconnect_max_tries,
             reconnect_max_delay,
         )
-        self.watchdog, self.as_dicts, self.kafka = watchdog, as_dicts, kafka
+        self.as_dicts, self.kafka = as_dicts, kafka
+        self.settings = RunSettings(
+            kite_api_key=api_key,
+            kite_access_token=access_token,
+            kite_access_token_file=access_token_file,
+            kite_ws_url=self.root,
+            kite_watchdog_seconds=watchdog,
+            kite_reconnect_max_delay=reconnect_max_delay,
+            **(kafka.settings() if kafka else {"spool_dir": None, "metrics_port": 0}),
+        )
         if debug:
             logging.getLogger("connector").setLevel(logging.DEBUG)
         self.on_ticks: Callback | None = None
@@ -94,9 +131,12 @@ class KiteTicker:
         self.stats = Stats()
         self.metrics = Metrics([self.stats])
         self.callback_errors = 0
-        self._listener: KiteListener | None = None
-        self._sink: KafkaSink | None = None
+        self._runtime: Runtime | None = None
         self._done = threading.Event()
+
+    @property
+    def _listener(self) -> KiteListener | None:
+        return self._runtime.connections[0].listener if self._runtime and self._runtime.connections else None
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def connect(self, threaded: bool = False, **_: Any) -> None:
@@ -104,29 +144,16 @@ class KiteTicker:
         if self._listener is not None and self._listener.is_alive():
             raise ConnectorError("already connected: call close() first")
         self._done.clear()
-        serializers = self._serializers()
-        self._sink = self._make_sink(serializers)
-        pipeline = Pipeline(
-            serializers,
-            self._sink,
-            self.stats,
-            on_ticks=self._deliver_ticks,
-            on_order_update=self._deliver_order,
-            on_raw=self._deliver_raw,
+        callbacks = Callbacks(self._deliver_ticks, self._deliver_order, self._deliver_raw, self._on_event)
+        self._runtime = Runtime(
+            self.settings,
+            [self.subscribed_tokens],
+            kafka=self.kafka is not None,
+            callbacks=callbacks,
+            stats=[self.stats],
+            metrics=self.metrics,
         )
-        self._listener = KiteListener(
-            "kite-ticker",
-            self.root,
-            self.api_key,
-            self.tokens,
-            self.subscribed_tokens,
-            pipeline,
-            self.stats,
-            self.watchdog,
-            self.reconnect_max_delay,
-            on_event=self._on_event,
-        )
-        self._listener.start()
+        self._runtime.start()
         if not threaded:
             try:
                 while not self._done.wait(0.5):
@@ -136,16 +163,9 @@ class KiteTicker:
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Stop reading, flush Kafka output (bounded), and end the listener thread."""
-        listener, sink = self._listener, self._sink
-        if listener is not None:
-            listener.stop()
-            if sink is not None:
-                sink.stop()
-            if threading.current_thread() is not listener:
-                listener.join(10)
-        if sink is not None:
-            sink.close(self.kafka.flush_timeout if self.kafka else 10.0)
-            self._sink = None
+        if self._runtime is not None:
+            self._runtime.stop()
+            self._runtime = None
         self._done.set()
 
     stop = close
@@ -176,28 +196,7 @@ class KiteTicker:
             self._listener.send_subscriptions(subscriptions)
         return True
 
-    # -- plumbing --------------------------------------------------------------------------------------
-    def _serializers(self) -> Serializers:
-        k = self.kafka
-        if k is None:
-            return build_serializers()
-        return build_serializers(k.framing, k.schema_registry_url, k.topics.by_kind())
-
-    def _make_sink(self, serializers: Serializers) -> KafkaSink | None:
-        k = self.kafka
-        if k is None:
-            return None
-        ensure_topics(k.bootstrap_servers, k.topics, k.partitions, k.replication_factor)
-        config = SinkConfig(
-            k.bootstrap_servers,
-            k.topics,
-            k.max_in_flight,
-            policy=k.policy,
-            client_id="kite-ticker",
-            producer_overrides=k.producer_overrides,
-        )
-        return KafkaSink(config, self.stats, serializers.headers(), self.metrics.latency.observe)
-
+    # -- plumbing ----------------------------------------------------------------------------------------
     def _call(self, name: str, *args: Any) -> None:
         callback = getattr(self, name)
         if callback is None:

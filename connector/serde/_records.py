@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, NamedTuple
 
 from connector.kite import OrderUpdate, Tick
@@ -14,8 +15,17 @@ class DeadLetter(NamedTuple):
 
     raw: bytes
     error: str
-    source: str  # ws-binary, ws-text or serializer
+    source: str  # ws-binary, ws-text, serializer or sink
     offset: int | None = None
+    raw_length: int | None = None  # of the whole input, when ``raw`` is cut
+    raw_sha256: str | None = None
+
+    def capped(self, limit: int) -> DeadLetter:
+        """The same letter with ``raw`` cut to ``limit`` bytes, so it always fits in a Kafka message."""
+        if len(self.raw) <= limit:
+            return self
+        digest = hashlib.sha256(self.raw).hexdigest()
+        return self._replace(raw=self.raw[:limit], raw_length=len(self.raw), raw_sha256=digest)
 
 
 def tick_dict(t: Tick, received_at_ms: int) -> dict[str, Any]:

@@ -19,14 +19,19 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connector.errors import ConfigError, SinkError
+from connector.logs import sample
 from connector.stats import Stats
 
-__all__ = ["POLICIES", "KafkaSink", "SinkConfig", "Topics", "ensure_topics"]
+__all__ = ["POLICIES", "KafkaSink", "RecordTooLarge", "SinkConfig", "Topics", "ensure_topics"]
 
-log = logging.getLogger("connector.sink")
+log = sample(logging.getLogger("connector.sink"))  # an outage fails and retries many records at once
 POLICIES = ("block", "conflate")
 Headers = list[tuple[str, str | bytes | None]]
 Callback = Callable[[KafkaError | None, Message], None]
+
+
+class RecordTooLarge(SinkError):
+    """A record larger than the producer's ``message.max.bytes``: it goes to the dead-letter topic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +148,14 @@ class KafkaSink:
         self._stopping = False
         self._tick_topic = config.topics.ticks
         self._tick_headers = self._headers.get("tick")
-        self._fail_logged = 0.0
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @property
     def producer(self) -> Producer:
         if self._producer is None:  # created lazily: constructing a sink does no network work
-            self._producer = Producer(self.config.producer_config(), logger=logging.getLogger("librdkafka"))
+            self._producer = Producer(
+                self.config.producer_config(), logger=sample(logging.getLogger("librdkafka"))
+            )
         return self._producer
 
     def stop(self) -> None:
@@ -192,8 +198,12 @@ class KafkaSink:
                 done += 1
         except BufferError:  # librdkafka's own queue is full: the rest goes the bounded way
             pass
-        stats.in_flight += done
-        stats.produced[topic] += done
+        except Exception:  # for the supervisor, which rebuilds the producer; what was not produced counts
+            stats.failed[topic] += len(batch) - done
+            raise
+        finally:
+            stats.in_flight += done
+            stats.produced[topic] += done
         if done < len(batch):  # ``callback`` is still the probe if the first record was refused
             self._produce_bounded(batch[done:], callback)
         self._mark()
@@ -203,14 +213,18 @@ class KafkaSink:
         first record produced (the latency probe, where the message's first record is in this batch)."""
         stats, bound = self.stats, self.config.max_in_flight
         conflate = self.config.policy == "conflate"
-        for key, value, timestamp_ms in batch:
+        for i, (key, value, timestamp_ms) in enumerate(batch):
             # While ticks are held, newer ones are held too, so no instrument's ticks overtake each other.
             if stats.in_flight >= bound or (conflate and self._held):
                 if conflate:
                     self._hold(key, value, timestamp_ms)
                     continue
                 self.wait_for_capacity()
-            self._produce(self._tick_topic, key, value, timestamp_ms, callback, self._tick_headers)
+            try:
+                self._produce(self._tick_topic, key, value, timestamp_ms, callback, self._tick_headers)
+            except Exception:  # _produce counted the record itself; the rest of the message counts too
+                stats.failed[self._tick_topic] += len(batch) - i - 1
+                raise
             callback = self._on_tick
 
     def produce_order_update(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
@@ -218,7 +232,11 @@ class KafkaSink:
         self._order_seq += 1
         seq = self._order_seq
         self._pending_orders[seq] = (key, value, timestamp_ms)
-        self._send_order(seq)
+        try:
+            self._send_order(seq)
+        except RecordTooLarge:
+            del self._pending_orders[seq]  # the caller dead-letters it
+            raise
 
     def _send_order(self, seq: int) -> None:
         key, value, timestamp_ms = self._pending_orders[seq]
@@ -245,13 +263,24 @@ class KafkaSink:
         self, topic: str, key: bytes, value: bytes, timestamp_ms: int, callback: Any, headers: Headers | None
     ) -> None:
         producer = self.producer
+        waited_since: float | None = None
         while True:
             try:
                 # positional (partition -1 = the partitioner's choice): cheaper than keywords on this path
                 producer.produce(topic, value, key, -1, callback, None, timestamp_ms, headers)
                 break
             except BufferError:  # librdkafka's queue is full: it has room once a record has settled
+                waited_since = waited_since or time.monotonic()
+                self._check_wait(topic, waited_since)
                 self._wait_for_a_settled_record()
+            except KafkaException as exc:
+                self.stats.failed[topic] += 1
+                error = exc.args[0]
+                if error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                    raise RecordTooLarge(
+                        f"{len(value)} byte record refused for {topic}: {error.str()}"
+                    ) from exc
+                raise
         stats = self.stats
         stats.in_flight += 1
         stats.produced[topic] += 1
@@ -288,6 +317,14 @@ class KafkaSink:
         before = self.stats.in_flight
         self._serve_until(lambda: self.stats.in_flight < before, 0.1)
 
+    def _check_wait(self, topic: str, since: float) -> None:
+        """A record that cannot even be queued: give up on stop(), or after the delivery timeout."""
+        timeout_ms = self.config.delivery_timeout_ms
+        if self._stopping or (timeout_ms and time.monotonic() - since > timeout_ms / 1000):
+            self.stats.failed[topic] += 1
+            why = "stopping" if self._stopping else f"no room for {timeout_ms / 1000:.0f} s"
+            raise SinkError(f"a record for {topic} could not be queued ({why})")
+
     def _serve_until(self, done: Callable[[], bool], step: float) -> None:
         started = time.monotonic()
         self.stats.backpressure_events += 1
@@ -317,17 +354,14 @@ class KafkaSink:
             stats.delivered[topic] += 1
             return True
         stats.failed[topic] += 1
-        now = time.monotonic()
-        if now - self._fail_logged > 5:  # a broker outage fails many records at once: log a sample
-            self._fail_logged = now
-            key = msg.key()
-            log.error(
-                "delivery failed to %s key %s: %s (failed so far: %d)",
-                topic,
-                key.decode(errors="replace") if key else None,
-                err.str(),
-                sum(stats.failed.values()),
-            )
+        key = msg.key()
+        log.error(
+            "delivery failed to %s key %s: %s (failed so far: %d)",
+            topic,
+            key.decode(errors="replace") if key else None,
+            err.str(),
+            sum(stats.failed.values()),
+        )
         return False
 
     def _on_tick(self, err: KafkaError | None, msg: Message) -> None:

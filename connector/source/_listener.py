@@ -74,6 +74,7 @@ class TokenSource:
         self._stamp: tuple[float, int] | None = None
 
     def get(self) -> str:
+        """The current token; ConfigError while there is none (the token file is missing or empty)."""
         if self._path is None:
             return self._token
         try:
@@ -84,7 +85,12 @@ class TokenSource:
         except OSError as exc:
             if not self._token:
                 raise ConfigError(f"cannot read KITE_ACCESS_TOKEN_FILE {self._path}: {exc.strerror}") from exc
+        if not self._token:
+            raise ConfigError(f"KITE_ACCESS_TOKEN_FILE {self._path} is empty")
         return self._token
+
+
+Supervisor = Callable[[Exception], "MessageHandler | None"]
 
 
 class MessageHandler(Protocol):
@@ -101,6 +107,10 @@ class KiteListener(threading.Thread):
     A message-less gap longer than ``watchdog`` seconds (Kite sends heartbeats every second) means a
     dead connection: it is closed and opened again, with backoff, forever. HTTP 403 at the handshake is
     an expired token: reported once, and retried only when the token source gives a new token.
+
+    Any other exception (a bug, a broken producer) is caught at the top of the thread, logged with its
+    traceback, counted in ``stats.failures`` and handed to ``supervisor``, which returns the handler
+    to go on with (possibly a rebuilt one) or None to end the thread. No exception ends it silently.
     """
 
     def __init__(
@@ -115,6 +125,7 @@ class KiteListener(threading.Thread):
         watchdog: float = 10.0,
         max_backoff: float = 30.0,
         on_event: Callable[[str, object], None] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.url, self.api_key, self.tokens = url, api_key, tokens
@@ -122,10 +133,14 @@ class KiteListener(threading.Thread):
         self.handler, self.stats = handler, stats
         self.watchdog, self.max_backoff = watchdog, max_backoff
         self.on_event = on_event or (lambda event, arg: None)
+        self.supervisor: Supervisor = supervisor or (lambda exc: self.handler)
+        self.gave_up: str | None = None  # why the supervisor ended the thread
         self._stop_event = threading.Event()
         self._ws: websocket.WebSocket | None = None
         self._lock = threading.Lock()
         self._public_url = urlsplit(url)._replace(query="").geturl()
+        self._waiting_for_token = False
+        self._last_token = ""
 
     # -- control (any thread) --------------------------------------------------------------------------
     def stop(self) -> None:
@@ -154,25 +169,81 @@ class KiteListener(threading.Thread):
         delays = backoff(cap=self.max_backoff)
         refused: str | None = None
         attempts = 0
-        while not self.stopping:
-            token = self.tokens.get()
-            if token == refused:
-                self._stop_event.wait(2)  # the token was refused: wait for a new one
-                continue
-            ws, was_refused = self._connect(token)
-            if was_refused:
-                refused = token
-                continue
-            if ws is not None:
-                refused, attempts, delays = None, 0, backoff(cap=self.max_backoff)
-                self._serve(ws)
+        while not self.stopping and self.gave_up is None:
+            try:
+                token = self._token()
+                if token is None or token == refused:
+                    self._idle(2)  # no token yet, or it was refused: wait for a new one
+                    continue
+                ws, was_refused = self._connect(token)
+                if was_refused:
+                    refused = token
+                    continue
+                if ws is not None:
+                    refused, attempts, delays = None, 0, backoff(cap=self.max_backoff)
+                    self._serve(ws)
+            except Exception as exc:  # the thread's top: nothing may end it unseen
+                if not self._recover(exc):
+                    break
             if self.stopping:
                 break
             attempts += 1
             self.stats.reconnects += 1
             self.on_event("reconnect", attempts)
-            self._stop_event.wait(next(delays))
+            self._idle(next(delays))
         self.on_event("close", None)
+
+    def _recover(self, exc: Exception) -> bool:
+        """Log and count an unexpected failure; the supervisor says whether (and with what) to go on."""
+        if self.stopping:  # e.g. a produce that gave up waiting because stop() was called
+            log.info("%s stopped while %s", self.name, type(exc).__name__)
+            return False
+        reason = f"{type(exc).__name__}: {redact(str(exc), self._last_token, self.api_key)}"
+        self.stats.failures[type(exc).__name__] += 1
+        self.stats.last_failure = reason
+        self.stats.connected = False
+        log.error("%s failed: %s", self.name, reason, exc_info=exc)
+        self.on_event("error", (0, reason))
+        try:
+            handler = self.supervisor(exc)
+        except Exception:
+            log.critical("%s: recovering failed too; giving up", self.name, exc_info=True)
+            handler = None
+        if handler is None:
+            self.gave_up = reason
+            return False
+        self.handler = handler
+        return True
+
+    def _token(self) -> str | None:
+        """The token to connect with; None while there is none yet (one log line until it comes)."""
+        try:
+            token = self.tokens.get()
+        except ConfigError as exc:
+            if not self._waiting_for_token:
+                log.error("%s; waiting for it (run `kite-connector login`)", exc)
+                self._waiting_for_token = True
+            return None
+        if self._waiting_for_token:
+            log.info("access token found; connecting")
+            self._waiting_for_token = False
+        self._last_token = token
+        return token
+
+    def _idle(self, seconds: float) -> None:
+        """Wait, still serving the handler, so acknowledgements keep being counted while disconnected."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping:
+            try:
+                ack_due = self.handler.service()
+            except Exception as exc:
+                if not self._recover(exc):
+                    return
+                ack_due = None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._stop_event.wait(min(left, 0.1 if ack_due is not None else 1.0))
 
     def _connect(self, token: str) -> tuple[websocket.WebSocket | None, bool]:
         """(the socket once the handshake succeeded, or None; whether the token was refused)."""

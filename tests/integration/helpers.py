@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from connector.app import Connector
-from connector.config import RUN_SETTINGS, resolve
+from connector.config import RunSettings
 from connector.serde import AvroReader
 from tests.harness import earliest_consumer
 
@@ -27,11 +27,10 @@ class Record:
     value: dict[str, Any]
 
 
-def connector_settings(
-    bootstrap: str, ws_port: int, instruments: str, tmp: Path, **extra: str
-) -> dict[str, Any]:
+def connector_env(bootstrap: str, ws_port: int, instruments: str, tmp: Path, **extra: str) -> dict[str, str]:
+    """The environment of a connector streaming from the simulator to topics of its own."""
     suffix = uuid.uuid4().hex[:8]
-    env = {
+    return {
         "KITE_API_KEY": "simulator",
         "KITE_ACCESS_TOKEN": "simulator-token",
         "KITE_WS_URL": f"ws://127.0.0.1:{ws_port}/",
@@ -47,11 +46,16 @@ def connector_settings(
         "KITE_RECONNECT_MAX_DELAY": "1",
         **extra,
     }
-    return resolve(RUN_SETTINGS, environ=env)
+
+
+def connector_settings(
+    bootstrap: str, ws_port: int, instruments: str, tmp: Path, **extra: str
+) -> RunSettings:
+    return RunSettings.load(environ=connector_env(bootstrap, ws_port, instruments, tmp, **extra))
 
 
 @contextlib.contextmanager
-def running_connector(values: dict[str, Any]) -> Iterator[Connector]:
+def running_connector(values: RunSettings) -> Iterator[Connector]:
     connector = Connector(values)
     connector.start()
     try:

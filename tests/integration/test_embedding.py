@@ -234,7 +234,7 @@ def test_strategy_example_reads_the_ticks_topic(kafka_bootstrap: str, tmp_path: 
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KAFKA_TOPIC_TICKS": values["KAFKA_TOPIC_TICKS"],
+        "KAFKA_TOPIC_TICKS": values.kafka_topic_ticks,
         "EXAMPLE_MAX_RECORDS": "400",
         "EXAMPLE_GROUP": f"g-{time.time_ns()}",
     }

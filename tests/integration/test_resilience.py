@@ -16,8 +16,16 @@ from pathlib import Path
 import pytest
 
 from connector.app import Connector
+from connector.config import RunSettings
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator, synthetic_instruments
-from tests.integration.helpers import connector_settings, read_topic, running_connector, sent_log, wait_until
+from tests.integration.helpers import (
+    connector_env,
+    connector_settings,
+    read_topic,
+    running_connector,
+    sent_log,
+    wait_until,
+)
 from tests.integration.test_runtime import _drain
 
 pytestmark = pytest.mark.integration
@@ -81,7 +89,7 @@ def test_block_policy_outage_bounded_and_lossless(paused_broker: tuple[str, str]
     assert max(settled) - min(settled) < 40, f"memory stays flat: {min(settled):.0f}..{max(settled):.0f} MB"
     assert stats.backpressure_seconds > OUTAGE / 2
     sent = sent_log(log, "tick")
-    ticks = read_topic(bootstrap, values["KAFKA_TOPIC_TICKS"], expect=len(sent))
+    ticks = read_topic(bootstrap, values.kafka_topic_ticks, expect=len(sent))
     assert len(ticks) == len(sent), "every tick the simulator sent is in Kafka"
     assert stats.failed.total() == 0
 
@@ -105,7 +113,7 @@ def test_conflate_policy_outage_keeps_latest_and_all_orders(
         sim.flush_log()
     assert stats.conflated > 1000, "ticks were conflated during the outage"
     received = stats.ticks.total()
-    ticks = read_topic(bootstrap, values["KAFKA_TOPIC_TICKS"], expect=received - stats.conflated)
+    ticks = read_topic(bootstrap, values.kafka_topic_ticks, expect=received - stats.conflated)
     assert len(ticks) + stats.conflated == received, "every tick read is in Kafka or counted as conflated"
     latest: dict[int, int] = {}
     for s in sent_log(log, "tick"):
@@ -113,7 +121,7 @@ def test_conflate_policy_outage_keeps_latest_and_all_orders(
     in_kafka = {(r.value["instrument_token"], r.value["volume_traded"]) for r in ticks}
     assert set(latest.items()) <= in_kafka, "each instrument's latest tick is in Kafka"
     orders = sent_log(log, "order")
-    got = read_topic(bootstrap, values["KAFKA_TOPIC_ORDER_UPDATES"], expect=len(orders))
+    got = read_topic(bootstrap, values.kafka_topic_order_updates, expect=len(orders))
     assert sorted((r.value["order_id"], r.value["status"]) for r in got) == sorted(
         (o["order_id"], o["status"]) for o in orders
     ), "order updates are never conflated"
@@ -133,7 +141,7 @@ def test_dropped_connections_reconnect_and_resubscribe(kafka_bootstrap: str, tmp
             wait_until(lambda: stats.connected, 10, "the sixth connection")
             time.sleep(1.5)
         assert sim.connections >= 6
-    ticks = read_topic(kafka_bootstrap, values["KAFKA_TOPIC_TICKS"])
+    ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks)
     after = {
         r.value["instrument_token"] for r in ticks if r.value["received_at"].timestamp() * 1000 >= since_ms
     }
@@ -184,8 +192,9 @@ def test_refused_token_reported_once_and_retried_when_the_file_changes(
 def test_sigterm_flushes_and_exits_zero(kafka_bootstrap: str, tmp_path: Path) -> None:
     config = SimulatorConfig(port=0, rate=20, order_rate=2, seed=24)
     with running_simulator(config, INSTRUMENTS) as sim:
-        values = connector_settings(kafka_bootstrap, sim.port, SPEC, tmp_path, FLUSH_TIMEOUT_SECONDS="10")
-        env = {**os.environ, **{k: str(v) for k, v in values.items() if v is not None}}
+        settings = connector_env(kafka_bootstrap, sim.port, SPEC, tmp_path, FLUSH_TIMEOUT_SECONDS="10")
+        values = RunSettings.load(environ=settings)
+        env = {**os.environ, **settings}
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "run"], env=env, stderr=subprocess.PIPE, text=True
         )
@@ -205,6 +214,6 @@ def test_sigterm_flushes_and_exits_zero(kafka_bootstrap: str, tmp_path: Path) ->
     assert finals, "final counts are reported"
     counts = finals[-1]["final"]
     assert counts["ticks"] > 1000
-    ticks = read_topic(kafka_bootstrap, values["KAFKA_TOPIC_TICKS"], expect=counts["ticks"])
+    ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks, expect=counts["ticks"])
     assert len(ticks) == counts["ticks"], "every tick it read is in Kafka"
     assert counts["delivered"] == counts["produced"]

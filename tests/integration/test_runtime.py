@@ -49,7 +49,7 @@ def test_steady_stream_every_sent_tick_and_order_is_in_kafka(kafka_bootstrap: st
     assert len(sent_ticks) > 10_000 and len(sent_orders) > 60
     assert stats.failed.total() == 0 and stats.in_flight == 0
 
-    ticks = read_topic(kafka_bootstrap, values["KAFKA_TOPIC_TICKS"], expect=len(sent_ticks))
+    ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks, expect=len(sent_ticks))
     assert len(ticks) == len(sent_ticks), "every tick read is in Kafka, once"
     assert all(r.key == str(r.value["instrument_token"]) for r in ticks)
     assert all(r.timestamp == round(r.value["exchange_timestamp"].timestamp() * 1000) for r in ticks), (
@@ -68,7 +68,7 @@ def test_steady_stream_every_sent_tick_and_order_is_in_kafka(kafka_bootstrap: st
     assert all(len(p) == 1 for p in partitions.values()), "one partition per instrument"
     assert all(v == sorted(v) for v in volumes.values()), "each instrument's ticks in the order sent"
 
-    orders = read_topic(kafka_bootstrap, values["KAFKA_TOPIC_ORDER_UPDATES"], expect=len(sent_orders))
+    orders = read_topic(kafka_bootstrap, values.kafka_topic_order_updates, expect=len(sent_orders))
     assert sorted((r.value["order_id"], r.value["status"]) for r in orders) == sorted(
         (o["order_id"], o["status"]) for o in sent_orders
     )
@@ -87,8 +87,8 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_bootstrap: str, tm
             _drain(sim, connector)
         sim.flush_log()
     malformed = sent_log(log, "malformed")
-    letters = read_topic(kafka_bootstrap, values["KAFKA_TOPIC_DEAD_LETTERS"], expect=len(malformed))
+    letters = read_topic(kafka_bootstrap, values.kafka_topic_dead_letters, expect=len(malformed))
     assert len(letters) == len(malformed)
     assert {r.value["source"] for r in letters} <= {"ws-binary", "ws-text"}
     assert all(r.value["raw"] and r.value["error"] for r in letters)
-    assert len(read_topic(kafka_bootstrap, values["KAFKA_TOPIC_TICKS"])) == len(sent_log(log, "tick"))
+    assert len(read_topic(kafka_bootstrap, values.kafka_topic_ticks)) == len(sent_log(log, "tick"))
