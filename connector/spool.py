@@ -31,6 +31,7 @@ twice its size after the last compaction, so it stays small, and at close. An ex
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -177,8 +178,12 @@ class OrderLog:
                 f"the order log {self.path} is in use by another process (pid {holder}): stop that "
                 "connector, or give this one its own SPOOL_DIR"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder in the error above
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder in the error above
+        except OSError as exc:
+            os.close(fd)
+            raise SpoolError(f"cannot write {lock_path}: {exc.strerror}") from exc
         return fd
 
     def _open(self) -> tuple[int, int]:
@@ -264,7 +269,11 @@ class OrderLog:
             self._pending.update(zip(seqs, entries, strict=True))
             self._next_seq = first + len(entries)
             if self._size >= self._compact_at:
-                self._compact()
+                try:
+                    self._compact()
+                except SpoolError as exc:  # the entries are durable all the same; try again at twice the size
+                    log.warning("%s", exc)
+                    self._compact_at = 2 * self._size
             return seqs
 
     def done(self, seq: int) -> None:
@@ -378,7 +387,8 @@ class OrderLog:
                 os.close(fd)
             os.replace(tmp, self.path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the error below says what went wrong
+                tmp.unlink(missing_ok=True)
             raise SpoolError(f"cannot compact the order log {self.path}: {exc.strerror}") from exc
         # From here the new file is the log: the old descriptor points at the replaced one.
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import signal
@@ -180,6 +181,25 @@ def test_the_log_stays_small_while_entries_are_acknowledged(tmp_path: Path) -> N
         assert [seq for seq, _ in log.pending()] == list(range(1, 11))
     assert max(sizes) < (16 << 10) + 1000  # at most one append past the threshold
     assert path.stat().st_size < 4000
+
+
+def test_a_compaction_that_fails_costs_no_entry(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "log"
+    blocker = tmp_path / ".log.compact"
+    blocker.mkdir()  # where the compacted file would be written: opening it fails
+    with caplog.at_level(logging.WARNING, "connector.spool"), OrderLog(path, compact_bytes=4096) as log:
+        for n in range(80):
+            assert log.append([entry(n)]) == [n + 1]
+        assert caplog.text.count("cannot compact the order log") == 1  # tried again only at twice the size
+        blocker.rmdir()
+        sizes = []
+        for n in range(80, 200):
+            log.append([entry(n)])
+            log.done(n + 1)
+            sizes.append(path.stat().st_size)
+        assert any(b < a for a, b in itertools.pairwise(sizes))  # compacted once it could
+    with OrderLog(path) as log:
+        assert log.pending() == [(n + 1, entry(n)) for n in range(80)]
 
 
 def test_a_second_opener_is_refused_in_this_process_and_another(tmp_path: Path) -> None:
