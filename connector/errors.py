@@ -6,7 +6,9 @@ ConnectorError
 ├── SerializationError     a record that does not fit its Avro schema, or bytes that are not ours
 ├── AuthError              Kite refused the api_key / access_token (HTTP 403), or the login failed
 ├── SourceError            the WebSocket connection broke the protocol; the listener connects again
-└── SinkError              Kafka refused or could not take a record
+├── SinkError              Kafka refused or could not take a record
+├── SpoolError             the local order-update log cannot be opened or written (locked, disk full)
+└── KiteApiError           Kite's REST API could not be reached or answered something unexpected
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "ConnectorError",
+    "KiteApiError",
     "MalformedFrame",
     "SerializationError",
     "SinkError",
     "SourceError",
+    "SpoolError",
 ]
 
 
@@ -58,3 +62,11 @@ class SourceError(ConnectorError):
 
 class SinkError(ConnectorError):
     """Kafka could not take or acknowledge a record."""
+
+
+class SpoolError(ConnectorError):
+    """The local log of order updates cannot be opened, locked or written; nothing was appended."""
+
+
+class KiteApiError(ConnectorError):
+    """A Kite REST call failed (unreachable, HTTP error, or an answer that is not Kite's format)."""

@@ -1,0 +1,312 @@
+"""Order reconciliation: the OrderBook's decisions, and the GET /orders client against a loopback server."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connector._http import reply
+from connector.errors import AuthError, KiteApiError
+from connector.kite import OrderUpdate, parse_text
+from connector.reconcile import OrderBook, fetch_orders, order_record_id, parse_orders
+
+DAY1 = 1_764_300_000_000  # 2025-11-28 08:50 IST
+DAY2 = DAY1 + 86_400_000
+TOKEN = "s3cr3t-access-token"
+
+
+def order(
+    order_id: str = "1",
+    status: str = "OPEN",
+    filled: int = 0,
+    updated_ms: int | None = None,
+    price: float = 100.0,
+    placed_ms: int = DAY1,
+) -> OrderUpdate:
+    return OrderUpdate(
+        order_id=order_id,
+        status=status,
+        instrument_token=779521,
+        tradingsymbol="SBIN",
+        exchange="NSE",
+        order_timestamp_ms=placed_ms,
+        exchange_update_timestamp_ms=updated_ms,
+        quantity=10,
+        price=price,
+        trigger_price=0.0,
+        average_price=price if filled else 0.0,
+        filled_quantity=filled,
+        pending_quantity=10 - filled,
+        cancelled_quantity=10 - filled if status == "CANCELLED" else 0,
+    )
+
+
+# -- OrderBook -----------------------------------------------------------------------------------------------
+def test_orders_the_socket_missed_are_returned_once() -> None:
+    book = OrderBook()
+    book.seen(order("1"))
+    rest = [order("1"), order("2"), order("3", "COMPLETE", 10)]
+    assert book.reconcile(rest) == rest[1:]
+    assert book.reconcile(rest) == []
+    filled = order("2", filled=4)
+    assert book.reconcile([order("1"), filled, order("3", "COMPLETE", 10)]) == [filled]
+
+
+def test_a_state_seen_on_the_socket_is_not_published_again() -> None:
+    book = OrderBook()
+    book.seen(order("1", "UPDATE", 4, updated_ms=DAY1 + 5000))  # the socket's word for a partly filled order
+    book.seen(order("2", "COMPLETE", 10, updated_ms=DAY1))
+    # The order book says OPEN and carries its own timestamp: the same state.
+    assert book.reconcile([order("1", "OPEN", 4, updated_ms=DAY1 + 6000)]) == []
+    assert book.reconcile([order("2", "COMPLETE", 10)]) == []
+
+
+def test_a_lagging_order_book_does_not_move_an_order_back() -> None:
+    book = OrderBook()
+    book.seen(order("1", "COMPLETE", 10, updated_ms=DAY1 + 9000))
+    book.seen(order("2", "OPEN", 5, updated_ms=DAY1 + 9000))
+    book.seen(order("3", "OPEN", 0, updated_ms=DAY1 + 9000))
+    assert book.reconcile([order("1", "OPEN", 0, updated_ms=DAY1 + 1000)]) == []  # behind: terminal
+    assert book.reconcile([order("2", "OPEN", 3, updated_ms=DAY1 + 9500)]) == []  # behind: fewer filled
+    stale = order("3", "OPEN", 0, updated_ms=DAY1 + 8000, price=99.0)
+    assert book.reconcile([stale]) == []  # behind: older exchange update
+    modified = order("3", "OPEN", 0, updated_ms=DAY1 + 9900, price=101.0)
+    assert book.reconcile([modified]) == [modified]  # a modification the socket missed
+
+
+def test_a_socket_update_out_of_order_does_not_lower_what_was_seen() -> None:
+    book = OrderBook()
+    book.seen(order("1", "COMPLETE", 10))
+    book.seen(order("1", "UPDATE", 4))  # Kite's OMS events can arrive late
+    assert book.reconcile([order("1", "OPEN", 6)]) == []
+
+
+def test_a_new_trading_day_starts_an_empty_book() -> None:
+    book = OrderBook()
+    for n in range(5):
+        book.seen(order(str(n)))
+    assert len(book) == 5
+    book.seen(order("9", placed_ms=DAY2))
+    assert len(book) == 1
+    book.seen(order("8", placed_ms=DAY1))  # an older day's order does not clear today's
+    assert len(book) == 2
+    assert book.reconcile([order("9", placed_ms=DAY2), order("7", placed_ms=DAY2)]) == [
+        order("7", placed_ms=DAY2)
+    ]
+
+
+def test_memory_is_capped_by_evicting_the_least_recently_changed_order() -> None:
+    book = OrderBook(max_orders=3)
+    for n in range(3):
+        book.seen(order(str(n)))
+    book.seen(order("0", filled=1))  # "1" is now the least recently changed
+    book.seen(order("3"))
+    assert len(book) == 3
+    assert book.reconcile([order("3"), order("0", filled=1), order("2")]) == []  # still known
+    assert book.reconcile([order("1")]) == [order("1")]  # evicted: comes back once, a duplicate
+    with pytest.raises(ValueError, match="max_orders"):
+        OrderBook(0)
+
+
+@dataclass
+class _Model:
+    """What was seen per order: its states, and its most advanced (terminal, filled, time)."""
+
+    states: dict[str, set[tuple[Any, ...]]] = field(default_factory=dict)
+    best: dict[str, OrderUpdate] = field(default_factory=dict)
+
+    @staticmethod
+    def state(u: OrderUpdate) -> tuple[Any, ...]:
+        status = "OPEN" if u.status == "UPDATE" else u.status
+        return (status, u.quantity, u.price, u.trigger_price, u.filled_quantity, u.pending_quantity,
+                u.cancelled_quantity, u.average_price)  # fmt: skip
+
+    @staticmethod
+    def behind(a: OrderUpdate, b: OrderUpdate) -> bool:
+        terminal = ("COMPLETE", "CANCELLED", "REJECTED")
+        if (a.status in terminal) != (b.status in terminal):
+            return b.status in terminal
+        if a.filled_quantity != b.filled_quantity:
+            return (a.filled_quantity or 0) < (b.filled_quantity or 0)
+        a_ms, b_ms = a.exchange_update_timestamp_ms, b.exchange_update_timestamp_ms
+        return a_ms is not None and b_ms is not None and a_ms < b_ms
+
+    def record(self, u: OrderUpdate) -> None:
+        self.states.setdefault(u.order_id, set()).add(self.state(u))
+        best = self.best.get(u.order_id)
+        if best is None or not self.behind(u, best):
+            self.best[u.order_id] = u
+
+    def missed(self, u: OrderUpdate) -> bool:
+        best = self.best.get(u.order_id)
+        return best is None or (self.state(u) not in self.states[u.order_id] and not self.behind(u, best))
+
+
+updates = st.builds(
+    order,
+    order_id=st.sampled_from("123"),
+    status=st.sampled_from(["OPEN", "UPDATE", "TRIGGER PENDING", "COMPLETE", "CANCELLED"]),
+    filled=st.integers(0, 3),
+    updated_ms=st.one_of(st.none(), st.integers(DAY1, DAY1 + 3)),
+    price=st.sampled_from([1.0, 2.0]),
+)
+events = st.lists(st.one_of(updates, st.lists(updates, max_size=5)), max_size=30)
+
+
+@given(events)
+@settings(max_examples=300, deadline=None)
+def test_reconcile_against_a_model(script: list[OrderUpdate | list[OrderUpdate]]) -> None:
+    book, model = OrderBook(), _Model()
+    for event in script:
+        if isinstance(event, OrderUpdate):
+            book.seen(event)
+            model.record(event)
+            continue
+        expected = []
+        for u in event:
+            if model.missed(u):
+                expected.append(u)
+                model.record(u)
+        assert book.reconcile(event) == expected
+        assert book.reconcile(event) == []  # published once, not again
+
+
+def test_a_reconciled_state_keeps_its_record_id_across_runs(postback: dict[str, Any]) -> None:
+    (first,) = parse_orders(json.dumps({"status": "success", "data": [postback]}).encode()).orders
+    (again,) = parse_orders(
+        json.dumps({"status": "success", "data": [dict(reversed(postback.items()))]}).encode()
+    ).orders
+    assert order_record_id(first) == order_record_id(again)
+    assert len(order_record_id(first)) == 32
+    assert order_record_id(first) != order_record_id(first._replace(filled_quantity=0))
+
+
+# -- GET /orders ---------------------------------------------------------------------------------------------
+@dataclass
+class Kite:
+    """A loopback stand-in for Kite's REST API: answers GET /orders with what the test sets."""
+
+    url: str
+    code: int = 200
+    body: bytes = b""
+    hold: threading.Event = field(default_factory=threading.Event)
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+    def answer(self, code: int, doc: Any) -> None:
+        self.code, self.body = code, json.dumps(doc).encode()
+
+
+@pytest.fixture
+def kite() -> Iterator[Kite]:
+    state = Kite("")
+    state.hold.set()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            state.requests.append({"path": self.path, **self.headers})
+            state.hold.wait(10)
+            reply(self, state.code, state.body, "application/json")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    state.hold.set()
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_orders_are_fetched_with_kites_headers_and_parsed_like_socket_updates(
+    kite: Kite, postback: dict[str, Any]
+) -> None:
+    rest = {
+        k: v for k, v in postback.items() if k not in ("checksum", "user_id", "app_id", "unfilled_quantity")
+    }
+    rest |= {"order_id": "2", "status": "OPEN", "modified": False, "auction_number": None}
+    bad = {**postback, "order_id": "3", "quantity": "ten"}
+    kite.answer(200, {"status": "success", "data": [postback, rest, bad, "not an order"]})
+
+    fetched = fetch_orders(kite.url + "/", "key1", TOKEN, timeout=5)
+
+    (request,) = kite.requests
+    assert request["path"] == "/orders"
+    assert request["X-Kite-Version"] == "3"
+    assert request["Authorization"] == f"token key1:{TOKEN}"
+    socket_update = parse_text(json.dumps({"type": "order", "data": postback}))
+    assert fetched.orders[0] == socket_update
+    second = fetched.orders[1]
+    assert (second.order_id, second.status, second.checksum, second.user_id) == ("2", "OPEN", None, None)
+    assert second.extra == {"modified": "false", "auction_number": "null"}  # REST-only fields kept
+    assert second.filled_quantity == 1 and second.order_timestamp_ms == socket_update.order_timestamp_ms
+    assert [m.reason for m in fetched.malformed] == [
+        "order update has a bad field: invalid literal for int() with base 10: 'ten'",
+        "an order in GET /orders is not a JSON object",
+    ]
+    # What could not be read is kept as a text frame the connector's decoder reads (for dead letters).
+    assert json.loads(fetched.malformed[0].raw) == {"type": "order", "data": bad}
+
+
+def test_an_expired_token_is_an_auth_error_without_the_token(kite: Kite) -> None:
+    kite.answer(
+        403,
+        {"status": "error", "error_type": "TokenException", "message": f"Incorrect access_token {TOKEN}"},
+    )
+    with pytest.raises(AuthError, match="expired or was revoked; run `kite-connector login`") as caught:
+        fetch_orders(kite.url, "key1", TOKEN, timeout=5)
+    assert TOKEN not in str(caught.value)
+    assert "TokenException" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "body", "message"),
+    [
+        (429, {"status": "error", "error_type": "NetworkException", "message": "Too many requests"},
+         r"HTTP 429 NetworkException: Too many requests"),
+        (502, "<html>bad gateway</html>", r"HTTP 502 Bad Gateway: Bad Gateway"),
+        (200, {"status": "error", "message": "?"}, r"without Kite's .*check KITE_API_URL"),
+        (200, {"status": "success", "data": {"order_id": "1"}}, r"without Kite's"),
+    ],
+)  # fmt: skip
+def test_other_failures_are_kite_api_errors_that_say_what_failed(
+    kite: Kite, code: int, body: Any, message: str
+) -> None:
+    kite.answer(code, body)
+    with pytest.raises(KiteApiError, match=message):
+        fetch_orders(kite.url, "key1", TOKEN, timeout=5)
+
+
+def test_an_answer_that_is_not_json_is_a_kite_api_error(kite: Kite) -> None:
+    kite.code, kite.body = 200, b"<html>captive portal</html>"
+    with pytest.raises(KiteApiError, match="not JSON"):
+        fetch_orders(kite.url, "key1", TOKEN, timeout=5)
+
+
+def test_a_server_that_does_not_answer_in_time_is_a_timeout(kite: Kite) -> None:
+    kite.answer(200, {"status": "success", "data": []})
+    kite.hold.clear()
+    with pytest.raises(KiteApiError, match=r"cannot reach .*/orders: timed out"):
+        fetch_orders(kite.url, "key1", TOKEN, timeout=0.3)
+
+
+def test_nothing_listening_and_a_bad_url_are_kite_api_errors() -> None:
+    with socket.socket() as probe:  # a loopback port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(KiteApiError, match=rf"cannot reach http://127.0.0.1:{port}/orders: .*refused"):
+        fetch_orders(f"http://127.0.0.1:{port}", "key1", TOKEN, timeout=5)
+    with pytest.raises(KiteApiError, match="check KITE_API_URL"):
+        fetch_orders("api.kite.trade", "key1", TOKEN, timeout=5)
