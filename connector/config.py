@@ -222,12 +222,35 @@ RUN_SETTINGS = (
     ),
     Setting("BACKPRESSURE_POLICY", "block", "when MAX_IN_FLIGHT is reached", choices=("block", "conflate")),
     Setting(
+        "TICK_BACKLOG",
+        100_000,
+        "block policy: ticks that wait, in order, while MAX_IN_FLIGHT is reached; when full, reading stops",
+        _positive_int,
+    ),
+    Setting(
         "FLUSH_TIMEOUT_SECONDS",
         10.0,
         "on shutdown, wait this long for Kafka to acknowledge",
         _non_negative_float,
     ),
-    Setting("SPOOL_DIR", "spool", "where undelivered order updates are kept until the next start"),
+    Setting(
+        "SPOOL_DIR",
+        "spool",
+        "directory of the order-update write-ahead log (each update kept until Kafka acknowledges it)",
+    ),
+    Setting(
+        "KITE_API_URL",
+        None,
+        "Kite REST API for order reconciliation (GET /orders); unset: https://api.kite.trade when "
+        "KITE_WS_URL is Kite's own, no reconciliation otherwise",
+    ),
+    Setting(
+        "ORDER_RECONCILE_INTERVAL_SECONDS",
+        60.0,
+        "fetch Kite's order book this often (and after every reconnect) to publish missed order updates "
+        "(0: only after reconnects)",
+        _non_negative_float,
+    ),
     Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
     Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _non_negative_int),
     Setting(
@@ -251,6 +274,7 @@ RUN_SETTINGS = (
     ),
 )
 
+KITE_API = "https://api.kite.trade"
 _KAFKA_MESSAGE_LIMIT = 1_000_000  # librdkafka's default message.max.bytes: a dead letter must fit in it
 
 
@@ -285,8 +309,11 @@ class RunSettings:
     max_in_flight: int = 50_000
     low_water_mark: int = 0
     backpressure_policy: str = "block"
+    tick_backlog: int = 100_000
     flush_timeout_seconds: float = 10.0
     spool_dir: str | None = "spool"
+    kite_api_url: str | None = None
+    order_reconcile_interval_seconds: float = 60.0
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9100
     dead_letter_max_bytes: int = 262_144
@@ -318,6 +345,13 @@ class RunSettings:
 
     def replace(self, **changes: Any) -> RunSettings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def reconcile_url(self) -> str | None:
+        """Where to fetch the order book from, or None when there is no reconciliation."""
+        if self.kite_api_url:
+            return self.kite_api_url
+        return KITE_API if urlsplit(self.kite_ws_url).hostname == "ws.kite.trade" else None
 
     @property
     def spool_path(self) -> Path | None:

@@ -66,7 +66,7 @@ class _StatsCollector(Collector):
         )
         yield counter(
             "order_updates_spooled",
-            "Order updates written to the spool at shutdown",
+            "Order updates left unacknowledged in the order log at shutdown (produced again at next start)",
             None,
             lambda s: s.spooled,
         )
@@ -95,7 +95,9 @@ class _StatsCollector(Collector):
         in_flight = GaugeMetricFamily("records_in_flight", "Records produced, not yet acknowledged")
         in_flight.add_metric([], sum(s.in_flight for s in self.shards))
         yield in_flight
-        held = GaugeMetricFamily("ticks_held", "Ticks held for conflation")
+        held = GaugeMetricFamily(
+            "ticks_held", "Ticks waiting for room: held for conflation, or backlogged under block"
+        )
         held.add_metric([], sum(s.held for s in self.shards))
         yield held
         connected = GaugeMetricFamily("kite_connections_up", "Connected WebSockets")

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 
 from connector.errors import MalformedFrame, SerializationError
 from connector.kite import KiteError, KiteMessage, OrderUpdate, Tick, parse_binary, parse_text
 from connector.logs import sample
+from connector.reconcile import OrderBook, order_record_id
 from connector.serde import DeadLetter, Serializers, native_transcode
-from connector.sink import KafkaSink, RecordTooLarge
+from connector.sink import MAX_RECORD_BYTES, KafkaSink
+from connector.spool import ORIGIN_RECONCILIATION, ORIGIN_WEBSOCKET, Entry, record_id
 from connector.stats import Stats
 
-__all__ = ["Pipeline", "TickCallback"]
+__all__ = ["Inbox", "Pipeline", "TickCallback"]
 
 log = sample(logging.getLogger("connector.pipeline"))  # a flood of bad frames logs a sample, with counts
 TickCallback = Callable[[list[Tick]], None]
+# Order updates from reconciliation, and the orders it could not read: handed over by its thread.
+Inbox = deque[OrderUpdate | MalformedFrame]
 
 
 class Pipeline:
@@ -36,8 +43,11 @@ class Pipeline:
         on_order_update: Callable[[OrderUpdate], None] | None = None,
         on_raw: Callable[[bool, bytes], None] | None = None,
         dead_letter_max_bytes: int = 262_144,
+        order_book: OrderBook | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
+        self.order_book, self.inbox = order_book, inbox
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.order_updates = order_updates  # with several connections, only one publishes order updates
         self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
@@ -47,7 +57,13 @@ class Pipeline:
         self._transcode = native_transcode
 
     def service(self) -> float | None:
+        inbox = self.inbox
+        while inbox:  # appended by the reconciliation thread; popped only here
+            self._reconciled(inbox.popleft())
         return None if self.sink is None else self.sink.service()
+
+    def saturated(self) -> bool:
+        return self.sink is not None and self.sink.saturated()
 
     def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
         if self.on_raw is not None:
@@ -120,9 +136,22 @@ class Pipeline:
         elif isinstance(record, KiteMessage):
             log.info("Kite says: %s", record.message)
         elif self.order_updates:
-            self._order_update(record, data, received_ms)
+            if self.order_book is not None:
+                self.order_book.seen(record)
+            self._order_update(record, data, received_ms, record_id(data), ORIGIN_WEBSOCKET)
 
-    def _order_update(self, update: OrderUpdate, data: bytes, received_ms: int) -> None:
+    def _reconciled(self, item: OrderUpdate | MalformedFrame) -> None:
+        received_ms = time.time_ns() // 1_000_000
+        if isinstance(item, MalformedFrame):
+            self._dead_letter(DeadLetter(item.raw, item.reason, "reconciliation"), received_ms)
+            return
+        self.stats.order_updates_reconciled += 1
+        data = json.dumps({"type": "order", "data": item.to_kiteconnect()}, default=str).encode()
+        self._order_update(item, data, received_ms, order_record_id(item), ORIGIN_RECONCILIATION)
+
+    def _order_update(
+        self, update: OrderUpdate, data: bytes, received_ms: int, rid: str, origin: str
+    ) -> None:
         self.stats.order_updates += 1
         if self.on_order_update is not None:
             self.on_order_update(update)
@@ -133,11 +162,12 @@ class Pipeline:
         except SerializationError as exc:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
             return
+        if len(value) > MAX_RECORD_BYTES:
+            reason = f"order update of {len(value)} bytes: larger than a Kafka record may be"
+            self._dead_letter(DeadLetter(data, reason, "sink"), received_ms)
+            return
         key = self._key(update.instrument_token) if update.instrument_token is not None else b""
-        try:
-            self.sink.produce_order_update(key, value, received_ms)
-        except RecordTooLarge as exc:
-            self._dead_letter(DeadLetter(data, str(exc), "sink"), received_ms)
+        self.sink.produce_order_update(Entry(key, value, received_ms, rid, origin))
 
     def _dead_letter(self, letter: DeadLetter, received_ms: int) -> None:
         self.stats.dead_letters[letter.source] += 1

@@ -8,25 +8,33 @@ non-zero for the container's restart policy instead of staying up and streaming 
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from connector.config import RunSettings
 from connector.kite import Mode, OrderUpdate
+from connector.logs import sample
 from connector.metrics import Metrics, MetricsServer
-from connector.pipeline import Pipeline, TickCallback
+from connector.pipeline import Inbox, Pipeline, TickCallback
+from connector.reconcile import OrderBook, fetch_orders
 from connector.serde import Serializers, build_serializers
 from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
 from connector.source import KiteListener, TokenSource
+from connector.spool import Entry, OrderLog, record_id
 from connector.stats import Stats
 
-__all__ = ["Callbacks", "Connection", "FailureBudget", "Runtime", "topics_of"]
+__all__ = ["Callbacks", "Connection", "FailureBudget", "Reconciler", "Runtime", "topics_of"]
 
 log = logging.getLogger("connector.runtime")
+ORDER_LOG = "order_updates.wal"
+LEGACY_SPOOL = "order_updates.jsonl"  # written at clean stops by versions before the order log
 REBUILD_FLUSH_SECONDS = 5.0  # how long a failed producer may take to hand over what it still holds
 
 
@@ -54,6 +62,65 @@ class Callbacks:
     on_order_update: Callable[[OrderUpdate], None] | None = None
     on_raw: Callable[[bool, bytes], None] | None = None
     on_event: Callable[[str, object], None] | None = None
+
+
+class Reconciler(threading.Thread):
+    """Fetches Kite's order book after every (re)connect and every ``interval`` seconds; what the socket
+    did not deliver goes to ``inbox``, which the listener thread publishes (it owns the producer)."""
+
+    def __init__(
+        self, settings: RunSettings, tokens: TokenSource, book: OrderBook, inbox: Inbox, stats: Stats
+    ) -> None:
+        super().__init__(name="kite-reconciler", daemon=True)
+        self.settings, self.tokens, self.book, self.inbox, self.stats = settings, tokens, book, inbox, stats
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._log = sample(logging.getLogger("connector.reconcile"), interval=300)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        interval = self.settings.order_reconcile_interval_seconds or None
+        while not self._stop.is_set():
+            self._wake.wait(interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.reconcile()
+            except Exception as exc:  # Kite unreachable, token expired, a bug: the next round tries again
+                self.stats.reconcile_errors += 1
+                self._log.error("order reconciliation failed: %s", exc, exc_info=not isinstance(exc, OSError))
+
+    def reconcile(self) -> None:
+        s, url = self.settings, self.settings.reconcile_url
+        assert url is not None  # a reconciler exists only with one
+        orders = fetch_orders(url, s.kite_api_key, self.tokens.get())
+        missed = self.book.reconcile(orders.orders)
+        self.inbox.extend(orders.malformed)
+        self.inbox.extend(missed)
+        if missed:
+            log.warning("reconciliation: %d order updates the socket did not deliver", len(missed))
+
+
+def open_order_log(spool_dir: Path) -> OrderLog:
+    """The order log of ``spool_dir``, with what an older version spooled at its last stop moved in."""
+    order_log = OrderLog(spool_dir / ORDER_LOG)
+    legacy = spool_dir / LEGACY_SPOOL
+    if legacy.exists():
+        entries = []
+        for line in legacy.read_text().splitlines():
+            item = json.loads(line)
+            value = base64.b64decode(item["value"])
+            entries.append(Entry(item["key"].encode(), value, item["ts"], record_id(value)))
+        order_log.append(entries)
+        legacy.unlink()
+        log.info("moved %d spooled order updates from %s into the order log", len(entries), legacy)
+    return order_log
 
 
 def topics_of(settings: RunSettings) -> Topics:
@@ -85,11 +152,18 @@ class Connection:
             compression=s.kafka_compression,
             linger_ms=s.kafka_linger_ms,
             delivery_timeout_ms=s.kafka_delivery_timeout_ms,
-            spool_path=s.spool_path / "order_updates.jsonl" if s.spool_path and self.order_updates else None,
+            tick_backlog=s.tick_backlog,
             client_id=f"kite-connector-{index}",
             producer_overrides=dict(s.producer_overrides),
         )
         self.sink: KafkaSink | None = None
+        owns_orders = self.order_updates and runtime.kafka
+        self.order_log = open_order_log(s.spool_path) if owns_orders and s.spool_path else None
+        self.inbox: Inbox = deque()
+        self.order_book = OrderBook() if self.order_updates and s.reconcile_url else None
+        self.reconciler = (
+            Reconciler(s, runtime.tokens, self.order_book, self.inbox, stats) if self.order_book else None
+        )
         self.pipeline = self._assemble()
         self.listener = KiteListener(
             f"kite-listener-{index}",
@@ -101,9 +175,21 @@ class Connection:
             stats,
             s.kite_watchdog_seconds,
             s.kite_reconnect_max_delay,
-            on_event=runtime.callbacks.on_event,
+            drain_seconds=s.flush_timeout_seconds / 4,
+            on_event=self._on_event,
             supervisor=self._rebuild,
         )
+
+    def _on_event(self, event: str, arg: object) -> None:
+        if event == "connect" and self.reconciler is not None:
+            self.reconciler.wake()  # what happened while disconnected is only in the order book
+        if self.runtime.callbacks.on_event is not None:
+            self.runtime.callbacks.on_event(event, arg)
+
+    def start(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.start()
+        self.listener.start()
 
     def _assemble(self) -> Pipeline:
         """A new producer (replaying spooled order updates) and the pipeline that feeds it."""
@@ -111,10 +197,13 @@ class Connection:
         serializers = runtime.serializers
         if runtime.kafka:
             self.sink = KafkaSink(
-                self.sink_config, self.stats, serializers.headers(), runtime.metrics.latency.observe
+                self.sink_config,
+                self.stats,
+                serializers.headers(),
+                runtime.metrics.latency.observe,
+                self.order_log,
             )
-            if self.order_updates:
-                self.sink.replay_spool()
+            self.sink.replay_order_log()
         return Pipeline(
             serializers,
             self.sink,
@@ -124,6 +213,8 @@ class Connection:
             on_order_update=c.on_order_update,
             on_raw=c.on_raw,
             dead_letter_max_bytes=runtime.settings.dead_letter_max_bytes,
+            order_book=self.order_book,
+            inbox=self.inbox,
         )
 
     def _rebuild(self, exc: Exception) -> Pipeline | None:
@@ -209,7 +300,7 @@ class Runtime:
             self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
             self.metrics_server.start()
         for connection in self.connections:
-            connection.listener.start()
+            connection.start()
 
     def _window(self) -> float:
         return self.settings.connection_failure_window_seconds
@@ -220,18 +311,22 @@ class Runtime:
     def stop(self) -> int:
         """Stop reading, flush (bounded), report; returns the number of records left unacknowledged."""
         t0 = time.monotonic()
+        budget = self.settings.flush_timeout_seconds
         for c in self.connections:
             c.listener.stop()
+            if c.reconciler is not None:
+                c.reconciler.stop()
             if c.sink is not None:
                 c.sink.stop()
         for c in self.connections:
             if c.listener is not threading.current_thread():  # stop() may come from a callback
-                c.listener.join(timeout=5)
-        budget = self.settings.flush_timeout_seconds
+                c.listener.join(timeout=budget / 4 + 5)
         remaining = 0
         for c in self.connections:
             if c.sink is not None:
                 remaining += c.sink.close(max(0.1, budget - (time.monotonic() - t0)))
+            if c.order_log is not None:
+                c.order_log.close()
         for i, stats in enumerate(self.stats):
             log.info("connection %d final counts", i, extra={"fields": {"final": stats.summary()}})
         if remaining:

@@ -15,6 +15,8 @@ class Stats:
     messages: Counter[str] = field(default_factory=Counter)  # binary / text / heartbeat
     ticks: Counter[str] = field(default_factory=Counter)  # by mode
     order_updates: int = 0
+    order_updates_reconciled: int = 0  # published from Kite's order book, not seen on the socket
+    reconcile_errors: int = 0
     kite_errors: int = 0
     produced: Counter[str] = field(default_factory=Counter)  # by topic
     delivered: Counter[str] = field(default_factory=Counter)
@@ -28,6 +30,7 @@ class Stats:
     callback_errors: int = 0
     failures: Counter[str] = field(default_factory=Counter)  # unexpected errors, by exception type
     last_failure: str | None = None
+    spool_errors: int = 0  # order-log writes that failed (the updates were produced without it)
     abandoned: int = 0  # records left unacknowledged by a producer that was replaced
     connected: bool = False
     in_flight: int = 0

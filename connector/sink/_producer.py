@@ -6,26 +6,33 @@ listener thread that produces also serves them; waiting for capacity means polli
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connector.errors import ConfigError, SinkError
+from connector.errors import ConfigError, SinkError, SpoolError
 from connector.logs import sample
+from connector.spool import Entry, OrderLog
 from connector.stats import Stats
 
-__all__ = ["POLICIES", "KafkaSink", "RecordTooLarge", "SinkConfig", "Topics", "ensure_topics"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "POLICIES",
+    "KafkaSink",
+    "RecordTooLarge",
+    "SinkConfig",
+    "Topics",
+    "ensure_topics",
+]
 
 log = sample(logging.getLogger("connector.sink"))  # an outage fails and retries many records at once
 POLICIES = ("block", "conflate")
+MAX_RECORD_BYTES = 900_000  # under librdkafka's default message.max.bytes (1,000,000), with room for headers
 Headers = list[tuple[str, str | bytes | None]]
 Callback = Callable[[KafkaError | None, Message], None]
 
@@ -58,7 +65,7 @@ class SinkConfig:
     compression: str = "lz4"
     linger_ms: int = 2  # ticks come in bursts (one WebSocket message each): batch the burst, not more
     delivery_timeout_ms: int = 300_000
-    spool_path: Path | None = None
+    tick_backlog: int = 100_000  # block policy: ticks waiting for room, in arrival order
     client_id: str = "kite-connector"
     producer_overrides: dict[str, str] = field(default_factory=dict)
 
@@ -71,6 +78,8 @@ class SinkConfig:
             raise ConfigError("MAX_IN_FLIGHT must be at least 1")
         if self.low_water >= self.max_in_flight:
             raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+        if self.tick_backlog < 1:
+            raise ConfigError("TICK_BACKLOG must be at least 1")
 
     def producer_config(self) -> dict[str, Any]:
         return {
@@ -123,7 +132,13 @@ def ensure_topics(
 
 
 class KafkaSink:
-    """Produces keyed records, counts what is in flight, and applies the backpressure policy."""
+    """Produces keyed records, counts what is in flight, and applies the backpressure policy.
+
+    Order updates go through ``order_log`` (a write-ahead log shared by the sinks of one connection over
+    its life): staged by :meth:`produce_order_update`, written durably together at the next
+    :meth:`service`, then produced, and marked done only by Kafka's acknowledgement. Without a log
+    they are kept in memory only (and counted as lost if undelivered at close).
+    """
 
     def __init__(
         self,
@@ -131,6 +146,7 @@ class KafkaSink:
         stats: Stats,
         headers: dict[str, Headers | None] | None = None,
         observe_latency: Callable[[float], None] | None = None,
+        order_log: OrderLog | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
@@ -139,8 +155,12 @@ class KafkaSink:
         self._producer: Producer | None = None
         self._low_water = config.low_water or config.max_in_flight // 2
         self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
-        self._pending_orders: dict[int, tuple[bytes, bytes, int]] = {}
-        self._order_seq = 0
+        self._backlog: deque[tuple[bytes, bytes, int]] = deque()  # block policy: ticks waiting for room
+        self._waiting_since: float | None = None  # when ticks began to be held or backlogged
+        self._log = order_log
+        self._staged: list[Entry] = []  # order updates not yet durable nor produced
+        self._pending_orders: dict[int, Entry] = {}  # seq → produced, not yet acknowledged
+        self._unlogged_seq = 0  # seqs of updates the log could not take count down from -1
         # Per message of ticks: (when, records produced in all after it). The oldest message not yet
         # settled (produced - in flight) says when the next acknowledgement may come.
         self._marks: deque[tuple[float, int]] = deque()
@@ -163,15 +183,24 @@ class KafkaSink:
         self._stopping = True
 
     def close(self, timeout: float) -> int:
-        """Produce held ticks, flush for up to ``timeout`` s; undelivered order updates go to the spool.
+        """Produce waiting ticks and staged order updates, flush for up to ``timeout`` s.
 
-        Returns the number of records still not acknowledged.
+        Undelivered order updates stay in the order log, produced again at the next start. Returns the
+        number of records still not acknowledged.
         """
         self._stopping = True
-        self._drain_held(force=True)
+        self._commit_orders()
+        try:
+            self._release_waiting(force=True)
+        except SinkError:  # librdkafka's queue stayed full: what is still waiting is not produced
+            self.stats.failed[self._tick_topic] += len(self._held) + len(self._backlog)
+            self._held.clear()
+            self._backlog.clear()
         remaining: int = self.producer.flush(timeout)
         if self._pending_orders:
-            self._spool(list(self._pending_orders.values()))
+            self._left_pending()
+        if self._log is not None:
+            self._log.flush()
         self.stats.in_flight = remaining
         return remaining
 
@@ -183,7 +212,7 @@ class KafkaSink:
         of each message carries the receive→ack latency probe.
         """
         stats = self.stats
-        if self._held or len(batch) > self.config.max_in_flight - stats.in_flight:
+        if self._held or self._backlog or len(batch) > self.config.max_in_flight - stats.in_flight:
             self._produce_bounded(batch, self._timed(received))
             self._mark()
             return
@@ -214,12 +243,15 @@ class KafkaSink:
         stats, bound = self.stats, self.config.max_in_flight
         conflate = self.config.policy == "conflate"
         for i, (key, value, timestamp_ms) in enumerate(batch):
-            # While ticks are held, newer ones are held too, so no instrument's ticks overtake each other.
-            if stats.in_flight >= bound or (conflate and self._held):
+            # While ticks wait, newer ones wait too, so no instrument's ticks overtake each other.
+            if stats.in_flight >= bound or self._held or self._backlog:
+                self._start_waiting()
                 if conflate:
                     self._hold(key, value, timestamp_ms)
-                    continue
-                self.wait_for_capacity()
+                else:
+                    self._backlog.append((key, value, timestamp_ms))
+                stats.held = len(self._held) + len(self._backlog)
+                continue
             try:
                 self._produce(self._tick_topic, key, value, timestamp_ms, callback, self._tick_headers)
             except Exception:  # _produce counted the record itself; the rest of the message counts too
@@ -227,26 +259,74 @@ class KafkaSink:
                 raise
             callback = self._on_tick
 
-    def produce_order_update(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
-        """Never conflated, never dropped: retried on failure, spooled on shutdown if undelivered."""
-        self._order_seq += 1
-        seq = self._order_seq
-        self._pending_orders[seq] = (key, value, timestamp_ms)
-        try:
+    def produce_order_update(self, entry: Entry) -> None:
+        """Never conflated, never dropped: staged here, made durable and produced by the next
+        :meth:`service` (so updates that arrive together share one disk flush), retried on failure."""
+        self._staged.append(entry)
+
+    def replay_order_log(self) -> int:
+        """Produce again what the order log holds unacknowledged (an earlier run's, or a replaced sink's)."""
+        if self._log is None:
+            return 0
+        pending = self._log.pending()
+        for seq, entry in pending:
+            self._pending_orders[seq] = entry
             self._send_order(seq)
-        except RecordTooLarge:
-            del self._pending_orders[seq]  # the caller dead-letters it
-            raise
+        if pending:
+            log.info("producing again %d order updates from %s", len(pending), self._log.path)
+        return len(pending)
+
+    def _commit_orders(self) -> None:
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        try:
+            seqs = self._log.append(staged) if self._log is not None else self._unlogged(len(staged))
+        except SpoolError:  # still produced, so not lost unless this process dies before the ack
+            log.exception("the order log could not take %d order updates; producing them anyway", len(staged))
+            self.stats.spool_errors += 1
+            seqs = self._unlogged(len(staged))
+        for seq, entry in zip(seqs, staged, strict=True):
+            self._pending_orders[seq] = entry
+            self._send_order(seq)
+
+    def _unlogged(self, count: int) -> list[int]:
+        first = self._unlogged_seq
+        self._unlogged_seq -= count
+        return list(range(first - 1, first - 1 - count, -1))
 
     def _send_order(self, seq: int) -> None:
-        key, value, timestamp_ms = self._pending_orders[seq]
-        self._produce(
-            self.config.topics.order_updates,
-            key,
-            value,
-            timestamp_ms,
-            lambda err, msg: self._on_order(seq, err, msg),
-            self._headers.get("order_update"),
+        entry = self._pending_orders[seq]
+        try:
+            self._produce(
+                self.config.topics.order_updates,
+                entry.key,
+                entry.value,
+                entry.timestamp_ms,
+                lambda err, msg: self._on_order(seq, err, msg),
+                [*(self._headers.get("order_update") or ()), *entry.headers()],
+            )
+        except RecordTooLarge:  # the pipeline keeps order updates under the limit: another limit is set
+            log.exception(
+                "order update %s can never be produced; dropped from the order log", entry.record_id
+            )
+            self._settle_order(seq)
+
+    def _settle_order(self, seq: int) -> None:
+        self._pending_orders.pop(seq, None)
+        if self._log is not None and seq > 0:
+            self._log.done(seq)
+
+    def _left_pending(self) -> None:
+        count = len(self._pending_orders)
+        self._pending_orders.clear()
+        if self._log is None:
+            self.stats.failed[self.config.topics.order_updates] += count
+            log.error("%d order updates undelivered and no SPOOL_DIR set: they are lost", count)
+            return
+        self.stats.spooled += count
+        log.warning(
+            "%d undelivered order updates kept in %s; produced again at next start", count, self._log.path
         )
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
@@ -293,8 +373,9 @@ class KafkaSink:
         no record awaits one. No ack can come before its batch lingered, so the caller can sleep.
         """
         self.producer.poll(0)
-        if self._held and self.stats.in_flight <= self._low_water:
-            self._drain_held()
+        self._commit_orders()
+        if (self._held or self._backlog) and self.stats.in_flight <= self._low_water:
+            self._release_waiting()
         if not self.stats.in_flight:
             self._marks.clear()
             return None
@@ -309,9 +390,9 @@ class KafkaSink:
         if not marks or marks[-1][1] < produced:  # held (conflated) ticks add no mark
             marks.append((time.monotonic(), produced))
 
-    def wait_for_capacity(self) -> None:
-        """Block policy: serve callbacks until in-flight is down to the low-water mark."""
-        self._serve_until(lambda: self.stats.in_flight <= self._low_water, 0.05)
+    def saturated(self) -> bool:
+        """Block policy: the backlog is full, so the listener should stop reading until it drains."""
+        return len(self._backlog) >= self.config.tick_backlog
 
     def _wait_for_a_settled_record(self) -> None:
         before = self.stats.in_flight
@@ -333,17 +414,29 @@ class KafkaSink:
             self.producer.poll(step)
         self.stats.backpressure_seconds += time.monotonic() - started
 
+    def _start_waiting(self) -> None:
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+            self.stats.backpressure_events += 1
+
     def _hold(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         if key in self._held:
             self.stats.conflated += 1  # the older held tick of this instrument is replaced, on purpose
         self._held[key] = (value, timestamp_ms)
-        self.stats.held = len(self._held)
 
-    def _drain_held(self, force: bool = False) -> None:
-        while self._held and (force or self.stats.in_flight < self.config.max_in_flight):
+    def _release_waiting(self, force: bool = False) -> None:
+        """Produce held (conflate) or backlogged (block) ticks while there is room, or all with ``force``."""
+        bound, backlog = self.config.max_in_flight, self._backlog
+        while backlog and (force or self.stats.in_flight < bound):
+            key, value, timestamp_ms = backlog.popleft()
+            self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, self._tick_headers)
+        while self._held and (force or self.stats.in_flight < bound):
             key, (value, timestamp_ms) = self._held.popitem()
             self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, self._tick_headers)
-        self.stats.held = len(self._held)
+        self.stats.held = len(self._held) + len(backlog)
+        if not (self._held or backlog) and self._waiting_since is not None:
+            self.stats.backpressure_seconds += time.monotonic() - self._waiting_since
+            self._waiting_since = None
 
     # -- delivery callbacks (run inside poll/flush on the producing thread) -----------------------------
     def _settled(self, err: KafkaError | None, msg: Message) -> bool:
@@ -385,40 +478,10 @@ class KafkaSink:
 
     def _on_order(self, seq: int, err: KafkaError | None, msg: Message) -> None:
         if self._settled(err, msg):
-            self._pending_orders.pop(seq, None)
+            self._settle_order(seq)
             return
         if seq in self._pending_orders and not self._stopping:
-            key = self._pending_orders[seq][0]
-            log.warning("retrying order update (key %s) after delivery failure", key.decode(errors="replace"))
+            log.warning(
+                "retrying order update %s after delivery failure", self._pending_orders[seq].record_id
+            )
             self._send_order(seq)
-
-    # -- spool -----------------------------------------------------------------------------------------
-    def _spool(self, records: list[tuple[bytes, bytes, int]]) -> None:
-        path = self.config.spool_path
-        if path is None:
-            log.error("%d order updates undelivered and no SPOOL_DIR set: they are lost", len(records))
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            for key, value, ts in records:
-                fh.write(
-                    json.dumps({"key": key.decode(), "value": base64.b64encode(value).decode(), "ts": ts})
-                    + "\n"
-                )
-        self.stats.spooled += len(records)
-        log.warning(
-            "%d undelivered order updates written to %s; produced again at next start", len(records), path
-        )
-
-    def replay_spool(self) -> int:
-        """Produce again what an earlier run spooled; the spool file is emptied (re-spooled on failure)."""
-        path = self.config.spool_path
-        if path is None or not path.exists():
-            return 0
-        lines = path.read_text().splitlines()
-        path.unlink()
-        for line in lines:
-            entry = json.loads(line)
-            self.produce_order_update(entry["key"].encode(), base64.b64decode(entry["value"]), entry["ts"])
-        log.info("replaying %d spooled order updates from %s", len(lines), path)
-        return len(lines)

@@ -100,6 +100,10 @@ class MessageHandler(Protocol):
         """Serve what is due (delivery reports); seconds until an acknowledgement may arrive, or None."""
         ...
 
+    def saturated(self) -> bool:
+        """True while the handler can take no more messages: the listener stops reading until it can."""
+        ...
+
 
 class KiteListener(threading.Thread):
     """Connects, subscribes, reads and hands every message to the handler, on this one thread.
@@ -124,6 +128,7 @@ class KiteListener(threading.Thread):
         stats: Stats,
         watchdog: float = 10.0,
         max_backoff: float = 30.0,
+        drain_seconds: float = 0.0,
         on_event: Callable[[str, object], None] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
@@ -132,6 +137,7 @@ class KiteListener(threading.Thread):
         self.subscriptions = dict(subscriptions)
         self.handler, self.stats = handler, stats
         self.watchdog, self.max_backoff = watchdog, max_backoff
+        self.drain_seconds = drain_seconds  # at stop, read what the socket already holds for this long
         self.on_event = on_event or (lambda event, arg: None)
         self.supervisor: Supervisor = supervisor or (lambda exc: self.handler)
         self.gave_up: str | None = None  # why the supervisor ended the thread
@@ -320,6 +326,11 @@ class KiteListener(threading.Thread):
         idle_ms = int(idle * 1000)
         last, wait_ms = time.monotonic(), idle_ms
         while not self.stopping:
+            if handler.saturated():  # block policy with a full backlog: leave the rest in the socket
+                wait_ms = self._wait_ms(handler.service(), idle_ms)
+                self._stop_event.wait(wait_ms / 1000)
+                last = time.monotonic()  # time under backpressure does not count against the watchdog
+                continue
             data = read(wait_ms)
             if data is None:
                 wait_ms = self._wait_ms(handler.service(), idle_ms)
@@ -331,10 +342,29 @@ class KiteListener(threading.Thread):
             received = time.perf_counter()
             closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
             wait_ms = self._wait_ms(handler.service(), idle_ms)
-            last = time.monotonic()  # time spent under backpressure does not count against the watchdog
+            last = time.monotonic()
             if closed:
                 return "closed by server"
+        self._drain(ws, read, reader)
         return "stopped"
+
+    def _drain(
+        self, ws: websocket.WebSocket, read: Callable[[int], bytes | None], reader: FrameReader
+    ) -> None:
+        """At stop: hand over what the socket already holds (order updates among it), within a budget."""
+        deadline = time.monotonic() + self.drain_seconds
+        messages = 0
+        while time.monotonic() < deadline:
+            data = read(0)
+            if not data:
+                break
+            frames = reader.feed(data)
+            messages += len(frames)
+            if self._dispatch(ws, frames, time.time_ns() // 1_000_000, time.perf_counter()):
+                break
+        self.handler.service()
+        if messages:
+            log.info("%s: read %d messages the socket still held at stop", self.name, messages)
 
     @staticmethod
     def _wait_ms(ack_due: float | None, idle_ms: int) -> int:

@@ -93,6 +93,9 @@ class Collect:
     def service(self) -> float | None:
         return None
 
+    def saturated(self) -> bool:
+        return False
+
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:

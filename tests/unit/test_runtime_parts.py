@@ -17,6 +17,7 @@ from connector.kite import Mode
 from connector.metrics import Metrics, MetricsServer
 from connector.sink import KafkaSink, SinkConfig
 from connector.source import TokenSource, backoff, redact
+from connector.spool import Entry, OrderLog
 from connector.stats import Stats
 from tests.conftest import FIXTURES
 
@@ -138,30 +139,46 @@ def test_a_full_librdkafka_queue_is_waited_out_not_waited_on_forever() -> None:
     assert len(probes) == 1  # one latency probe per message, also when its records went two ways
 
 
-def test_block_waits_for_acknowledgements_and_never_exceeds_the_bound() -> None:
-    sink = _mock_sink("block", 50)
+def test_block_backlogs_ticks_in_order_and_never_exceeds_the_bound() -> None:
+    config = SinkConfig(
+        "unused:9092", max_in_flight=50, tick_backlog=1000, producer_overrides={"test.mock.num.brokers": "1"}
+    )
+    sink = KafkaSink(config, Stats())
     peak = 0
     for i in range(2000):
-        sink.produce_ticks([(f"{i % 7}".encode(), b"x", 1_700_000_000_000)], 0.0)
+        if not sink.saturated():
+            sink.produce_ticks([(f"{i % 7}".encode(), f"{i}".encode(), 1_700_000_000_000)], 0.0)
+        peak = max(peak, sink.stats.in_flight)
+    assert peak == 50 and sink.saturated() and sink.stats.held == 1000
+    produced = 50 + 1000
+    while sink.stats.delivered.total() < produced:
+        sink.service()
         peak = max(peak, sink.stats.in_flight)
     assert peak == 50
-    assert sink.stats.backpressure_events > 0
+    assert sink.stats.held == 0 and not sink.saturated()
+    assert sink.stats.backpressure_events == 1 and sink.stats.backpressure_seconds > 0
     assert sink.close(10) == 0
-    assert sink.stats.delivered.total() == 2000
 
 
-def test_undelivered_order_updates_are_spooled_and_replayed(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.jsonl"
-    dead = SinkConfig("127.0.0.1:1", spool_path=spool, producer_overrides={"log_level": "0"})
-    sink = KafkaSink(dead, Stats())
-    sink.produce_order_update(b"779521", b"order-1", 1_700_000_000_000)
+def test_undelivered_order_updates_stay_in_the_order_log_and_are_replayed(tmp_path: Path) -> None:
+    path = tmp_path / "orders.wal"
+    order_log = OrderLog(path)
+    dead = SinkConfig("127.0.0.1:1", producer_overrides={"log_level": "0"})
+    sink = KafkaSink(dead, Stats(), order_log=order_log)
+    sink.produce_order_update(Entry(b"779521", b"order-1", 1_700_000_000_000, "id-1"))
     sink.close(0.5)
-    assert sink.stats.spooled == 1 and spool.exists()
-    alive = SinkConfig("unused:9092", spool_path=spool, producer_overrides={"test.mock.num.brokers": "1"})
-    again = KafkaSink(alive, Stats())
-    assert again.replay_spool() == 1
+    order_log.close()
+    assert sink.stats.spooled == 1
+    order_log = OrderLog(path)  # as the next process opens it
+    assert [e.value for _, e in order_log.pending()] == [b"order-1"]
+    alive = SinkConfig("unused:9092", producer_overrides={"test.mock.num.brokers": "1"})
+    again = KafkaSink(alive, Stats(), order_log=order_log)
+    assert again.replay_order_log() == 1
     assert again.close(10) == 0
-    assert again.stats.delivered.total() == 1 and not spool.exists()
+    assert again.stats.delivered.total() == 1
+    order_log.close()
+    with OrderLog(path) as reopened:
+        assert reopened.pending() == []
 
 
 def test_metrics_and_health_endpoint() -> None:

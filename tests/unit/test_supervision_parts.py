@@ -24,6 +24,7 @@ from connector.runtime import FailureBudget
 from connector.serde import AvroReader, build_serializers
 from connector.sink import KafkaSink, SinkConfig
 from connector.source import KiteListener, TokenSource
+from connector.spool import Entry
 from connector.stats import Stats
 from tests.conftest import fixture_json
 
@@ -141,9 +142,9 @@ class _Captured(KafkaSink):
         self.records.append((self.config.topics.dead_letters, key, value))
         super().produce_dead_letter(key, value, timestamp_ms)
 
-    def produce_order_update(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
-        self.records.append((self.config.topics.order_updates, key, value))
-        super().produce_order_update(key, value, timestamp_ms)
+    def produce_order_update(self, entry: Entry) -> None:
+        self.records.append((self.config.topics.order_updates, entry.key, entry.value))
+        super().produce_order_update(entry)
 
 
 def _pipeline(order_updates: bool = True, cap: int = 1000) -> tuple[Pipeline, _Captured]:
@@ -192,6 +193,9 @@ class _Exploding:
 
     def service(self) -> float | None:
         return None
+
+    def saturated(self) -> bool:
+        return False
 
 
 def test_whatever_a_handler_raises_the_listener_logs_counts_and_goes_on_with_a_new_one(
