@@ -87,6 +87,19 @@ class _StatsCollector(Collector):
             lambda s: dict(s.failures),
         )
         yield counter(
+            "order_updates_reconciled",
+            "Order updates published from Kite's order book (the socket did not deliver them)",
+            None,
+            lambda s: s.order_updates_reconciled,
+        )
+        yield counter("reconcile_errors", "Failed order-book fetches", None, lambda s: s.reconcile_errors)
+        yield counter(
+            "order_log_errors",
+            "Order-log writes that failed (the updates were produced without it)",
+            None,
+            lambda s: s.spool_errors,
+        )
+        yield counter(
             "records_abandoned",
             "Records left unacknowledged by a producer replaced after a failure",
             None,

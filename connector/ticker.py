@@ -81,6 +81,8 @@ class KiteTicker:
     It is built by the same runtime as ``kite-connector run`` (topics, spool, supervision; metrics when
     ``kafka.metrics_port`` is set): an unexpected error on the listener thread is reported to
     ``on_error`` and the connection is rebuilt, following ``reconnect`` and ``reconnect_max_tries``.
+    Order updates the socket missed are fetched from Kite's order book (``kite_api_url``, by default Kite's
+    own when ``root`` is) after every connect and reach ``on_order_update`` too.
     """
 
     MODE_LTP, MODE_QUOTE, MODE_FULL = "ltp", "quote", "full"
@@ -100,6 +102,7 @@ class KiteTicker:
         watchdog: float = 10.0,
         as_dicts: bool = False,
         kafka: KafkaOutput | None = None,
+        kite_api_url: str | None = None,
     ) -> None:
         self.api_key, self.root = api_key, root or self.ROOT_URI
         self.reconnect, self.reconnect_max_tries, self.reconnect_max_delay = (
@@ -115,6 +118,7 @@ class KiteTicker:
             kite_ws_url=self.root,
             kite_watchdog_seconds=watchdog,
             kite_reconnect_max_delay=reconnect_max_delay,
+            kite_api_url=kite_api_url,
             **(kafka.settings() if kafka else {"spool_dir": None, "metrics_port": 0}),
         )
         if debug:
