@@ -126,24 +126,20 @@ def encode_tick_py(t: Tick, received_at_ms: int) -> bytes:
         d = price_divisor(t.instrument_token)
         if t.depth is not None and None not in t[4:20]:
             return _encode_full(t, d, received_at_ms)
-        return _encode(t, d, received_at_ms)
+        return b"".join((
+            _head(t.instrument_token), _MODE_INDEX[t.mode], b"\x01" if t.tradable else b"\x00",
+            _doubles2(d, t.last_price),
+            _opt_long(t.last_traded_quantity), _opt_double(t.average_traded_price),
+            _opt_long(t.volume_traded), _opt_long(t.total_buy_quantity), _opt_long(t.total_sell_quantity),
+            _opt_double(t.open), _opt_double(t.high), _opt_double(t.low), _opt_double(t.close),
+            _opt_double(t.net_change), _opt_double(t.change_percent), _opt_long(t.last_trade_time_ms),
+            _opt_long(t.oi), _opt_long(t.oi_day_high), _opt_long(t.oi_day_low),
+            _opt_long(t.exchange_timestamp_ms), _depth(t.depth, d), _varint(received_at_ms),
+        ))  # fmt: skip
     except KeyError:  # raised by _MODE_INDEX only; the C encoder's error, word for word
         raise ValueError("mode must be ltp, quote or full") from None
-    except AttributeError:
+    except AttributeError:  # not a Tick
         raise TypeError("expected a connector.kite.Tick") from None
-
-
-def _encode(t: Tick, d: float, received_at_ms: int) -> bytes:
-    return b"".join((
-        _head(t.instrument_token), _MODE_INDEX[t.mode], b"\x01" if t.tradable else b"\x00",
-        _doubles2(d, t.last_price),
-        _opt_long(t.last_traded_quantity), _opt_double(t.average_traded_price), _opt_long(t.volume_traded),
-        _opt_long(t.total_buy_quantity), _opt_long(t.total_sell_quantity),
-        _opt_double(t.open), _opt_double(t.high), _opt_double(t.low), _opt_double(t.close),
-        _opt_double(t.net_change), _opt_double(t.change_percent), _opt_long(t.last_trade_time_ms),
-        _opt_long(t.oi), _opt_long(t.oi_day_high), _opt_long(t.oi_day_low),
-        _opt_long(t.exchange_timestamp_ms), _depth(t.depth, d), _varint(received_at_ms),
-    ))  # fmt: skip
 
 
 _OPTIONAL_LONG_FIELDS = frozenset({4, 6, 7, 8, 15, 16, 17, 18, 19})
