@@ -102,7 +102,7 @@ def parse_binary(data: bytes) -> tuple[list[Tick], list[MalformedFrame]]:
     Never raises: a packet that cannot be decoded is returned as a :class:`MalformedFrame` beside the
     packets that could. A message shorter than two bytes is a heartbeat and yields nothing.
     """
-    if _native_decode is not None:
+    if _native_decode is not None and isinstance(data, bytes):  # it refuses mutable buffers
         ticks = _native_decode(data, Tick, _MODES)
         if ticks is not None:
             return ticks, []

@@ -15,7 +15,7 @@ from connector.kite import OrderUpdate, Tick
 from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single_object_frame, split_frame
 from connector.serde._records import DeadLetter, dead_letter_dict, order_update_dict
 from connector.serde._schemas import AvroSchema, load_schema, parse_schema_text, schema_dir
-from connector.serde._tick import encode_tick
+from connector.serde._tick import encode_tick, tick_fault
 
 __all__ = ["FRAMINGS", "AvroReader", "Serializer", "Serializers", "build_serializers", "fastavro_encoder"]
 
@@ -38,19 +38,24 @@ def fastavro_encoder(
 
 @dataclass(slots=True)
 class Serializer(Generic[R]):
-    """Turns one kind of record into framed Avro bytes; ``headers`` go on every Kafka record."""
+    """Turns one kind of record into framed Avro bytes; ``headers`` go on every Kafka record.
+
+    ``explain`` says what is wrong with a record ``encode`` rejected (None: the encoder's own message).
+    """
 
     schema: AvroSchema
     encode: Callable[[R, int], bytes]
     prefix: bytes
     headers: list[tuple[str, str | bytes | None]]  # the type confluent-kafka's produce() takes
+    explain: Callable[[R, int], str | None] | None = None
 
     def __call__(self, record: R, received_at_ms: int) -> bytes:
         try:
             return self.prefix + self.encode(record, received_at_ms)
         except (ValueError, TypeError, OverflowError, struct.error) as exc:
+            why = (self.explain(record, received_at_ms) if self.explain else None) or exc
             raise SerializationError(
-                f"{self.schema.name}: cannot write {type(record).__name__}: {exc}"
+                f"{self.schema.name}: cannot write {type(record).__name__}: {why}"
             ) from exc
 
 
@@ -100,18 +105,21 @@ def build_serializers(
         if not registry_url:
             raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
         registry = _registry(registry_url)
+    # The C and the Python Tick encoders word their errors differently: the fault is named the same for both.
+    explain = {"tick": tick_fault}
     built: dict[str, Serializer[Any]] = {}
     for kind, encode in encoders.items():
         schema = load_schema(kind)
+        headers: list[tuple[str, str | bytes | None]] = []
         if framing == "single-object":
-            built[kind] = Serializer(schema, encode, single_object_frame(schema.fingerprint),
-                                     [(FINGERPRINT_HEADER, schema.fingerprint)])  # fmt: skip
-            continue
-        from confluent_kafka.schema_registry import Schema
+            prefix = single_object_frame(schema.fingerprint)
+            headers = [(FINGERPRINT_HEADER, schema.fingerprint)]
+        else:
+            from confluent_kafka.schema_registry import Schema
 
-        subject = f"{(topics or {}).get(kind, kind)}-value"
-        schema_id = registry.register_schema(subject, Schema(schema.text, "AVRO"))
-        built[kind] = Serializer(schema, encode, confluent_frame(schema_id), [])
+            subject = f"{(topics or {}).get(kind, kind)}-value"
+            prefix = confluent_frame(registry.register_schema(subject, Schema(schema.text, "AVRO")))
+        built[kind] = Serializer(schema, encode, prefix, headers, explain.get(kind))
     return Serializers(built["tick"], built["order_update"], built["dead_letter"])
 
 

@@ -2,6 +2,7 @@
  * Optional native encoder of connector.kite.Tick into Avro binary under schemas/tick.avsc.
  * Byte-identical to connector/serde/_tick.py (and so to fastavro's schemaless_writer); the tests run
  * both against fastavro. Built at install time when a C compiler is present; Python is used otherwise.
+ * Binary messages and prefixes must be `bytes`, whose content cannot change while they are read.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -11,6 +12,9 @@
 /* Tick field positions (connector/kite/_records.py). */
 enum { F_TOKEN, F_MODE, F_TRADABLE, F_LAST, F_LTQ, F_ATP, F_VOL, F_TBQ, F_TSQ, F_OPEN, F_HIGH, F_LOW,
        F_CLOSE, F_NET, F_PCT, F_LTT, F_OI, F_OIH, F_OIL, F_ETS, F_DEPTH, F_COUNT };
+
+/* CPython requires IEEE 754 doubles; Avro writes them little-endian. */
+_Static_assert(sizeof(double) == 8 && sizeof(uint64_t) == 8, "IEEE 754 binary64 doubles expected");
 
 typedef struct { char *p; Py_ssize_t len, cap; char local[768]; } Buf;
 
@@ -45,10 +49,15 @@ static int put_long(Buf *b, PyObject *v) {
     return put_varint(b, ((unsigned long long)n << 1) ^ (unsigned long long)(n >> 63));
 }
 
+static void pack_double(char *out, double d) {
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    for (int i = 0; i < 8; i++) out[i] = (char)(u >> (8 * i));
+}
+
 static int put_double_value(Buf *b, double d) {
     if (grow(b, 8) < 0) return -1;
-    /* Avro doubles are little-endian IEEE 754, as on every platform CPython's struct '<d' targets. */
-    PyFloat_Pack8(d, b->p + b->len, 1);
+    pack_double(b->p + b->len, d);
     b->len += 8;
     return 0;
 }
@@ -109,7 +118,8 @@ static int encode(Buf *b, PyObject *t, PyObject *received) {
     b->len += (Py_ssize_t)n;
     if (put_varint(b, (unsigned long long)seg << 1) < 0) return -1;
     PyObject *mode = PyTuple_GET_ITEM(t, F_MODE);
-    int m = PyUnicode_CompareWithASCIIString(mode, "ltp") == 0 ? 0
+    int m = !PyUnicode_Check(mode) ? -1 /* the comparisons below are defined for str only */
+          : PyUnicode_CompareWithASCIIString(mode, "ltp") == 0 ? 0
           : PyUnicode_CompareWithASCIIString(mode, "quote") == 0 ? 1
           : PyUnicode_CompareWithASCIIString(mode, "full") == 0 ? 2 : -1;
     if (m < 0) { PyErr_SetString(PyExc_ValueError, "mode must be ltp, quote or full"); return -1; }
@@ -137,6 +147,7 @@ static int encode(Buf *b, PyObject *t, PyObject *received) {
 }
 
 static PyObject *encode_tick(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
     if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "encode_tick(tick, received_at_ms)"); return NULL; }
     Buf b = {.len = 0, .cap = sizeof b.local};
     b.p = b.local;
@@ -164,7 +175,7 @@ static void raw_varint(Buf *b, unsigned long long z) { /* caller reserved room *
     b->p[b->len++] = (char)z;
 }
 static void raw_long(Buf *b, long long n) { raw_varint(b, ((unsigned long long)n << 1) ^ (unsigned long long)(n >> 63)); }
-static void raw_double(Buf *b, double d) { PyFloat_Pack8(d, b->p + b->len, 1); b->len += 8; }
+static void raw_double(Buf *b, double d) { pack_double(b->p + b->len, d); b->len += 8; }
 static void raw_some_long(Buf *b, long long n) { b->p[b->len++] = 2; raw_long(b, n); }
 static void raw_some_double(Buf *b, double d) { b->p[b->len++] = 2; raw_double(b, d); }
 static void raw_null(Buf *b, int n) { while (n--) b->p[b->len++] = 0; }
@@ -230,40 +241,42 @@ static int transcode_packet(Buf *b, const unsigned char *p, Py_ssize_t len, long
     return 0;
 }
 
+static int known_length(Py_ssize_t len) { return len == 8 || len == 28 || len == 32 || len == 44 || len == 184; }
+
 /* transcode(message, received_at_ms, prefix) -> ([(key, value, timestamp_ms)], ltp, quote, full), or None
    when the message is not entirely well formed (the caller then takes the generic path). The key is the
    token in decimal; the timestamp is the exchange's when the packet has a non-zero one, else receipt. */
 static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_buffer msg, prefix;
-    if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "transcode(message, received_at_ms, prefix)"); return NULL; }
+    (void)self;
+    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "transcode(message: bytes, received_at_ms: int, prefix: bytes)");
+        return NULL;
+    }
     long long received = PyLong_AsLongLong(args[1]);
     if (received == -1 && PyErr_Occurred()) return NULL;
-    if (PyObject_GetBuffer(args[0], &msg, PyBUF_SIMPLE) < 0) return NULL;
-    if (PyObject_GetBuffer(args[2], &prefix, PyBUF_SIMPLE) < 0) { PyBuffer_Release(&msg); return NULL; }
-    const unsigned char *d = msg.buf;
-    Py_ssize_t size = msg.len, off = 2, count = size >= 2 ? ((Py_ssize_t)d[0] << 8 | d[1]) : -1;
-    PyObject *out = NULL, *records = NULL;
-    Py_ssize_t modes[3] = {0, 0, 0};
-    for (Py_ssize_t i = 0, o = 2; i < count; i++) { /* validate the framing first */
-        if (o + 2 > size) { count = -1; break; }
-        Py_ssize_t len = (Py_ssize_t)d[o] << 8 | d[o + 1];
-        o += 2 + len;
-        if (o > size || !(len == 8 || len == 28 || len == 32 || len == 44 || len == 184)) { count = -1; break; }
-        if (i == count - 1 && o != size) count = -1;
-    }
-    if (count <= 0) { Py_INCREF(Py_None); out = Py_None; goto done; }
-    records = PyList_New(count);
-    if (!records) goto done;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), prefix_len = PyBytes_GET_SIZE(args[2]);
+    const char *prefix = PyBytes_AS_STRING(args[2]);
+    if (size < 2) Py_RETURN_NONE;
+    Py_ssize_t count = (Py_ssize_t)d[0] << 8 | d[1];
+    if (count == 0 || count > (size - 2) / 10) Py_RETURN_NONE; /* a packet takes 10 bytes or more */
+    PyObject *records = PyList_New(count);
+    if (!records) return NULL;
+    Py_ssize_t modes[3] = {0, 0, 0}, off = 2;
     Buf b = {.len = 0, .cap = sizeof b.local};
     b.p = b.local;
+    int malformed = 0;
+    /* One pass: each length is read once; a malformed message drops the records built so far. */
     for (Py_ssize_t i = 0; i < count; i++) {
+        if (off + 2 > size) { malformed = 1; break; }
         Py_ssize_t len = (Py_ssize_t)d[off] << 8 | d[off + 1];
+        if (!known_length(len) || off + 2 + len > size) { malformed = 1; break; }
         const unsigned char *p = d + off + 2;
         long long ts;
         b.len = 0;
-        if (grow(&b, prefix.len) < 0) goto fail;
-        memcpy(b.p, prefix.buf, prefix.len);
-        b.len = prefix.len;
+        if (grow(&b, prefix_len) < 0) goto fail;
+        memcpy(b.p, prefix, (size_t)prefix_len);
+        b.len = prefix_len;
         if (transcode_packet(&b, p, len, received, &ts) < 0) goto fail;
         modes[len == 8 ? 0 : (len == 28 || len == 44) ? 1 : 2]++;
         char key[16]; /* the record key: the token in decimal */
@@ -274,16 +287,12 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         off += 2 + len;
     }
     if (b.p != b.local) PyMem_Free(b.p);
-    out = Py_BuildValue("(Nnnn)", records, modes[0], modes[1], modes[2]);
-    records = NULL;
-    goto done;
+    if (malformed || off != size) { Py_DECREF(records); Py_RETURN_NONE; }
+    return Py_BuildValue("(Nnnn)", records, modes[0], modes[1], modes[2]);
 fail:
     if (b.p != b.local) PyMem_Free(b.p);
-done:
-    Py_XDECREF(records);
-    PyBuffer_Release(&msg);
-    PyBuffer_Release(&prefix);
-    return out;
+    Py_DECREF(records);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
@@ -293,6 +302,6 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }

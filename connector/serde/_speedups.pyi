@@ -1,5 +1,7 @@
 from connector.kite import Tick
 
+# Both raise ValueError, TypeError or OverflowError on what does not fit; message and prefix must be
+# bytes (a bytearray or memoryview raises TypeError).
 def encode_tick(tick: Tick, received_at_ms: int, /) -> bytes: ...
 def transcode(
     message: bytes, received_at_ms: int, prefix: bytes, /

@@ -2,20 +2,26 @@
 
 It follows ``schemas/tick.avsc`` field by field; ``tests/unit/test_serde.py`` proves byte equality on
 random ticks, so a change to the schema that is not mirrored here fails the tests.
+
+Both encoders (this one and the C one in ``_speedups.c``) reject a tick that does not fit the schema with
+``ValueError``, ``TypeError``, ``OverflowError`` or ``struct.error``; :func:`tick_fault` then says which
+field is at fault, in the same words whichever encoder ran.
 """
 
 from __future__ import annotations
 
+import reprlib
 import struct
 from collections.abc import Callable
 
 from connector.kite import EXCHANGES, Mode, Tick, price_divisor
 
-__all__ = ["NATIVE", "encode_tick", "encode_tick_py", "native_encode_tick", "native_transcode"]
+__all__ = ["NATIVE", "encode_tick", "encode_tick_py", "native_encode_tick", "native_transcode", "tick_fault"]
 
 _double = struct.Struct("<d").pack
 _doubles2 = struct.Struct("<dd").pack
 _MODE_INDEX = {Mode.LTP: b"\x00", Mode.QUOTE: b"\x02", Mode.FULL: b"\x04"}
+_MODES = frozenset(m.value for m in Mode)
 
 
 def _varint_slow(z: int) -> bytes:
@@ -91,6 +97,8 @@ def _depth_side(raw: tuple[int, ...], start: int, levels: int, d: float) -> byte
 def _depth(raw: tuple[int, ...] | None, d: float) -> bytes:
     if raw is None:
         return b"\x00\x00"  # both sides null
+    if not isinstance(raw, tuple):  # as the C encoder requires
+        raise TypeError("depth must be a tuple")
     levels = len(raw) // 6
     return _depth_side(raw, 0, levels, d) + _depth_side(raw, 3 * levels, levels, d)
 
@@ -114,19 +122,98 @@ def _encode_full(t: Tick, d: float, received_at_ms: int) -> bytes:
 
 def encode_tick_py(t: Tick, received_at_ms: int) -> bytes:
     """Avro binary of ``t`` under ``schemas/tick.avsc`` (no framing)."""
-    d = price_divisor(t.instrument_token)
-    if t.depth is not None and None not in t[4:20]:
-        return _encode_full(t, d, received_at_ms)
-    return b"".join((
-        _head(t.instrument_token), _MODE_INDEX[t.mode], b"\x01" if t.tradable else b"\x00",
-        _doubles2(d, t.last_price),
-        _opt_long(t.last_traded_quantity), _opt_double(t.average_traded_price), _opt_long(t.volume_traded),
-        _opt_long(t.total_buy_quantity), _opt_long(t.total_sell_quantity),
-        _opt_double(t.open), _opt_double(t.high), _opt_double(t.low), _opt_double(t.close),
-        _opt_double(t.net_change), _opt_double(t.change_percent), _opt_long(t.last_trade_time_ms),
-        _opt_long(t.oi), _opt_long(t.oi_day_high), _opt_long(t.oi_day_low),
-        _opt_long(t.exchange_timestamp_ms), _depth(t.depth, d), _varint(received_at_ms),
-    ))  # fmt: skip
+    try:
+        d = price_divisor(t.instrument_token)
+        if t.depth is not None and None not in t[4:20]:
+            return _encode_full(t, d, received_at_ms)
+        return b"".join((
+            _head(t.instrument_token), _MODE_INDEX[t.mode], b"\x01" if t.tradable else b"\x00",
+            _doubles2(d, t.last_price),
+            _opt_long(t.last_traded_quantity), _opt_double(t.average_traded_price),
+            _opt_long(t.volume_traded), _opt_long(t.total_buy_quantity), _opt_long(t.total_sell_quantity),
+            _opt_double(t.open), _opt_double(t.high), _opt_double(t.low), _opt_double(t.close),
+            _opt_double(t.net_change), _opt_double(t.change_percent), _opt_long(t.last_trade_time_ms),
+            _opt_long(t.oi), _opt_long(t.oi_day_high), _opt_long(t.oi_day_low),
+            _opt_long(t.exchange_timestamp_ms), _depth(t.depth, d), _varint(received_at_ms),
+        ))  # fmt: skip
+    except KeyError:  # raised by _MODE_INDEX only; the C encoder's error, word for word
+        raise ValueError("mode must be ltp, quote or full") from None
+    except AttributeError:  # not a Tick
+        raise TypeError("expected a connector.kite.Tick") from None
+
+
+_OPTIONAL_LONG_FIELDS = frozenset({4, 6, 7, 8, 15, 16, 17, 18, 19})
+_OPTIONAL_DOUBLE_FIELDS = frozenset({5, 9, 10, 11, 12, 13, 14})
+
+
+def _long_fault(v: object) -> str | None:
+    if isinstance(v, int) and -(1 << 63) <= v < 1 << 63:
+        return None
+    return f"{reprlib.repr(v)} is not a 64-bit integer"
+
+
+def _double_fault(v: object) -> str | None:
+    try:
+        _double(v)
+    except (TypeError, OverflowError, struct.error):
+        return f"{reprlib.repr(v)} is not a number that fits a double"
+    return None
+
+
+def _field_fault(i: int, v: object) -> str | None:
+    if i == 0:
+        return _long_fault(v)
+    if i == 1:
+        return None if isinstance(v, str) and v in _MODES else f"{reprlib.repr(v)} is not ltp, quote or full"
+    if i == 2:
+        try:
+            bool(v)
+        except Exception:  # any error of the value's __bool__ is the fault being described
+            return f"{reprlib.repr(v)} has no truth value"
+        return None
+    if i == 3:
+        return _double_fault(v)
+    if v is None:
+        return None
+    if i in _OPTIONAL_LONG_FIELDS:
+        return _long_fault(v)
+    return _double_fault(v) if i in _OPTIONAL_DOUBLE_FIELDS else None
+
+
+def _depth_fault(raw: object, d: float) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, tuple):
+        return f"a {type(raw).__name__}, not a tuple"
+    for i in range(len(raw) // 6 * 6):
+        if i % 3 != 1:
+            fault = _long_fault(raw[i])
+        else:
+            try:
+                fault = _double_fault(raw[i] / d)
+            except (TypeError, OverflowError):
+                fault = f"{reprlib.repr(raw[i])} is not a number that fits a double"
+        if fault:
+            return f"item {i}: {fault}"
+    return None
+
+
+def tick_fault(t: object, received_at_ms: object) -> str | None:
+    """Why the Tick encoders reject ``t``: its first field that does not fit ``schemas/tick.avsc``, or None.
+
+    The serializer puts this in its :class:`~connector.errors.SerializationError`, so a bad tick is
+    dead-lettered with the same message whether the C or the Python encoder ran.
+    """
+    if not isinstance(t, tuple) or len(t) != len(Tick._fields):
+        return f"expected a connector.kite.Tick, not {type(t).__name__}"
+    for i, name in enumerate(Tick._fields[:-1]):
+        if fault := _field_fault(i, t[i]):
+            return f"{name}: {fault}"
+    if fault := _depth_fault(t[-1], price_divisor(t[0])):
+        return f"depth: {fault}"
+    if fault := _long_fault(received_at_ms):
+        return f"received_at_ms: {fault}"
+    return None
 
 
 Transcoder = Callable[[bytes, int, bytes], tuple[list[tuple[bytes, bytes, int]], int, int, int] | None]

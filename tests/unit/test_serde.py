@@ -10,6 +10,7 @@ import random
 import shutil
 import struct
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import avro.io
@@ -172,6 +173,32 @@ def test_fast_tick_encoders_reject_what_fastavro_rejects(encoder: Callable[[Tick
     for bad in bad_ticks:
         with pytest.raises((OverflowError, TypeError, ValueError, struct.error)):
             encoder(bad, RECEIVED)
+
+
+def _bad(*fields: Any, **named: Any) -> Tick:
+    return Tick(*fields, **named)
+
+
+BAD_TICKS = [  # (tick, the fault its SerializationError names)
+    (_bad(1, "turbo", True, 1.0), "mode: 'turbo' is not ltp, quote or full"),
+    (_bad(1, None, True, 1.0), "mode: None is not ltp, quote or full"),
+    (_bad(2**70, Mode.LTP, True, 1.0), "instrument_token: 1180591620717411303424 is not a 64-bit integer"),
+    (_bad(1, Mode.LTP, True, "x"), "last_price: 'x' is not a number that fits a double"),
+    (_bad(1, Mode.QUOTE, True, 1.0, -(2**64)), "last_traded_quantity: -18446744073709551616 is not a 64-bit"),
+    (_bad(1, Mode.QUOTE, True, 1.0, volume_traded=1.5), "volume_traded: 1.5 is not a 64-bit integer"),
+    (_bad(1, Mode.FULL, True, 1.0, depth=[0] * 30), "depth: a list, not a tuple"),
+    (_bad(1, Mode.FULL, True, 1.0, depth=(0, "p", 0) * 10), "depth: item 1: 'p' is not a number"),
+]
+
+
+@pytest.mark.parametrize(("tick", "fault"), BAD_TICKS)
+def test_both_tick_encoders_give_the_same_serialization_error(tick: Tick, fault: str) -> None:
+    """What the pipeline dead-letters (a SerializationError) does not depend on which encoder ran."""
+    serializer = build_serializers().tick
+    for encoder in ENCODERS:
+        with pytest.raises(SerializationError) as info:
+            replace(serializer, encode=encoder)(tick, RECEIVED)
+        assert str(info.value).startswith(f"io.kitekafka.v1.Tick: cannot write Tick: {fault}")
 
 
 def test_native_encoder_is_built_where_a_compiler_exists() -> None:

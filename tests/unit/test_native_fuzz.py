@@ -1,0 +1,231 @@
+"""The native code against the Python reference, on random and mutated messages and records.
+
+Mutations start from the real captured packets and from encoded messages; the C decoder, transcoder and
+Tick encoder must give exactly what the Python code gives, or reject what it rejects in the same way.
+Every test is bounded by its example count, so this runs in each unit run (a few seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sysconfig
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hatch_build
+from connector.errors import SerializationError
+from connector.kite import Mode, Tick, encode_message, parse_binary
+from connector.kite._binary import _MODES, _native_decode, parse_binary_py
+from connector.serde import build_serializers
+from connector.serde._tick import encode_tick_py, native_encode_tick, native_transcode, tick_fault
+from tests.conftest import fixture_packet
+from tests.unit.test_kite_codec import PACKET_LENGTHS, random_packet, raw_packets
+
+needs_native = pytest.mark.skipif(
+    _native_decode is None or native_encode_tick is None or native_transcode is None,
+    reason="native extensions not built (no C compiler)",
+)
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON_SERIALIZER = replace(build_serializers().tick, encode=encode_tick_py)
+
+
+def _seed_messages() -> list[bytes]:
+    rng = random.Random(14)
+    full, quote = fixture_packet("ticker_full"), fixture_packet("ticker_quote")
+    singles = [random_packet(rng, length, seg) for length in PACKET_LENGTHS for seg in (1, 3, 6, 9)]
+    return [
+        encode_message([full]),
+        encode_message([quote]),
+        encode_message([full, quote, *singles[::3]]),
+        *(encode_message([p]) for p in singles),
+    ]
+
+
+SEEDS = _seed_messages()
+
+
+def _length_fields(message: bytes) -> list[int]:
+    """Where the packet lengths of a well-formed message are."""
+    offsets, off = [], 2
+    for _ in range(message[0] << 8 | message[1]):
+        offsets.append(off)
+        off += 2 + (message[off] << 8 | message[off + 1])
+    return offsets
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> bytes:
+    """Random bytes, or a real or encoded message with up to four mutations."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))
+    base = draw(st.sampled_from(SEEDS) | st.lists(raw_packets, min_size=1, max_size=6).map(encode_message))
+    data, lengths = bytearray(base), _length_fields(base)
+    for _ in range(draw(st.integers(0, 4))):
+        op = draw(st.sampled_from(("byte", "insert", "delete", "truncate", "count", "length")))
+        pos = draw(st.integers(0, len(data)))
+        if op == "byte" and data:
+            data[min(pos, len(data) - 1)] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=12))
+        elif op == "delete":
+            del data[pos : pos + draw(st.integers(1, 12))]
+        elif op == "truncate":
+            del data[pos:]
+        elif op == "count":
+            data[0:2] = draw(st.integers(0, 0xFFFF)).to_bytes(2, "big")
+        elif op == "length":
+            at = draw(st.sampled_from(lengths))
+            data[at : at + 2] = draw(st.sampled_from(PACKET_LENGTHS) | st.integers(0, 999)).to_bytes(2, "big")
+    return bytes(data)
+
+
+@needs_native
+@given(messages())
+@settings(max_examples=600, deadline=None)
+def test_native_decoder_equals_python_on_mutated_messages(message: bytes) -> None:
+    assert _native_decode is not None
+    native = _native_decode(message, Tick, _MODES)
+    ticks, errors = parse_binary_py(message)
+    if native is None:  # left to the Python decoder, which must find a fault (or a heartbeat)
+        assert errors or len(message) < 2
+    else:
+        assert not errors
+        assert native == ticks
+        assert [type(v) for t in native for v in t] == [type(v) for t in ticks for v in t]
+
+
+@needs_native
+@given(messages(), st.integers(0, 2**45))
+@settings(max_examples=400, deadline=None)
+def test_native_transcode_equals_python_decode_and_serialize_on_mutated_messages(
+    message: bytes, received: int
+) -> None:
+    assert native_transcode is not None
+    done = native_transcode(message, received, PYTHON_SERIALIZER.prefix)
+    ticks, errors = parse_binary_py(message)
+    if errors or not ticks:
+        assert done is None
+        return
+    assert done is not None
+    records, ltp, quote, full = done
+    assert records == [
+        (
+            str(t.instrument_token).encode(),
+            PYTHON_SERIALIZER(t, received),
+            t.exchange_timestamp_ms or received,
+        )
+        for t in ticks
+    ]
+    assert (ltp, quote, full) == tuple(sum(1 for t in ticks if t.mode == m) for m in Mode)
+
+
+VALID_TICKS = [t for m in SEEDS for t in parse_binary_py(m)[0]]
+junk = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 2**64, 2**1100]),
+    st.floats(),
+    st.text(max_size=6),
+    st.binary(max_size=3),
+    st.sampled_from([*Mode, "ltp", "full", "turbo"]),
+    st.lists(st.integers(0, 9), max_size=6),
+    st.lists(st.integers(0, 9), max_size=12).map(tuple),
+)
+
+
+@st.composite
+def bad_ticks(draw: st.DrawFn) -> tuple[Tick, object]:
+    """A real tick with up to three fields (or depth entries, or the receipt time) replaced by junk."""
+    fields: list[object] = list(draw(st.sampled_from(VALID_TICKS)))
+    received: object = 1_764_000_000_123
+    for _ in range(draw(st.integers(1, 3))):
+        where = draw(st.integers(0, len(fields) + 1))
+        if where < len(fields):
+            fields[where] = draw(junk)
+        elif where == len(fields) and isinstance(fields[-1], tuple) and fields[-1]:
+            depth = list(fields[-1])
+            depth[draw(st.integers(0, len(depth) - 1))] = draw(junk)
+            fields[-1] = tuple(depth)
+        else:
+            received = draw(junk)
+    return Tick(*fields), received  # type: ignore[arg-type]
+
+
+def _outcome(encode: Callable[[Tick, int], bytes], tick: Tick, received: object) -> bytes | str:
+    """The framed bytes, or the message of the SerializationError the tick serializer raises."""
+    serializer = replace(PYTHON_SERIALIZER, encode=encode)
+    try:
+        return serializer(tick, received)  # type: ignore[arg-type]
+    except SerializationError as exc:
+        return f"SerializationError: {exc}"
+
+
+@needs_native
+@given(bad_ticks())
+@settings(max_examples=800, deadline=None)
+def test_native_and_python_tick_encoders_agree_on_mutated_ticks(case: tuple[Tick, object]) -> None:
+    assert native_encode_tick is not None
+    tick, received = case
+    python = _outcome(encode_tick_py, tick, received)
+    assert _outcome(native_encode_tick, tick, received) == python
+    # a rejected tick is described by field (tick_fault), in the same words on both paths
+    assert (tick_fault(tick, received) is None) == isinstance(python, bytes)
+
+
+@needs_native
+@pytest.mark.parametrize("buffer", [bytearray, memoryview], ids=lambda b: b.__name__)
+def test_native_entry_points_take_bytes_only(buffer: Callable[[bytes], object]) -> None:
+    assert _native_decode is not None and native_transcode is not None
+    message = SEEDS[0]
+    with pytest.raises(TypeError):
+        _native_decode(buffer(message), Tick, _MODES)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native_transcode(buffer(message), 1, b"")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        native_transcode(message, 1, buffer(b"\xc3\x01"))  # type: ignore[arg-type]
+    # parse_binary gives mutable buffers to the Python decoder instead
+    assert parse_binary(buffer(message)) == parse_binary_py(message)  # type: ignore[arg-type]
+
+
+@needs_native
+def test_native_decoder_builds_tuple_subclasses_only() -> None:
+    assert _native_decode is not None
+    for cls, modes in ((int, _MODES), (Mode, _MODES), (Tick, _MODES[:2]), (Tick, list(_MODES))):
+        with pytest.raises(TypeError):
+            _native_decode(SEEDS[0], cls, modes)  # type: ignore[arg-type]
+
+
+def test_build_honours_the_environment_and_keeps_position_independent_shared_output(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CFLAGS", "-DKITE_TEST_CFLAG")
+    monkeypatch.setenv("CPPFLAGS", "-DKITE_TEST_CPPFLAG")
+    monkeypatch.setenv("LDFLAGS", "-Wl,--kite-test")
+    monkeypatch.setenv("CC", "kite-cc")
+    monkeypatch.delenv("LDSHARED", raising=False)
+    compile_ = hatch_build.compile_command("x.c", "x.o")
+    link = hatch_build.link_command("x.o", "x.so")
+    assert compile_[0] == "kite-cc" and link[0] == "kite-cc"
+    assert {"-fPIC", "-Wall", "-Wextra", "-DKITE_TEST_CFLAG", "-DKITE_TEST_CPPFLAG"} <= set(compile_)
+    assert compile_.index("-DKITE_TEST_CFLAG") > compile_.index("-Wextra")  # the user's flags come last
+    assert "-shared" in link and link[-3:] == ["x.o", "-o", "x.so"] and "-Wl,--kite-test" in link
+    python_cflags = (sysconfig.get_config_var("CFLAGS") or "").split()
+    assert all(flag in compile_ for flag in python_cflags)
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="no C compiler")
+@pytest.mark.parametrize("source", hatch_build.SOURCES)
+def test_native_sources_compile_without_warnings(source: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("CC", "CFLAGS", "CPPFLAGS")}
+    command = hatch_build.compile_command(str(ROOT / source), str(tmp_path / "x.o"))
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
