@@ -254,6 +254,13 @@ RUN_SETTINGS = (
     Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
     Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _non_negative_int),
     Setting(
+        "TICK_TIMESTAMP_WINDOW_SECONDS",
+        600.0,
+        "a tick's exchange time further than this from its receive time is not used as its Kafka timestamp "
+        "(the receive time is; the record keeps both)",
+        _non_negative_float,
+    ),
+    Setting(
         "DEAD_LETTER_MAX_BYTES",
         262_144,
         "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
@@ -316,6 +323,7 @@ class RunSettings:
     order_reconcile_interval_seconds: float = 60.0
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9100
+    tick_timestamp_window_seconds: float = 600.0
     dead_letter_max_bytes: int = 262_144
     connection_failure_limit: int = 5
     connection_failure_window_seconds: float = 600.0
@@ -330,6 +338,11 @@ class RunSettings:
             raise ConfigError("set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (see `kite-connector login`)")
         if self.low_water_mark >= self.max_in_flight:
             raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+        if self.tick_timestamp_window_seconds > 3000:
+            raise ConfigError(
+                "TICK_TIMESTAMP_WINDOW_SECONDS must be at most 3000: brokers refuse records more than an "
+                "hour ahead (message.timestamp.after.max.ms)"
+            )
         if self.dead_letter_max_bytes > _KAFKA_MESSAGE_LIMIT // 2:
             raise ConfigError(
                 f"DEAD_LETTER_MAX_BYTES must be at most {_KAFKA_MESSAGE_LIMIT // 2}, so a dead letter "

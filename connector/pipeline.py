@@ -45,9 +45,15 @@ class Pipeline:
         dead_letter_max_bytes: int = 262_144,
         order_book: OrderBook | None = None,
         inbox: Inbox | None = None,
+        timestamp_window_ms: int = 600_000,
+        subscribed: set[int] | None = None,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
         self.order_book, self.inbox = order_book, inbox
+        # A Kafka timestamp this far from receipt (a wild exchange time in junk that decodes) would make the
+        # broker refuse the record and its whole batch: such ticks get the receive time.
+        self.timestamp_window_ms = timestamp_window_ms
+        self.subscribed = subscribed  # every token this connection ever subscribed; None: any
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.order_updates = order_updates  # with several connections, only one publishes order updates
         self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
@@ -87,7 +93,9 @@ class Pipeline:
         stats.messages["binary"] += 1
         sink = self.sink
         if self._transcode is not None and self.on_ticks is None and sink is not None:
-            done = self._transcode(data, received_ms, self._tick_prefix)
+            done = self._transcode(
+                data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
+            )
             if done is not None:  # a well-formed message, encoded in one native call
                 records, ltp, quote, full = done
                 counts = stats.ticks
@@ -101,6 +109,12 @@ class Pipeline:
             first, more = errors[0], len(errors) - 1
             reason = f"{first.reason} (and {more} more faults)" if more else first.reason
             self._dead_letter(DeadLetter(data, reason, "ws-binary", first.offset), received_ms)
+        subscribed = self.subscribed
+        if subscribed is not None and any(t.instrument_token not in subscribed for t in ticks):
+            strays = sorted({t.instrument_token for t in ticks} - subscribed)
+            reason = f"ticks for tokens this connection never subscribed: {strays[:10]}"
+            self._dead_letter(DeadLetter(data, reason, "ws-binary"), received_ms)
+            ticks = [t for t in ticks if t.instrument_token in subscribed]
         if not ticks:
             return
         stats.ticks.update(tick.mode.value for tick in ticks)
@@ -108,20 +122,20 @@ class Pipeline:
             self.on_ticks(ticks)
         if sink is None:
             return
-        serialize, key = self.serializers.tick, self._key
+        serialize, key, stamp = self.serializers.tick, self._key, self._timestamp
         try:
             batch = [
-                (
-                    key(tick.instrument_token),
-                    serialize(tick, received_ms),
-                    tick.exchange_timestamp_ms or received_ms,
-                )
+                (key(tick.instrument_token), serialize(tick, received_ms), stamp(tick, received_ms))
                 for tick in ticks
             ]
         except SerializationError as exc:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
             return
         sink.produce_ticks(batch, received)
+
+    def _timestamp(self, tick: Tick, received_ms: int) -> int:
+        ts = tick.exchange_timestamp_ms or received_ms
+        return ts if abs(ts - received_ms) <= self.timestamp_window_ms else received_ms
 
     def _on_text(self, data: bytes, received_ms: int) -> None:
         self.stats.messages["text"] += 1

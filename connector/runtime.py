@@ -164,6 +164,7 @@ class Connection:
         self.reconciler = (
             Reconciler(s, runtime.tokens, self.order_book, self.inbox, stats) if self.order_book else None
         )
+        self.subscribed = set(subscriptions)  # every token ever subscribed here (the listener adds to it)
         self.pipeline = self._assemble()
         self.listener = KiteListener(
             f"kite-listener-{index}",
@@ -176,6 +177,7 @@ class Connection:
             s.kite_watchdog_seconds,
             s.kite_reconnect_max_delay,
             drain_seconds=s.flush_timeout_seconds / 4,
+            subscribed=self.subscribed,
             on_event=self._on_event,
             supervisor=self._rebuild,
         )
@@ -215,6 +217,8 @@ class Connection:
             dead_letter_max_bytes=runtime.settings.dead_letter_max_bytes,
             order_book=self.order_book,
             inbox=self.inbox,
+            timestamp_window_ms=int(runtime.settings.tick_timestamp_window_seconds * 1000),
+            subscribed=self.subscribed,
         )
 
     def _rebuild(self, exc: Exception) -> Pipeline | None:

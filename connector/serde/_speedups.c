@@ -243,17 +243,28 @@ static int transcode_packet(Buf *b, const unsigned char *p, Py_ssize_t len, long
 
 static int known_length(Py_ssize_t len) { return len == 8 || len == 28 || len == 32 || len == 44 || len == 184; }
 
-/* transcode(message, received_at_ms, prefix) -> ([(key, value, timestamp_ms)], ltp, quote, full), or None
-   when the message is not entirely well formed (the caller then takes the generic path). The key is the
-   token in decimal; the timestamp is the exchange's when the packet has a non-zero one, else receipt. */
+/* transcode(message, received_at_ms, prefix[, window_ms, tokens]) -> ([(key, value, timestamp_ms)], ltp,
+   quote, full), or None when the message is not entirely well formed, or has a token not in ``tokens`` (a
+   set, or None for any): the caller then takes the generic path. The key is the token in decimal; the
+   timestamp is the exchange's when the packet has a non-zero one within ``window_ms`` of receipt (any,
+   when negative), else receipt. */
 static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "transcode(message: bytes, received_at_ms: int, prefix: bytes)");
+    if ((nargs != 3 && nargs != 5) || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])
+        || (nargs == 5 && args[4] != Py_None && !PyAnySet_Check(args[4]))) {
+        PyErr_SetString(PyExc_TypeError, "transcode(message: bytes, received_at_ms: int, prefix: bytes"
+                                         "[, window_ms: int, tokens: set[int] | None])");
         return NULL;
     }
     long long received = PyLong_AsLongLong(args[1]);
     if (received == -1 && PyErr_Occurred()) return NULL;
+    long long window = -1;
+    PyObject *tokens = NULL;
+    if (nargs == 5) {
+        window = PyLong_AsLongLong(args[3]);
+        if (window == -1 && PyErr_Occurred()) return NULL;
+        tokens = args[4] == Py_None ? NULL : args[4];
+    }
     const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
     Py_ssize_t size = PyBytes_GET_SIZE(args[0]), prefix_len = PyBytes_GET_SIZE(args[2]);
     const char *prefix = PyBytes_AS_STRING(args[2]);
@@ -272,6 +283,14 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_ssize_t len = (Py_ssize_t)d[off] << 8 | d[off + 1];
         if (!known_length(len) || off + 2 + len > size) { malformed = 1; break; }
         const unsigned char *p = d + off + 2;
+        if (tokens) {
+            PyObject *token = PyLong_FromUnsignedLong((unsigned long)be32(p));
+            if (!token) goto fail;
+            int subscribed = PySet_Contains(tokens, token);
+            Py_DECREF(token);
+            if (subscribed < 0) goto fail;
+            if (!subscribed) { malformed = 1; break; }
+        }
         long long ts;
         b.len = 0;
         if (grow(&b, prefix_len) < 0) goto fail;
@@ -281,7 +300,9 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         modes[len == 8 ? 0 : (len == 28 || len == 44) ? 1 : 2]++;
         char key[16]; /* the record key: the token in decimal */
         int key_len = snprintf(key, sizeof key, "%lu", (unsigned long)be32(p));
-        PyObject *item = Py_BuildValue("(y#y#L)", key, (Py_ssize_t)key_len, b.p, b.len, ts > 0 ? ts : received);
+        long long stamp = ts > 0 ? ts : received;
+        if (window >= 0 && (stamp - received > window || received - stamp > window)) stamp = received;
+        PyObject *item = Py_BuildValue("(y#y#L)", key, (Py_ssize_t)key_len, b.p, b.len, stamp);
         if (!item) goto fail;
         PyList_SET_ITEM(records, i, item);
         off += 2 + len;

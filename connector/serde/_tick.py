@@ -13,6 +13,7 @@ from __future__ import annotations
 import reprlib
 import struct
 from collections.abc import Callable
+from typing import Protocol
 
 from connector.kite import EXCHANGES, Mode, Tick, price_divisor
 
@@ -216,7 +217,16 @@ def tick_fault(t: object, received_at_ms: object) -> str | None:
     return None
 
 
-Transcoder = Callable[[bytes, int, bytes], tuple[list[tuple[bytes, bytes, int]], int, int, int] | None]
+class Transcoder(Protocol):
+    def __call__(
+        self,
+        message: bytes,
+        received_at_ms: int,
+        prefix: bytes,
+        window_ms: int = -1,
+        tokens: set[int] | None = None,
+        /,
+    ) -> tuple[list[tuple[bytes, bytes, int]], int, int, int] | None: ...
 
 
 def _load_native() -> tuple[Callable[[Tick, int], bytes] | None, Transcoder | None]:

@@ -129,12 +129,14 @@ class KiteListener(threading.Thread):
         watchdog: float = 10.0,
         max_backoff: float = 30.0,
         drain_seconds: float = 0.0,
+        subscribed: set[int] | None = None,
         on_event: Callable[[str, object], None] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.url, self.api_key, self.tokens = url, api_key, tokens
         self.subscriptions = dict(subscriptions)
+        self.subscribed = subscribed  # tokens ever subscribed, for the pipeline: only ever added to
         self.handler, self.stats = handler, stats
         self.watchdog, self.max_backoff = watchdog, max_backoff
         self.drain_seconds = drain_seconds  # at stop, read what the socket already holds for this long
@@ -162,6 +164,8 @@ class KiteListener(threading.Thread):
         """Change what this connection streams; kept for reconnects."""
         with self._lock:
             self.subscriptions.update(subscriptions)
+            if self.subscribed is not None:
+                self.subscribed.update(subscriptions)
             for token in unsubscribe or ():
                 self.subscriptions.pop(token, None)
             ws = self._ws

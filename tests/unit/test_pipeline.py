@@ -1,0 +1,113 @@
+"""The pipeline's routing, with a real sink on librdkafka's mock cluster: dead letters, order updates,
+tick sanity (Kafka timestamps, unsubscribed tokens) on the native and the Python path alike."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import pytest
+
+from connector.kite import encode_message, encode_packet, parse_binary
+from connector.pipeline import Pipeline
+from connector.serde import AvroReader, build_serializers
+from connector.sink import KafkaSink, SinkConfig
+from connector.spool import Entry
+from connector.stats import Stats
+from tests.conftest import fixture_json, fixture_packet
+
+
+class _Captured(KafkaSink):
+    """A real sink (librdkafka's mock cluster) that also keeps what it produced, for the test to read."""
+
+    def __init__(self, config: SinkConfig) -> None:
+        super().__init__(config, Stats())
+        self.records: list[tuple[str, bytes, bytes, int]] = []
+
+    def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self.records.append((self.config.topics.dead_letters, key, value, timestamp_ms))
+        super().produce_dead_letter(key, value, timestamp_ms)
+
+    def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+        self.records += [(self.config.topics.ticks, key, value, ts) for key, value, ts in batch]
+        super().produce_ticks(batch, received)
+
+    def produce_order_update(self, entry: Entry) -> None:
+        self.records.append((self.config.topics.order_updates, entry.key, entry.value, entry.timestamp_ms))
+        super().produce_order_update(entry)
+
+
+def _pipeline(
+    order_updates: bool = True, cap: int = 1000, subscribed: set[int] | None = None, native: bool = True
+) -> tuple[Pipeline, _Captured]:
+    sink = _Captured(SinkConfig("unused:9092", producer_overrides={"test.mock.num.brokers": "1"}))
+    pipeline = Pipeline(
+        build_serializers(), sink, sink.stats, order_updates, dead_letter_max_bytes=cap, subscribed=subscribed
+    )
+    if not native:
+        pipeline._transcode = None
+    return pipeline, sink
+
+
+def test_a_malformed_message_is_one_dead_letter_cut_to_the_cap_whatever_its_faults() -> None:
+    pipeline, sink = _pipeline(cap=1000)
+    hostile = b"\xff\xff" + bytes(100_000)  # 65,535 packets of length 0: as many faults
+    pipeline.on_message(True, hostile, 1_700_000_000_000, 0.0)
+    pipeline.on_message(False, b"not json", 1_700_000_000_000, 0.0)
+    assert sink.close(10) == 0
+    letters = [AvroReader().read(value)[1] for _, _, value, _ in sink.records]
+    assert [(d["source"], len(d["raw"])) for d in letters] == [("ws-binary", 1000), ("ws-text", 8)]
+    assert letters[0]["raw_length"] == len(hostile)
+    assert letters[0]["raw_sha256"] == hashlib.sha256(hostile).hexdigest()
+    assert letters[0]["error"].startswith("unknown packet length 0 (and 50000 more faults)")
+    assert letters[1]["raw_length"] is None, "input under the cap is kept whole"
+    assert dict(sink.stats.dead_letters) == {"ws-binary": 1, "ws-text": 1}
+
+
+@pytest.mark.parametrize("publishes", [True, False])
+def test_only_the_connection_that_owns_order_updates_publishes_them(publishes: bool) -> None:
+    pipeline, sink = _pipeline(order_updates=publishes)
+    message = {"type": "order", "data": fixture_json("postback.json")}
+    pipeline.on_message(False, json.dumps(message).encode(), 1_700_000_000_000, 0.0)
+    assert sink.close(10) == 0
+    assert len(sink.records) == (1 if publishes else 0)
+    assert sink.stats.messages["text"] == 1
+
+
+def _message(*ticks: tuple[int, int]) -> bytes:
+    """A binary message of full ticks (the captured packet) with these (token, exchange time ms)."""
+    (tick,), _ = parse_binary(encode_message([fixture_packet("ticker_full")]))
+    return encode_message(
+        encode_packet(tick._replace(instrument_token=t, exchange_timestamp_ms=ts, last_trade_time_ms=ts))
+        for t, ts in ticks
+    )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_wild_exchange_time_is_kept_in_the_record_but_not_used_as_kafka_timestamp(native: bool) -> None:
+    now = time.time_ns() // 1_000_000 // 1000 * 1000
+    hours_ahead, a_minute_ago = now + 2 * 3_600_000, now - 60_000
+    pipeline, sink = _pipeline(native=native)
+    pipeline.on_message(True, _message((408065, hours_ahead), (884737, a_minute_ago)), now, 0.0)
+    assert sink.close(10) == 0
+    records = {key: (ts, AvroReader().read(value)[1]) for _, key, value, ts in sink.records}
+    wild_ts, wild = records[b"408065"]
+    assert wild_ts == now and wild["exchange_timestamp"].timestamp() * 1000 == hours_ahead
+    assert records[b"884737"][0] == a_minute_ago, "a sane exchange time is the Kafka timestamp"
+    assert sink.stats.delivered.total() == 2
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_tick_for_a_token_never_subscribed_is_dead_lettered_and_the_others_go_on(native: bool) -> None:
+    now = time.time_ns() // 1_000_000
+    pipeline, sink = _pipeline(subscribed={408065}, native=native)
+    message = _message((408065, now), (131169028, now), (408065, now))
+    pipeline.on_message(True, message, now, 0.0)
+    assert sink.close(10) == 0
+    topics = [topic for topic, *_ in sink.records]
+    assert topics.count(sink.config.topics.ticks) == 2
+    (letter,) = [
+        AvroReader().read(v)[1] for t, _, v, _ in sink.records if t == sink.config.topics.dead_letters
+    ]
+    assert letter["raw"] == message and "never subscribed: [131169028]" in letter["error"]
