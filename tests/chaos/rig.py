@@ -274,12 +274,17 @@ class Rig:
         return "\n".join(text.splitlines()[-lines:])
 
     # -- the end and the count -------------------------------------------------------------------------
-    def finish(self, timeout: float = 120) -> Tally:
-        """Stop the simulator (its log then complete), let the connector deliver what it read, stop it
-        cleanly, read both topics back and count."""
+    def stop_source(self) -> None:
+        """SIGTERM the simulator: it closes its connections and its sent log is then complete."""
         assert self.sim is not None
         self.sim.send_signal(signal.SIGTERM)
-        self.sim.wait(30)
+        code = self.sim.wait(30)
+        if code:
+            raise AssertionError(f"{self.name}: simulator exited {code}")
+
+    def drain(self, timeout: float = 120) -> None:
+        """Let the connector deliver what it read (nothing in flight or held, no progress for 2 s), then
+        stop it cleanly."""
         run = self.run
         deadline = time.monotonic() + timeout
         settled, last = 0, -1.0
@@ -289,14 +294,13 @@ class Rig:
             idle = m.get("records_in_flight", 1) == 0 and m.get("ticks_held", 1) == 0
             settled = settled + 1 if idle and total == last else 0
             last = total
-            if settled >= 4:  # two seconds with nothing in flight and nothing new
+            if settled >= 4:
                 break
             time.sleep(0.5)
         if run.proc.poll() is None:
             self.term_connector()
         else:
             run.ended, run.how = time.time(), f"exited {run.proc.returncode}"
-        return self.count()
 
     def count(self) -> Tally:
         sent_ticks: dict[tuple[int, int], int] = {}  # (token, volume) → connection
