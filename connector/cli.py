@@ -8,6 +8,7 @@ import binascii
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TextIO
@@ -91,10 +92,20 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=v["SIM_SEED"],
         sent_log=v["SIM_SENT_LOG"],
         replay_ticks=v["SIM_REPLAY_TICKS"],
+        order_hide_every=v["SIM_ORDER_HIDE_EVERY"],
     )
     simulator = Simulator(config, instruments)
+
+    async def serve_until_signalled() -> None:
+        # SIGTERM (docker stop) and SIGINT stop it cleanly: connections closed, the sent log complete.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await simulator.serve(stop=stop)
+
     try:
-        asyncio.run(simulator.serve())
+        asyncio.run(serve_until_signalled())
     finally:
         simulator.close()
     return 0

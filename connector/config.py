@@ -147,7 +147,13 @@ SIMULATOR_SETTINGS = (
         "benchmark feed: send this many pre-encoded ticks per connection, then idle",
         _non_negative_int,
     ),
-    Setting("SIM_SENT_LOG", None, "write every record sent to this file (JSON lines)"),
+    Setting(
+        "SIM_ORDER_HIDE_EVERY",
+        0,
+        "leave every Nth final order update out of the socket (only GET /orders shows it; 0: none)",
+        _non_negative_int,
+    ),
+    Setting("SIM_SENT_LOG", None, "write every record sent to this file (JSON lines), flushed per message"),
     Setting("SIM_INSTRUMENTS_FILE", None, "instruments CSV (Kite dump format); default: the bundled one"),
     Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", _non_negative_int),
 )

@@ -1,4 +1,4 @@
-"""The simulator's REST side: Kite's session endpoint (login) and the instruments dump."""
+"""The simulator's REST side: Kite's session endpoint (login), the instruments dump and the order book."""
 
 from __future__ import annotations
 
@@ -9,12 +9,17 @@ import secrets
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs
 
 from connector._http import reply
 from connector.instruments import Instrument
+from connector.kite import OrderUpdate
 
-__all__ = ["SimulatorHttp"]
+__all__ = ["SimulatorHttp", "order_book_entry"]
+
+# Fields of the order-update postback that Kite's order book (GET /orders) does not carry.
+_POSTBACK_ONLY = ("user_id", "app_id", "checksum", "unfilled_quantity")
 
 _COLUMNS = (
     "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,"
@@ -32,9 +37,22 @@ def _csv(instruments: list[Instrument]) -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
+def order_book_entry(update: OrderUpdate) -> dict[str, Any]:
+    """One order as Kite's ``GET /orders`` lists it: the postback's fields (IST time strings, ``meta``
+    object) less the postback-only ones, plus ``modified`` and ``validity_ttl``."""
+    entry = update.to_kiteconnect()
+    for name in _POSTBACK_ONLY:
+        entry.pop(name, None)
+    entry.setdefault("modified", False)
+    entry.setdefault("validity_ttl", 0)
+    return entry
+
+
 class SimulatorHttp:
     """``POST /session/token`` checks the SHA-256 checksum and issues a token the ticker then accepts;
-    ``GET /instruments`` serves the instruments as Kite's CSV dump (with the same auth header check)."""
+    ``GET /instruments`` serves the instruments as Kite's CSV dump and ``GET /orders`` the day's orders
+    in their latest state (``{"status": "success", "data": [...]}``), both behind Kite's
+    ``Authorization: token api_key:access_token`` header."""
 
     def __init__(
         self,
@@ -45,6 +63,7 @@ class SimulatorHttp:
         instruments: list[Instrument],
         issue_token: Callable[[str], None],
         valid: Callable[[str], bool],
+        orders: Callable[[], list[OrderUpdate]] = list,
     ) -> None:
         dump = _csv(instruments)
 
@@ -82,7 +101,8 @@ class SimulatorHttp:
                 )
 
             def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/instruments":
+                path = self.path.split("?")[0]
+                if path not in ("/instruments", "/orders"):
                     return self._json(404, {"status": "error", "message": "not found"})
                 auth = self.headers.get("Authorization", "")
                 key, _, token = auth.removeprefix("token ").partition(":")
@@ -94,6 +114,10 @@ class SimulatorHttp:
                             "error_type": "TokenException",
                             "message": "Incorrect `api_key` or `access_token`.",
                         },
+                    )
+                if path == "/orders":
+                    return self._json(
+                        200, {"status": "success", "data": [order_book_entry(u) for u in orders()]}
                     )
                 reply(self, 200, dump, "text/csv")
 

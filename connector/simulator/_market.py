@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from connector.instruments import Instrument, read_instruments
-from connector.kite import INDICES_SEGMENT, Mode, OrderUpdate, Tick, price_divisor
+from connector.kite import EXCHANGES, INDICES_SEGMENT, Mode, OrderUpdate, Tick, price_divisor
 
 __all__ = ["Market", "bundled_instruments", "synthetic_instruments"]
 
@@ -21,6 +21,9 @@ _SYNTHETIC_SEGMENTS = (
     ("BSE", 4, 0.01),
     ("MCX", 7, 1.0),
 )
+# Tick size of an instrument the simulator has no row for, by segment (the common one of each).
+_SEGMENT_TICK_SIZE = {3: 0.0025, 4: 0.01, 5: 0.05, 6: 0.0025, 7: 1.0, 8: 0.0025, 12: 1.0}
+_MAX_TOKEN = 2**32 - 1  # tokens travel as unsigned 32-bit integers
 
 
 def bundled_instruments() -> list[Instrument]:
@@ -52,6 +55,7 @@ class _State:
     low: float
     volume: int = 0
     oi: int = 0
+    last_ms: int = 0  # exchange time of the last tick: never goes backwards
 
 
 @dataclass(slots=True)
@@ -71,6 +75,8 @@ class Market:
     states: dict[int, _State] = field(init=False)
     _orders: list[_Order] = field(init=False, default_factory=list)
     _order_seq: int = field(init=False, default=0)
+    # The day's orders in their latest state, as Kite's order book (GET /orders) shows them.
+    order_book: dict[str, OrderUpdate] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -81,9 +87,11 @@ class Market:
             self.states[ins.instrument_token] = _State(ins, base, base, base, base, base)
 
     def _start_price(self, ins: Instrument) -> float:
-        if ins.segment == "CDS":
-            return self.rng.uniform(70, 95)
-        return self.rng.uniform(50, 5000)
+        return self.rng.uniform(*self._start_range(ins))
+
+    @staticmethod
+    def _start_range(ins: Instrument) -> tuple[float, float]:
+        return (70, 95) if ins.segment in ("CDS", "BCD") else (50, 5000)
 
     def _on_grid(self, price: float, ins: Instrument) -> float:
         # Prices travel as integers of the segment's divisor: keep them exactly representable.
@@ -93,6 +101,24 @@ class Market:
 
     def knows(self, token: int) -> bool:
         return token in self.states
+
+    def ensure(self, token: int) -> bool:
+        """Make ``token`` tradable here even without a row in the instruments: Kite encodes the exchange
+        segment in its low byte, which gives the exchange, the price divisor and a usual tick size.
+        False for what cannot be a Kite token (not a 32-bit number, or an unknown segment)."""
+        if token in self.states:
+            return True
+        segment = token & 0xFF
+        if not 0 < token <= _MAX_TOKEN or segment not in EXCHANGES:
+            return False
+        exchange = EXCHANGES[segment]
+        ins = Instrument(token, f"TOKEN{token}", exchange, exchange, "EQ",
+                         _SEGMENT_TICK_SIZE.get(segment, 0.05), 1, 0.0)  # fmt: skip
+        # Its own random stream, so subscribing to it changes no other instrument's prices.
+        start = random.Random(self.seed * 1_000_003 + token).uniform(*self._start_range(ins))
+        base = self._on_grid(start, ins)
+        self.states[token] = _State(ins, base, base, base, base, base)
+        return True
 
     def tick(self, token: int, mode: Mode, now: float | None = None) -> Tick:
         """Advance the instrument one step and return its tick in ``mode``."""
@@ -106,8 +132,7 @@ class Market:
         tradable = token & 0xFF != INDICES_SEGMENT
         if mode == Mode.LTP:
             return Tick(token, mode, tradable, s.price)
-        seconds = int(time.time() if now is None else now)
-        ms = seconds * 1000
+        s.last_ms = ms = max(s.last_ms, int(time.time() if now is None else now) * 1000)
         change = s.price - s.close
         pct = change * 100 / s.close if s.close else 0
         if not tradable:
@@ -158,6 +183,7 @@ class Market:
         )  # fmt: skip
         final = self.rng.choices(("COMPLETE", "REJECTED", "CANCELLED"), (6, 2, 2))[0]
         self._orders.append(_Order(update, final, now + self.rng.uniform(0.05, 0.5)))
+        self.order_book[update.order_id] = update
         return update
 
     def due_orders(self, now: float) -> Iterator[OrderUpdate]:
@@ -169,7 +195,7 @@ class Market:
                 continue
             u, qty = order.update, order.update.quantity or 0
             done = order.final_status == "COMPLETE"
-            yield u._replace(
+            final = u._replace(
                 status=order.final_status,
                 exchange_order_id=f"1{u.order_id}",
                 exchange_update_timestamp_ms=int(now) * 1000,
@@ -179,4 +205,6 @@ class Market:
                 average_price=u.price if done else 0.0,
                 status_message="RMS: margin exceeds" if order.final_status == "REJECTED" else None,
             )
+            self.order_book[u.order_id] = final
+            yield final
         self._orders = keep

@@ -57,6 +57,7 @@ class SimulatorConfig:
     stall_seconds: float = 0.0
     seed: int = 0
     sent_log: str | None = None  # JSON lines of every record sent
+    order_hide_every: int = 0  # >0: every Nth final order update is left out of the socket (GET /orders only)
     replay_ticks: int = 0  # >0: send this many pre-encoded ticks per connection, as fast as max_rate allows
 
 
@@ -73,6 +74,9 @@ class Simulator:
         self.paused = False  # stops ticks and orders (heartbeats go on), so tests can drain the stream
         self.http: SimulatorHttp | None = None
         self.replayed = 0
+        self._finals = 0  # final order updates so far, for order_hide_every
+        self._stopping = False  # set on shutdown: send loops finish their message and return
+        self._senders: set[asyncio.Task[None]] = set()
         if config.http_port is not None:
             self.http = SimulatorHttp(
                 config.host,
@@ -82,8 +86,9 @@ class Simulator:
                 instruments,
                 self.valid_tokens.add,
                 self.valid_tokens.__contains__,
+                lambda: list(self.market.order_book.values()),
             )
-            log.info("Kite REST endpoints (login, instruments) on http://%s:%d", config.host, self.http.port)
+            log.info("Kite REST (login, instruments, orders) on http://%s:%d", config.host, self.http.port)
 
     # -- handshake -------------------------------------------------------------------------------------
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -103,7 +108,10 @@ class Simulator:
         conn_id = self.connections
         modes: dict[int, Mode] = {}
         loop = self._replay_loop if self.config.replay_ticks else self._send_loop
+        self._record(conn_id, "connect", {"at": time.time()})
         sender = asyncio.create_task(loop(ws, conn_id, modes))
+        self._senders.add(sender)
+        sender.add_done_callback(self._senders.discard)
         try:
             async for message in ws:
                 await self._on_client_message(ws, message, modes)
@@ -122,7 +130,10 @@ class Simulator:
         except MalformedFrame as exc:
             await ws.send(encode_text(KiteError(f"invalid message: {exc.reason}")))
             return
-        known = [t for t in request.tokens if self.market.knows(t)]
+        known = [t for t in request.tokens if self.market.ensure(t)]
+        if len(known) < len(request.tokens):
+            bad = sorted(set(request.tokens) - set(known))
+            log.warning("not instrument tokens (no Kite segment in the low byte), ignored: %s", bad[:10])
         if request.action == "unsubscribe":
             for token in known:
                 modes.pop(token, None)
@@ -144,11 +155,11 @@ class Simulator:
         next_drop = started + cfg.drop_every if cfg.drop_every else float("inf")
         next_stall = started + cfg.stall_every if cfg.stall_every else float("inf")
         next_cycle = started
-        while True:
+        while not self._stopping:
             now = time.monotonic()
             if now >= next_drop:
                 log.info("connection %d: dropping (fault injection)", conn_id)
-                ws.transport.abort()
+                await self._drop(ws)
                 return
             if now >= next_stall:
                 next_stall = now + cfg.stall_every + cfg.stall_seconds
@@ -172,6 +183,14 @@ class Simulator:
             # Idle or paused, look again every 50 ms (for orders and heartbeats), never spin.
             wake = min(next_cycle, now + 0.05) if ticking else now + 0.05
             await asyncio.sleep(max(0.0, wake - time.monotonic()))
+
+    async def _drop(self, ws: ServerConnection) -> None:
+        """Cut the TCP connection with no close frame, once what was sent has left for the kernel (so
+        the sent log holds what the client can still read; the kernel delivers it before the FIN)."""
+        deadline = time.monotonic() + 2
+        while ws.transport.get_write_buffer_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        ws.transport.abort()
 
     async def _replay_loop(self, ws: ServerConnection, conn_id: int, modes: dict[int, Mode]) -> None:
         """Benchmark feed: messages encoded once, then sent back to back so the source is never the limit."""
@@ -199,7 +218,7 @@ class Simulator:
                         await asyncio.sleep(ahead)
         self.replayed += sent
         log.info("connection %d: replayed %d ticks in %.1f s", conn_id, sent, time.monotonic() - started)
-        while True:
+        while not self._stopping:
             await ws.send(b"\x00")
             await asyncio.sleep(1)
 
@@ -214,18 +233,21 @@ class Simulator:
         size = max(1, self.config.packets_per_message)
         for i in range(0, len(ticks), size):
             batch = ticks[i : i + size]
-            intact = batch
             if self._malformed():
                 await ws.send(encode_message(batch)[:-3])  # truncated: only the last packet is broken
-                self._record(conn_id, "malformed", {"packets": len(batch)})
-                intact = batch[:-1]
+                lines = [("malformed", {"packets": len(batch)})]
+                lines += [("tick", tick.to_json_dict()) for tick in batch[:-1]]
             else:
                 await ws.send(encode_message(batch))
-            for tick in intact:
-                self._record(conn_id, "tick", tick.to_json_dict())
+                lines = [("tick", tick.to_json_dict()) for tick in batch]
+            self._record_all(conn_id, lines)
 
     async def _send_orders(self, ws: ServerConnection, conn_id: int, updates: list[OrderUpdate]) -> None:
         for update in updates:
+            if self._hidden(update):
+                # Never on the socket: only GET /orders shows it, as when Kite misses a postback.
+                self._record(conn_id, "order_update_hidden", update.to_json_dict())
+                continue
             if self._malformed():
                 await ws.send('{"type": "order", "data": {broken')
                 self._record(conn_id, "malformed", {"text": True})
@@ -233,15 +255,30 @@ class Simulator:
             await ws.send(encode_text(update))
             self._record(conn_id, "order", update.to_json_dict())
 
+    def _hidden(self, update: OrderUpdate) -> bool:
+        # Only final states: they stay the latest in the order book, so a reconciler can recover them.
+        every = self.config.order_hide_every
+        if every <= 0 or update.status == "OPEN":
+            return False
+        self._finals += 1
+        return self._finals % every == 0
+
     def _malformed(self) -> bool:
         p = self.config.malformed_probability
         return p > 0 and self.market.rng.random() < p
 
     def _record(self, conn_id: int, kind: str, body: dict[str, Any]) -> None:
+        self._record_all(conn_id, [(kind, body)])
+
+    def _record_all(self, conn_id: int, lines: list[tuple[str, dict[str, Any]]]) -> None:
+        """Log what was just sent, flushed at once: a stop or a crash of this process never leaves a
+        message sent but unlogged or a line cut in half (one write per message, whole lines)."""
         if self._log is None:
             return
+        text = "".join(json.dumps({"kind": kind, "conn": conn_id, **body}) + "\n" for kind, body in lines)
         with self._log_lock:
-            self._log.write(json.dumps({"kind": kind, "conn": conn_id, **body}) + "\n")
+            self._log.write(text)
+            self._log.flush()
 
     def flush_log(self) -> None:
         if self._log is not None:
@@ -270,6 +307,12 @@ class Simulator:
             if ready is not None:
                 ready.set()
             await (stop.wait() if stop is not None else asyncio.Future())
+            # Clean stop: every send loop finishes the message it is on (so the log matches the
+            # socket), then leaving this block closes each connection with a close frame.
+            self._stopping = True
+            if self._senders:
+                await asyncio.wait(set(self._senders), timeout=5)
+            log.info("Kite simulator stopping: %d connection(s) closed", len(server.connections))
 
     @property
     def port(self) -> int:
