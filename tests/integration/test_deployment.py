@@ -126,13 +126,32 @@ def test_compose_restarts_a_connector_that_exits(compose_stack: Stack) -> None:
     stopped = compose_stack.run("exec", "-T", "connector", *stop)
     assert stopped.returncode == 0, stopped.stderr[-2000:]
 
-    def restarted() -> bool:
-        inspect = ["docker", "inspect", "-f", "{{.RestartCount}}", container]
-        return int(subprocess.run(inspect, capture_output=True, text=True).stdout.strip() or 0) >= 1
-
-    wait_until(restarted, 60, "docker to restart the connector")
+    wait_until(lambda: _restart_count(container) >= 1, 60, "docker to restart the connector")
     wait_until(lambda: _healthy(port), 120, "the restarted connector to be healthy")
     wait_until(lambda: _metric(port, "records_delivered_total") > 0, 60, "the restarted connector to deliver")
+
+
+def _restart_count(container: str) -> int:
+    inspect = ["docker", "inspect", "-f", "{{.RestartCount}}", container]
+    return int(subprocess.run(inspect, capture_output=True, text=True).stdout.strip() or 0)
+
+
+def test_a_connector_that_keeps_failing_exits_3_and_compose_brings_it_back(compose_stack: Stack) -> None:
+    """A fault on every message (the overlay injects it into the first process only): the connection is
+    rebuilt twice, then gives up; `run` exits 3 and the restart policy starts a process that streams."""
+    overlay = str(ROOT / "tests" / "integration" / "compose" / "faulty-connector.yml")
+    faulty = Stack([*compose_stack.compose, "-f", overlay], compose_stack.env)
+    up = faulty.run("up", "-d", "--no-deps", "connector")  # recreated with the overlay
+    assert up.returncode == 0, up.stderr[-3000:]
+    container = faulty.run("ps", "-q", "connector").stdout.strip()
+    wait_until(lambda: _restart_count(container) >= 1, 120, "the failing connector to exit and be restarted")
+    port = compose_stack.env["METRICS_HOST_PORT"]
+    wait_until(lambda: _healthy(port), 120, "the restarted connector to be healthy")
+    wait_until(lambda: _metric(port, "records_delivered_total") > 0, 60, "the restarted connector to deliver")
+    logs = faulty.run("logs", "connector").stdout
+    assert logs.count("injected: produce_ticks is broken") >= 3
+    assert "exiting so that the process is restarted" in logs
+    assert _metric(port, "connection_failures_total") == 0, "the new process has not failed"
 
 
 def _produce_known(bootstrap: str, topic: str) -> None:
