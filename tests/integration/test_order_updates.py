@@ -19,16 +19,19 @@ INSTRUMENTS = bundled_instruments() + synthetic_instruments(20)
 TOKENS = [i.instrument_token for i in INSTRUMENTS if i.instrument_token & 0xFF != 9][:10]
 
 
-def _read_with_headers(
-    bootstrap: str, topic: str, expect: int
-) -> list[tuple[dict[str, object], dict[str, str]]]:
-    consumer, reader, out = earliest_consumer(bootstrap, topic, "orders"), AvroReader(), []
+Read = tuple[dict[str, object], dict[str, str]]
+
+
+def _read_with_headers(bootstrap: str, topic: str, expect: int) -> list[Read]:
+    consumer, reader = earliest_consumer(bootstrap, topic, "orders"), AvroReader()
+    out: list[Read] = []
     deadline = time.monotonic() + 60
     try:
         while len(out) < expect and time.monotonic() < deadline:
             for msg in consumer.consume(100, 0.5):
                 assert msg.error() is None, msg.error()
-                headers = {k: v.decode() for k, v in msg.headers() or [] if v is not None}
+                pairs: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
+                headers = {name: value.decode() for name, value in pairs}
                 out.append((reader.read(msg.value() or b"")[1], headers))
     finally:
         consumer.close()
