@@ -8,19 +8,22 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connector.errors import AuthError
 from connector.kite import Tick
 from connector.login import exchange_request_token
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator, synthetic_instruments
-from connector.sink import Topics
+from connector.sink import Topics, _producer
+from connector.spool import OrderLog
 from connector.ticker import KafkaOutput, KiteTicker
 from tests.conftest import plain_times
-from tests.integration.helpers import connector_settings, read_topic, running_connector, wait_until
+from tests.integration.helpers import connector_settings, read_topic, running_connector, sent_log, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,3 +244,56 @@ def test_strategy_example_reads_the_ticks_topic(kafka_bootstrap: str, tmp_path: 
     run = _run_example("strategy_consumer.py", env, 120)
     summary = json.loads(run.stdout.splitlines()[-1])
     assert summary == {"ticks_read": 400, "instruments": 4}
+
+
+class _FailingOnce(Producer):
+    """A real producer whose 30th produce() raises, as a fatal librdkafka error would."""
+
+    calls = 0
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        type(self).calls += 1
+        if type(self).calls == 30:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
+        super().produce(*args, **kwargs)
+
+
+def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_producer, "Producer", _FailingOnce)
+    log = tmp_path / "sent.jsonl"
+    suffix = uuid.uuid4().hex[:8]
+    topics = Topics(f"ticks-{suffix}", f"orders-{suffix}", f"dlq-{suffix}")
+    spool = tmp_path / "spool"
+    output = KafkaOutput(kafka_bootstrap, topics, partitions=3, spool_dir=str(spool))
+    errors: list[tuple[int, str]] = []
+    reconnects: list[int] = []
+    with running_simulator(
+        SimulatorConfig(port=0, rate=5, order_rate=4, seed=51, sent_log=str(log)), INSTRUMENTS
+    ) as sim:
+        ticker = _ticker(sim.port, kafka=output)
+        ticker.on_error = lambda ws, code, reason: errors.append((code, reason))
+        ticker.on_reconnect = lambda ws, attempts: reconnects.append(attempts)
+        ticker.subscribe(TOKENS)
+        ticker.connect(threaded=True)
+        wait_until(
+            lambda: bool(errors) and ticker.stats.connected and ticker.stats.delivered.total() > 300,
+            60,
+            "a failure, then streaming again",
+        )
+        sim.paused = True
+        wait_until(lambda: ticker.stats.in_flight == 0, 30, "the stream to drain")
+        ticker.close()
+        sim.flush_log()
+    assert [code for code, _ in errors] == [0] and "KafkaException" in errors[0][1]
+    assert reconnects, "on_reconnect, as after any drop"
+    assert ticker.stats.failures["KafkaException"] == 1
+    orders = sent_log(log, "order")
+    got = read_topic(kafka_bootstrap, topics.order_updates, expect=len(orders))
+    assert {(o["order_id"], o["status"]) for o in orders} <= {
+        (r.value["order_id"], r.value["status"]) for r in got
+    }
+    assert (spool / "order_updates.wal").exists(), "order updates went through the write-ahead log"
+    with OrderLog(spool / "order_updates.wal") as order_log:
+        assert order_log.pending() == [], "every one was acknowledged"

@@ -188,3 +188,30 @@ def test_a_connection_that_keeps_failing_makes_run_exit_non_zero(
     assert errors.count("Traceback") >= 3, "with its traceback"
     assert "giving up" in errors and "exiting so that the process is restarted" in errors
     assert "simulator-token" not in errors
+
+
+def test_a_storm_of_malformed_frames_is_counted_logged_as_a_sample_and_the_stream_goes_on(
+    kafka_bootstrap: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "sent.jsonl"
+    config = SimulatorConfig(
+        port=0, rate=100, packets_per_message=1, malformed_probability=0.3, seed=61, sent_log=str(log)
+    )
+    with running_simulator(config, INSTRUMENTS) as sim:
+        values = connector_settings(kafka_bootstrap, sim.port, ",".join(map(str, TOKENS)), tmp_path)
+        with caplog.at_level(logging.WARNING, "connector.pipeline"), running_connector(values) as connector:
+            stats = connector.stats[0]
+            wait_until(lambda: stats.dead_letters.total() >= 1000, 60, "a storm of malformed frames")
+            sim.config.malformed_probability = 0.0  # the storm ends; the stream goes on
+            delivered = stats.delivered[values.kafka_topic_ticks]
+            wait_until(lambda: stats.delivered[values.kafka_topic_ticks] > delivered + 500, 30, "ticks again")
+            sim.paused = True
+            wait_until(lambda: stats.in_flight == 0, 30, "the stream to drain")
+        sim.flush_log()
+    lines = [r for r in caplog.records if r.getMessage().startswith("dead letter")]
+    assert 1 <= len(lines) <= 10, f"{len(lines)} lines for {stats.dead_letters.total()} dead letters"
+    assert stats.failures.total() == 0 and stats.reconnects == 0
+    malformed = len(sent_log(log, "malformed"))
+    assert stats.dead_letters.total() == malformed, "every malformed frame is one counted dead letter"
+    assert len(read_topic(kafka_bootstrap, values.kafka_topic_dead_letters, expect=malformed)) == malformed
+    assert len(read_topic(kafka_bootstrap, values.kafka_topic_ticks)) == len(sent_log(log, "tick"))
