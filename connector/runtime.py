@@ -162,12 +162,14 @@ class Connection:
         self.inbox: Inbox = deque()
         self.order_book = OrderBook() if self.order_updates and s.reconcile_url else None
         self.reconciler = (
-            Reconciler(s, runtime.tokens, self.order_book, self.inbox, stats) if self.order_book else None
+            Reconciler(s, runtime.tokens, self.order_book, self.inbox, stats)
+            if self.order_book is not None
+            else None
         )
         self.subscribed = set(subscriptions)  # every token ever subscribed here (the listener adds to it)
         self.pipeline = self._assemble()
         self.listener = KiteListener(
-            f"kite-listener-{index}",
+            runtime.thread_name(index),
             s.kite_ws_url,
             s.kite_api_key,
             runtime.tokens,
@@ -275,8 +277,10 @@ class Runtime:
         failure_limit: int | None = None,
         stats: list[Stats] | None = None,
         metrics: Metrics | None = None,
+        thread_name: Callable[[int], str] = "kite-listener-{}".format,
     ) -> None:
         self.settings, self.shards, self.kafka = settings, shards, kafka
+        self.thread_name = thread_name
         self.callbacks = callbacks or Callbacks()
         self.failure_limit = failure_limit
         self.tokens = TokenSource(settings.kite_access_token, settings.kite_access_token_file)

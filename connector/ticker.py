@@ -156,6 +156,7 @@ class KiteTicker:
             callbacks=callbacks,
             stats=[self.stats],
             metrics=self.metrics,
+            thread_name=lambda index: "kite-ticker",
         )
         self._runtime.start()
         if not threaded:

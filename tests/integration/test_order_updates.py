@@ -31,7 +31,7 @@ def _read_with_headers(bootstrap: str, topic: str, expect: int) -> list[Read]:
             for msg in consumer.consume(100, 0.5):
                 assert msg.error() is None, msg.error()
                 pairs: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
-                headers = {name: value.decode() for name, value in pairs}
+                headers = {name: value.decode() for name, value in pairs if name.startswith("kite.")}
                 out.append((reader.read(msg.value() or b"")[1], headers))
     finally:
         consumer.close()
