@@ -8,8 +8,10 @@ in its own process, so the source is not the limit. Connector and naive pipeline
 processes; CPU and peak RSS are theirs. After each run the topic is consumed and its record count must
 equal the ticks sent, or the run reports failure instead of a figure. The steady phase is followed by
 the same records, producer settings and bursts from a bare producer loop: what Kafka and librdkafka take
-on their own on this machine, so the connector's share of latency and CPU can be read off.
-Last line: e2e_speedup_vs_naive.
+on their own on this machine, so the connector's share of latency and CPU can be read off. The full-speed
+run is likewise followed by that loop producing as fast as it goes (same records, settings, in-flight bound
+and a delivery callback per record): the connector's throughput as a share of it is e2e_vs_floor.
+Last two lines: e2e_vs_floor, e2e_speedup_vs_naive.
 """
 
 from __future__ import annotations
@@ -322,11 +324,12 @@ def naive_worker(url: str, bootstrap: str, topic: str, ticks: int, tokens: str) 
     )
 
 
-def run_floor(bootstrap: str, rate: float, seconds: float, instruments: int) -> dict[str, Any]:
-    """Kafka's share alone: the connector's own records and producer settings, produced in the steady
-    phase's shape by a bare loop with no WebSocket, no decoding and no encoding."""
+def run_floor(bootstrap: str, rate: float, ticks: int, instruments: int) -> dict[str, Any]:
+    """Kafka's share alone: the connector's own records and producer settings, produced by a bare loop
+    with no WebSocket, no decoding and no encoding; in the steady phase's shape (``rate`` ticks/s in
+    bursts of 50) or, with ``rate`` 0, as fast as it goes."""
     topic = _new_topic(bootstrap, "bench-floor")
-    args = [sys.executable, __file__, "--floor-worker", bootstrap, topic, str(rate), str(seconds)]
+    args = [sys.executable, __file__, "--floor-worker", bootstrap, topic, str(rate), str(ticks)]
     with _process([*args, str(instruments)], {}) as proc:
         out, _ = proc.communicate(timeout=600)
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
@@ -334,7 +337,7 @@ def run_floor(bootstrap: str, rate: float, seconds: float, instruments: int) -> 
     return result
 
 
-def floor_worker(bootstrap: str, topic: str, rate: float, seconds: float, instruments: int) -> None:
+def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instruments: int) -> None:
     from confluent_kafka import Producer
 
     from connector.kite import Mode, encode_message
@@ -354,14 +357,16 @@ def floor_worker(bootstrap: str, topic: str, rate: float, seconds: float, instru
     serializers = build_serializers()
     capture = Capture()
     pipeline = Pipeline(serializers, capture, Stats())  # type: ignore[arg-type]
-    ticks = [market.tick(t, Mode.FULL) for _ in range(4) for t in tokens]
-    for i in range(0, len(ticks), 50):
-        pipeline.on_message(True, encode_message(ticks[i : i + 50]), int(time.time() * 1000), 0.0)
-    producer = Producer(SinkConfig(bootstrap).producer_config())
-    headers, acked, probes = serializers.headers()["tick"], [0], []
+    sample = [market.tick(t, Mode.FULL) for _ in range(4) for t in tokens]
+    for i in range(0, len(sample), 50):
+        pipeline.on_message(True, encode_message(sample[i : i + 50]), int(time.time() * 1000), 0.0)
+    config = SinkConfig(bootstrap)
+    producer = Producer(config.producer_config())
+    headers, acked, settled, probes = serializers.headers()["tick"], [0], [0], []
 
     def on_ack(err: Any, msg: Any) -> None:
         acked[0] += err is None
+        settled[0] += 1
 
     def probe(sent: float) -> Any:
         def on_delivery(err: Any, msg: Any) -> None:
@@ -372,23 +377,34 @@ def floor_worker(bootstrap: str, topic: str, rate: float, seconds: float, instru
 
     producer.produce(topic, b"warm-up", b"0")
     producer.flush(30)
-    bursts, interval = int(rate * seconds / 50), 50 / rate
+    bursts, interval = ticks // 50, 50 / rate if rate else 0.0
+    low_water = config.low_water or config.max_in_flight // 2
+    acked[0] = settled[0] = 0  # the warm-up record does not count
     started, cpu0 = time.perf_counter(), time.process_time()
     for i in range(bursts):
-        while (wait := started + i * interval - time.perf_counter()) > 0:
-            producer.poll(wait)  # returns early to serve acknowledgements as they come
+        if rate:
+            while (wait := started + i * interval - time.perf_counter()) > 0:
+                producer.poll(wait)  # returns early to serve acknowledgements as they come
+        else:  # as fast as it goes: serve the acknowledgements due, as the connector does between messages
+            producer.poll(0)
+            if i * 50 - settled[0] + 50 > config.max_in_flight:  # the connector's block policy
+                while i * 50 - settled[0] > low_water:
+                    producer.poll(0.05)
         callback: Any = probe(time.perf_counter())
         for key, value, timestamp_ms in capture.batches[i % len(capture.batches)]:
             producer.produce(topic, value, key, -1, callback, None, timestamp_ms, headers)
             callback = on_ack
     producer.flush(60)
     elapsed, probes = time.perf_counter() - started, sorted(probes)
+    cpu = time.process_time() - cpu0
     print(
         json.dumps(
             {
-                "ticks": bursts * 50 + 1,
+                "ticks": bursts * 50 + 1,  # and the warm-up record
                 "acked": acked[0],
-                "cpu_share": (time.process_time() - cpu0) / elapsed,
+                "rate": acked[0] / elapsed,
+                "cpu_per_million": cpu / max(acked[0], 1) * 1e6,
+                "cpu_share": cpu / elapsed,
                 "quantiles": {q: probes[int(q * (len(probes) - 1))] for q in (0.5, 0.99, 0.999)},
             }
         )
@@ -423,18 +439,15 @@ def main() -> int:
     parser.add_argument("--latency-rate", type=float, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     args = parser.parse_args()
+    steady_ticks = int(args.latency_rate * args.latency_seconds)
     with kafka_broker() as (bootstrap, _):
         ours = run_connector(bootstrap, args.ticks, args.instruments)
+        top = run_floor(bootstrap, 0, args.ticks, args.instruments)  # right after: the machine's same hour
         naive = run_naive(bootstrap, args.naive_ticks or args.ticks, args.instruments)
-        steady = run_connector(
-            bootstrap, int(args.latency_rate * args.latency_seconds), args.instruments, args.latency_rate, 1.0
-        )
-        floor = run_floor(bootstrap, args.latency_rate, args.latency_seconds, args.instruments)
-    failed = [
-        (name, r)
-        for name, r in (("connector", ours), ("naive", naive), ("steady", steady), ("floor", floor))
-        if r["in_kafka"] != r["ticks"]
-    ]
+        steady = run_connector(bootstrap, steady_ticks, args.instruments, args.latency_rate, 1.0)
+        floor = run_floor(bootstrap, args.latency_rate, steady_ticks, args.instruments)
+    runs = {"connector": ours, "floor": top, "naive": naive, "steady": steady, "steady floor": floor}
+    failed = [(name, r) for name, r in runs.items() if r["in_kafka"] != r["ticks"]]
     for name, r in failed:
         print(f"FAILED: {name} run sent {r['ticks']} ticks but Kafka holds {r['in_kafka']}")
     if failed:
@@ -443,6 +456,10 @@ def main() -> int:
     print(
         f"connector: {ours['rate']:10,.0f} ticks/s  {ours['cpu_per_million']:6.1f} CPU s per 1M ticks  "
         f"peak RSS {ours['peak_rss_mb']:.0f} MB  ({ours['ticks']:,} ticks; {ours['seconds']:.1f} s measured)"
+    )
+    print(
+        f"Kafka alone: {top['rate']:8,.0f} ticks/s  {top['cpu_per_million']:6.1f} CPU s per 1M ticks  "
+        "(a bare producer loop, same records, settings and callbacks, as fast as it goes)"
     )
     print(
         f"naive:     {naive['rate']:10,.0f} ticks/s  {naive['cpu_per_million']:6.1f} CPU s per 1M ticks  "
@@ -459,6 +476,7 @@ def main() -> int:
         f"  Kafka alone (a bare producer loop, same records, settings and bursts): p50 {q[0.5]:.2f} ms, "
         f"p99 {q[0.99]:.2f} ms, p999 {q[0.999]:.2f} ms; CPU {floor['cpu_share'] * 100:.1f}% of one core"
     )
+    print(f"e2e_vs_floor={ours['rate'] / top['rate']:.3f}")
     print(f"e2e_speedup_vs_naive={ours['rate'] / naive['rate']:.2f}")
     return 0
 
@@ -469,7 +487,7 @@ if __name__ == "__main__":
         naive_worker(url, bootstrap, topic, int(ticks), tokens)
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--floor-worker":
-        bootstrap, topic, rate, seconds, instruments = sys.argv[2:7]
-        floor_worker(bootstrap, topic, float(rate), float(seconds), int(instruments))
+        bootstrap, topic, rate, ticks, instruments = sys.argv[2:7]
+        floor_worker(bootstrap, topic, float(rate), int(ticks), int(instruments))
         sys.exit(0)
     sys.exit(main())
