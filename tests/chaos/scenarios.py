@@ -37,10 +37,6 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")[:40]
 
 
-def _rigs(names: tuple[str, ...], bootstrap: str, workdir: Path, seed: int, **kw: object) -> list[Rig]:
-    return [Rig(_slug(n), bootstrap, workdir, seed + i, **kw) for i, n in enumerate(names)]  # type: ignore[arg-type]
-
-
 def _finish(names: tuple[str, ...], rigs: list[Rig]) -> dict[str, Tally]:
     """Every source stops at once (none streams on while another rig is counted), then each connector
     drains and stops, then each rig is counted."""
