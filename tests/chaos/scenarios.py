@@ -50,6 +50,8 @@ def _finish(names: tuple[str, ...], rigs: list[Rig]) -> dict[str, Tally]:
         tally = rig.count()
         tally.scenario = name
         out[name] = tally
+        if not tally.problems():  # a failing scenario keeps its sent log (about 100 MB) for a look
+            rig.sent_path.unlink()
         print(f"[{name}: counted in {time.monotonic() - t0:.0f} s]", file=sys.stderr)
     return out
 
