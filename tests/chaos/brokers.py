@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tests.harness import DEFAULT_KAFKA_IMAGE, free_port, kafka_environment, wait_for_broker
 
@@ -59,7 +59,6 @@ class Broker:
 class Cluster:
     brokers: list[Broker]
     network: str = ""
-    _cut: set[str] = field(default_factory=set)
 
     @property
     def bootstrap(self) -> str:
@@ -71,11 +70,9 @@ class Cluster:
     def disconnect(self, broker: Broker) -> None:
         """Cut the broker off the network: neither its peers nor clients reach it."""
         docker("network", "disconnect", self.network, broker.container)
-        self._cut.add(broker.container)
 
     def connect(self, broker: Broker) -> None:
         docker("network", "connect", "--alias", broker.alias, self.network, broker.container)
-        self._cut.discard(broker.container)
 
     def leader(self, topic: str, partition: int = 0) -> Broker:
         from confluent_kafka.admin import AdminClient

@@ -218,7 +218,7 @@ class Rig:
         m = self.metrics()
         return m.get("records_delivered_total", 0.0) if m else 0.0
 
-    def wait_streaming(self, records: int = 20_000, timeout: float = 90) -> None:
+    def wait_streaming(self, records: int = 10_000, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while self.delivered() < records:
             if self.run.proc.poll() is not None:
@@ -283,15 +283,17 @@ class Rig:
             raise AssertionError(f"{self.name}: simulator exited {code}")
 
     def drain(self, timeout: float = 120) -> None:
-        """Let the connector deliver what it read (nothing in flight or held, no progress for 2 s), then
-        stop it cleanly."""
+        """Let the connector deliver what it read, then stop it cleanly: once nothing is in flight or
+        held, or (the simulator being gone) once it is disconnected, with no progress for 2 s. While
+        disconnected it serves no delivery reports, so the rest is settled by its shutdown flush."""
         run = self.run
         deadline = time.monotonic() + timeout
         settled, last = 0, -1.0
         while run.proc.poll() is None and time.monotonic() < deadline:
             m = self.metrics(run) or {}
             total = m.get("records_delivered_total", -1.0)
-            idle = m.get("records_in_flight", 1) == 0 and m.get("ticks_held", 1) == 0
+            drained = m.get("records_in_flight", 1) == 0 and m.get("ticks_held", 1) == 0
+            idle = drained or m.get("kite_connections_up", 1) == 0
             settled = settled + 1 if idle and total == last else 0
             last = total
             if settled >= 4:
