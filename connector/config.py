@@ -192,5 +192,10 @@ RUN_SETTINGS = (
     Setting("SPOOL_DIR", "spool", "where undelivered order updates are kept until the next start"),
     Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
     Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _non_negative_int),
-    Setting("SCHEMA_REGISTRY_TIMEOUT_SECONDS", 60.0, "at start, wait this long for an unreachable registry", float),
+    Setting(
+        "SCHEMA_REGISTRY_TIMEOUT_SECONDS",
+        60.0,
+        "at start, wait this long for an unreachable registry",
+        _non_negative_float,
+    ),
 )
