@@ -6,6 +6,7 @@
 #   KITE_KAFKA_IMAGE    Apache Kafka (KRaft) honouring the apache/kafka KAFKA_* environment convention
 #   KITE_REGISTRY_IMAGE Apicurio Registry 2.4.2 (in-memory), the stand-in for apicurio/apicurio-registry-mem
 #
+# `build-local-images.sh registry` builds the registry image only.
 # Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka and registry images
 # are also rebuilt when their recipe under docker/kafka or docker/registry changes).
 # Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
@@ -138,6 +139,11 @@ build_registry() {
 
 command -v docker >/dev/null || { echo "docker is not installed" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
+if [ "${1:-}" = registry ]; then  # only the registry image (the others come from elsewhere)
+  build_registry
+  say "ready: KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
+  exit 0
+fi
 build_python_base &
 base_pid=$!
 build_kafka
