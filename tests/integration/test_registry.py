@@ -10,8 +10,11 @@ import contextlib
 import io
 import json
 import logging
+import os
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -31,6 +34,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connector.app import Connector
+from connector.config import resolve
+from connector.consume import CONSUME_SETTINGS, consume
 from connector.errors import RegistryError
 from connector.serde import SCHEMA_FILES, build_serializers, load_schema, parse_schema_text, schema_dir
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator
@@ -39,6 +44,7 @@ from tests.integration.helpers import connector_settings, running_connector, sen
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 INSTRUMENTS = bundled_instruments()
 TOKENS = [i.instrument_token for i in INSTRUMENTS if i.instrument_token & 0xFF != 9][:12]
 
@@ -133,6 +139,31 @@ def test_records_read_back_by_confluent_deserializer_and_a_registry_outage_chang
     assert sorted((o["order_id"], o["status"]) for _, o in orders) == sorted(
         (s["order_id"], s["status"]) for s in sent_orders
     )
+
+    # The project's own readers take the same topics with SCHEMA_REGISTRY_URL: consume and the example.
+    consumed = io.StringIO()
+    settings = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CONSUME_TOPICS": values["KAFKA_TOPIC_ORDER_UPDATES"],
+    }
+    settings |= {
+        "CONSUME_FROM_BEGINNING": "true",
+        "CONSUME_IDLE_EXIT_SECONDS": "5",
+        "SCHEMA_REGISTRY_URL": url,
+    }
+    assert consume(resolve(CONSUME_SETTINGS, environ=settings), consumed, io.StringIO()) == len(sent_orders)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KAFKA_TOPIC_TICKS": values["KAFKA_TOPIC_TICKS"],
+        "SCHEMA_REGISTRY_URL": url,
+        "EXAMPLE_MAX_RECORDS": "300",
+        "EXAMPLE_GROUP": f"g-{uuid.uuid4().hex[:8]}",
+    }
+    example = ROOT / "examples" / "strategy_consumer.py"
+    run = subprocess.run([sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout.splitlines()[-1])["ticks_read"] == 300
 
 
 HISTORY = sorted((schema_dir() / "history").glob("*.avsc"))
