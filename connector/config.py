@@ -285,6 +285,12 @@ RUN_SETTINGS = (
         "the window of CONNECTION_FAILURE_LIMIT, seconds",
         _non_negative_float,
     ),
+    Setting(
+        "SCHEMA_REGISTRY_TIMEOUT_SECONDS",
+        60.0,
+        "at start, wait this long for an unreachable registry",
+        _non_negative_float,
+    ),
 )
 
 KITE_API = "https://api.kite.trade"
@@ -319,6 +325,7 @@ class RunSettings:
     kafka_delivery_timeout_ms: int = 300_000
     kafka_framing: str = "single-object"
     schema_registry_url: str | None = None
+    schema_registry_timeout_seconds: float = 60.0
     max_in_flight: int = 50_000
     low_water_mark: int = 0
     backpressure_policy: str = "block"

@@ -4,6 +4,7 @@ ConnectorError
 ├── ConfigError            bad or missing configuration; the message names the variable to fix
 ├── MalformedFrame         a Kite WebSocket message that cannot be decoded (carries the raw bytes)
 ├── SerializationError     a record that does not fit its Avro schema, or bytes that are not ours
+├── RegistryError          the Schema Registry refused a schema, or was not reachable at start-up
 ├── AuthError              Kite refused the api_key / access_token (HTTP 403), or the login failed
 ├── SourceError            the WebSocket connection broke the protocol; the listener connects again
 ├── SinkError              Kafka refused or could not take a record
@@ -19,6 +20,7 @@ __all__ = [
     "ConnectorError",
     "KiteApiError",
     "MalformedFrame",
+    "RegistryError",
     "SerializationError",
     "SinkError",
     "SourceError",
@@ -50,6 +52,11 @@ class MalformedFrame(ConnectorError):
 
 class SerializationError(ConnectorError):
     """A record could not be written with, or bytes could not be read by, an Avro schema."""
+
+
+class RegistryError(ConnectorError):
+    """The Schema Registry refused a schema (the message names the subject and its reason), or did not
+    answer within SCHEMA_REGISTRY_TIMEOUT_SECONDS at start-up."""
 
 
 class AuthError(ConnectorError):

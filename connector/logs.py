@@ -79,3 +79,6 @@ def setup_logging(level: str = "INFO", fmt: str = "json") -> None:
     # The WebSocket libraries can log handshake URLs, which carry the access token: never below WARNING.
     logging.getLogger("websockets").setLevel(logging.WARNING)
     logging.getLogger("websocket").setLevel(logging.WARNING)
+    # The Schema Registry client's HTTP library logs every request URL, which may carry user:password.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)

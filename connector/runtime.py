@@ -298,7 +298,10 @@ class Runtime:
                 s.kafka_bootstrap_servers, self.topics, s.kafka_topic_partitions, s.kafka_replication_factor
             )
             self.serializers = build_serializers(
-                s.kafka_framing, s.schema_registry_url, self.topics.by_kind()
+                s.kafka_framing,
+                s.schema_registry_url,
+                self.topics.by_kind(),
+                registry_timeout=s.schema_registry_timeout_seconds,
             )
         self.connections = [
             Connection(i, self, subscriptions, stats, FailureBudget(self.failure_limit, self._window()))

@@ -4,9 +4,11 @@
 #
 #   KITE_BASE_IMAGE     Debian base with python3/venv/pip (FROM of the project's Dockerfile)
 #   KITE_KAFKA_IMAGE    Apache Kafka (KRaft) honouring the apache/kafka KAFKA_* environment convention
+#   KITE_REGISTRY_IMAGE Apicurio Registry 2.4.2 (in-memory), the stand-in for apicurio/apicurio-registry-mem
 #
-# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka image is also
-# rebuilt when its recipe under docker/kafka changes).
+# `build-local-images.sh registry` builds the registry image only.
+# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka and registry images
+# are also rebuilt when their recipe under docker/kafka or docker/registry changes).
 # Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
 # settings.xml that names an internal Maven mirror (e.g. MAVEN_ARGS="-s /path/settings.xml").
 set -euo pipefail
@@ -14,6 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KITE_BASE_IMAGE="${KITE_BASE_IMAGE:-kite-kafka/python-base:bookworm}"
 KITE_KAFKA_IMAGE="${KITE_KAFKA_IMAGE:-kite-kafka/kafka:4.1.1}"
+KITE_REGISTRY_IMAGE="${KITE_REGISTRY_IMAGE:-kite-kafka/apicurio-registry:2.4.2}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.24.3}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
@@ -75,6 +78,15 @@ kafka_jars() {
   echo "$libs"
 }
 
+# The Debian JRE base shared by the Kafka and registry images (built once per run, even with FORCE=1).
+JRE_IMAGE="kite-kafka/jre-base:$SUITE"
+ensure_jre() {
+  if [ -z "${jre_ready:-}" ] && ! image_exists "$JRE_IMAGE"; then
+    debootstrap_image "$JRE_IMAGE" "openjdk-17-jre-headless,ca-certificates"
+  fi
+  jre_ready=1
+}
+
 # A digest of what goes into the Kafka image besides the jars: a changed recipe rebuilds the image.
 kafka_recipe() { cat "$here"/kafka/Dockerfile "$here"/kafka/entrypoint.sh "$here"/kafka/log4j2.properties "$here"/kafka/bin/* | sha256sum | cut -c1-16; }
 
@@ -86,24 +98,55 @@ build_kafka() {
     say "exists: $KITE_KAFKA_IMAGE"
     return
   fi
-  local t0=$SECONDS jre="kite-kafka/jre-base:$SUITE" libs ctx
-  if ! image_exists "$jre"; then
-    debootstrap_image "$jre" "openjdk-17-jre-headless,ca-certificates"
-  fi
+  local t0=$SECONDS libs ctx
+  ensure_jre
   libs="$(kafka_jars)"
   ctx="$(mktemp -d)"
   cp -r "$libs" "$ctx/libs"
   cp "$here/kafka/Dockerfile" "$here/kafka/entrypoint.sh" "$here/kafka/log4j2.properties" "$ctx/"
   cp -r "$here/kafka/bin" "$ctx/bin"
-  docker build -q --build-arg "BASE=$jre" --label "kite.recipe=$recipe" -t "$KITE_KAFKA_IMAGE" "$ctx" >/dev/null
+  docker build -q --build-arg "BASE=$JRE_IMAGE" --label "kite.recipe=$recipe" -t "$KITE_KAFKA_IMAGE" "$ctx" >/dev/null
   rm -rf "$ctx"
   say "built $KITE_KAFKA_IMAGE in $((SECONDS - t0)) s"
 }
 
+# Everything under docker/registry is recipe: the Maven half (poms, the build step's source) and the image.
+registry_recipe() {
+  (cd "$here/registry" && find . -type f -not -path '*/target/*' | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-16
+}
+
+build_registry() {
+  local recipe
+  recipe="$(registry_recipe)"
+  if image_exists "$KITE_REGISTRY_IMAGE" \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "kite.recipe" }}' "$KITE_REGISTRY_IMAGE" 2>/dev/null)" = "$recipe" ]; then
+    say "exists: $KITE_REGISTRY_IMAGE"
+    return
+  fi
+  local t0=$SECONDS app="$CACHE/registry-$recipe" ctx
+  ensure_jre
+  if [ ! -f "$app/registry-runner.jar" ]; then
+    say "assembling Apicurio Registry from Maven Central"
+    rm -rf "$app" && mkdir -p "$app"
+    bash "$here/registry/build.sh" "$app" || { rm -rf "$app"; exit 1; }
+  fi
+  ctx="$(mktemp -d)"
+  cp -r "$app/lib" "$app/registry-runner.jar" "$here/registry/Dockerfile" "$ctx/"
+  docker build -q --build-arg "BASE=$JRE_IMAGE" --label "kite.recipe=$recipe" -t "$KITE_REGISTRY_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  say "built $KITE_REGISTRY_IMAGE in $((SECONDS - t0)) s"
+}
+
 command -v docker >/dev/null || { echo "docker is not installed" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
+if [ "${1:-}" = registry ]; then  # only the registry image (the others come from elsewhere)
+  build_registry
+  say "ready: KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
+  exit 0
+fi
 build_python_base &
 base_pid=$!
 build_kafka
+build_registry
 wait "$base_pid"
-say "ready: KITE_BASE_IMAGE=$KITE_BASE_IMAGE KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE"
+say "ready: KITE_BASE_IMAGE=$KITE_BASE_IMAGE KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"

@@ -1,8 +1,9 @@
 """A small strategy reading the ticks topic: a fast/slow moving-average crossover per instrument.
 
 It shows how a downstream service reads what the connector writes: a plain confluent-kafka consumer and
-the project's deserializer (``AvroReader`` detects the framing and the schema version).
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python examples/strategy_consumer.py
+the project's deserializer (``AvroReader`` detects the framing and the schema version; the Confluent
+framing, docker-compose's default, needs SCHEMA_REGISTRY_URL).
+    SCHEMA_REGISTRY_URL=http://127.0.0.1:8081/apis/ccompat/v7 python examples/strategy_consumer.py
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ IDLE_POLLS = int(os.environ.get("EXAMPLE_IDLE_POLLS", "0"))
 
 
 def main() -> None:
-    reader = AvroReader()
+    reader = AvroReader(os.environ.get("SCHEMA_REGISTRY_URL"))
     consumer = Consumer(
         {
             "bootstrap.servers": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),

@@ -3,6 +3,7 @@
 
 KITE_OFFICIAL_KAFKA_IMAGE="apache/kafka:4.1.1"
 KITE_OFFICIAL_BASE_IMAGE="python:3.11-slim"
+KITE_OFFICIAL_REGISTRY_IMAGE="apicurio/apicurio-registry-mem:2.4.2.Final"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 step() { # step NAME COMMAND... : run, then print the time it took
@@ -52,8 +53,31 @@ ensure_images() {
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     command -v mvn >/dev/null 2>&1 || apt_install maven openjdk-17-jdk-headless
     export KITE_KAFKA_IMAGE="kite-kafka/kafka:4.1.1" KITE_BASE_IMAGE="kite-kafka/python-base:bookworm"
+    export KITE_REGISTRY_IMAGE="${KITE_REGISTRY_IMAGE:-kite-kafka/apicurio-registry:2.4.2}"
     bash "$repo_root/docker/build-local-images.sh" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
   fi
+  ensure_registry_image
+}
+
+# The Schema Registry image (compose and the tests): KITE_REGISTRY_IMAGE, else the official one where a
+# registry answers, else one built here from Maven Central (cached; rebuilt only when its recipe changes).
+ensure_registry_image() {
+  local ours="kite-kafka/apicurio-registry:2.4.2"
+  if [ -z "${KITE_REGISTRY_IMAGE:-}" ]; then
+    if docker image inspect "$KITE_OFFICIAL_REGISTRY_IMAGE" >/dev/null 2>&1 \
+      || timeout 300 docker pull -q "$KITE_OFFICIAL_REGISTRY_IMAGE" >/dev/null 2>&1; then
+      export KITE_REGISTRY_IMAGE="$KITE_OFFICIAL_REGISTRY_IMAGE"
+      return 0
+    fi
+    export KITE_REGISTRY_IMAGE="$ours"
+  fi
+  if [ "$KITE_REGISTRY_IMAGE" != "$ours" ]; then
+    echo "using KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
+    return 0
+  fi
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  command -v mvn >/dev/null 2>&1 || apt_install maven openjdk-17-jdk-headless
+  bash "$repo_root/docker/build-local-images.sh" registry 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
 }
 
 # A virtual environment with the project and its test extras; FRESH_VENV=1 makes it anew.

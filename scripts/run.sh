@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The run command: Kafka + simulator + connector + example consumer with docker compose.
-# Installs a Docker engine if missing and, where no container registry answers, builds the Kafka and
-# Python base images locally. Extra arguments go to `compose up` (e.g. -d to run in the background).
+# The run command: Kafka + Schema Registry + simulator + connector + example consumer with docker compose.
+# Installs a Docker engine if missing and, where no container registry answers, builds the Kafka, registry
+# and Python base images locally. Extra arguments go to `compose up` (e.g. -d to run in the background).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo_root"

@@ -1,4 +1,4 @@
-"""Real services for tests and benchmarks: a single-node KRaft Kafka in a container (testcontainers).
+"""Real services for tests and benchmarks: a single-node KRaft Kafka and a Schema Registry in containers.
 
 Import this module before anything imports testcontainers: it sets the variables testcontainers reads at
 import time so that, on machines where ``/.dockerenv`` exists or the default route is not local, the
@@ -22,6 +22,10 @@ os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 
 DEFAULT_KAFKA_IMAGE = "apache/kafka:4.1.1"
+LOCAL_KAFKA_IMAGE = "kite-kafka/kafka:4.1.1"  # docker/build-local-images.sh, where no registry answers
+DEFAULT_REGISTRY_IMAGE = "apicurio/apicurio-registry-mem:2.4.2.Final"
+LOCAL_REGISTRY_IMAGE = "kite-kafka/apicurio-registry:2.4.2"
+REGISTRY_API = "/apis/ccompat/v7"  # Apicurio's Confluent-compatible API
 RYUK_IMAGE = os.environ.get("RYUK_CONTAINER_IMAGE", "testcontainers/ryuk:0.8.1")
 
 
@@ -39,6 +43,38 @@ def _disable_ryuk_without_image() -> None:
         os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
     except docker.errors.DockerException:
         pass
+
+
+def pick_image(variable: str, official: str, local: str) -> str:
+    """The image named by ``variable``; else ``official`` if present or pullable; else the locally built
+    ``local`` (docker/build-local-images.sh), saying so."""
+    chosen = os.environ.get(variable)
+    if chosen:
+        return chosen
+    from docker.client import DockerClient
+
+    import docker
+
+    client = DockerClient.from_env(timeout=300)
+    try:
+        client.images.get(official)
+        return official
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.images.pull(official)
+        return official
+    except docker.errors.DockerException as exc:
+        pull_error = str(exc).splitlines()[0][:200]
+    try:
+        client.images.get(local)
+    except docker.errors.ImageNotFound:
+        raise RuntimeError(
+            f"{official} cannot be pulled ({pull_error}) and {local} is not built: "
+            f"run docker/build-local-images.sh, or set {variable}"
+        ) from None
+    print(f"\n[harness] {official} cannot be pulled: using the locally built {local} ({variable} overrides)")
+    return local
 
 
 def free_port() -> int:
@@ -119,7 +155,7 @@ def kafka_broker() -> Iterator[tuple[str, str | None]]:
     _disable_ryuk_without_image()
     from testcontainers.core.container import DockerContainer
 
-    image = os.environ.get("KITE_KAFKA_IMAGE", DEFAULT_KAFKA_IMAGE)
+    image = pick_image("KITE_KAFKA_IMAGE", DEFAULT_KAFKA_IMAGE, LOCAL_KAFKA_IMAGE)
     port = free_port()  # the advertised port must be the one the client dials, so it is chosen first
     bootstrap = f"127.0.0.1:{port}"
     container = DockerContainer(image).with_envs(**kafka_environment(bootstrap))
@@ -132,5 +168,50 @@ def kafka_broker() -> Iterator[tuple[str, str | None]]:
         wait_for_broker(bootstrap)
         print(f"\n[harness] Kafka {image} up at {bootstrap} in {time.monotonic() - started:.1f} s")
         yield bootstrap, container.get_wrapped_container().id
+    finally:
+        container.stop()
+
+
+def wait_for_registry(url: str, timeout: float = 120.0) -> None:
+    """Until the registry lists its subjects (the Confluent API answers)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/subjects", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError as exc:  # not up yet (refused, reset by docker's proxy, 503 while starting)
+            last = exc
+        time.sleep(0.5)
+    raise TimeoutError(f"Schema Registry at {url} not ready after {timeout:.0f} s: {last}")
+
+
+@contextlib.contextmanager
+def schema_registry() -> Iterator[tuple[str, str | None]]:
+    """Yields (Confluent-compatible registry URL, container id or None when KITE_TEST_REGISTRY_URL names
+    a running registry). The container is Apicurio Registry (in-memory), published on 127.0.0.1 only."""
+    external = os.environ.get("KITE_TEST_REGISTRY_URL")
+    if external:
+        wait_for_registry(external)
+        yield external, None
+        return
+    _disable_ryuk_without_image()
+    from testcontainers.core.container import DockerContainer
+
+    image = pick_image("KITE_REGISTRY_IMAGE", DEFAULT_REGISTRY_IMAGE, LOCAL_REGISTRY_IMAGE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{REGISTRY_API}"
+    container = DockerContainer(image)
+    container.ports["8080/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
+    container.with_kwargs(labels={"org.kite-kafka.test": "schema-registry"})
+    started = time.monotonic()
+    container.start()
+    try:
+        wait_for_registry(url)
+        print(f"\n[harness] Schema Registry {image} up at {url} in {time.monotonic() - started:.1f} s")
+        yield url, container.get_wrapped_container().id
     finally:
         container.stop()

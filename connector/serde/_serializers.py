@@ -14,6 +14,8 @@ from connector.errors import ConfigError, SerializationError
 from connector.kite import OrderUpdate, Tick
 from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single_object_frame, split_frame
 from connector.serde._records import DeadLetter, dead_letter_dict, order_update_dict
+from connector.serde._registry import register_value_schemas
+from connector.serde._registry import registry_client as registry_client_for
 from connector.serde._schemas import AvroSchema, load_schema, parse_schema_text, schema_dir
 from connector.serde._tick import encode_tick, tick_fault
 
@@ -74,24 +76,21 @@ class Serializers:
         }
 
 
-def _registry(url: str) -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    return SchemaRegistryClient.new_client({"url": url})
-
-
 def build_serializers(
     framing: str = "single-object",
     registry_url: str | None = None,
     topics: dict[str, str] | None = None,
     registry_client: Any = None,
+    registry_timeout: float = 60.0,
 ) -> Serializers:
     """Serializers for the three record kinds.
 
     ``single-object`` needs no registry: each message starts with ``C3 01`` and the schema's fingerprint
     (also sent as the ``avro.fingerprint`` header). ``confluent`` registers each schema under
-    ``<topic>-value`` (TopicNameStrategy) at start-up and prefixes messages with its id;
-    ``registry_client`` (a ``SchemaRegistryClient``) is used instead of one built from the URL.
+    ``<topic>-value`` (TopicNameStrategy) once, here, and prefixes messages with its id (see
+    ``_registry.register_value_schemas``: compatibility, refusals, waiting up to ``registry_timeout``
+    seconds for an unreachable registry); ``registry_client`` (a ``SchemaRegistryClient``) is used instead
+    of one built from the URL.
     """
     if framing not in FRAMINGS:
         raise ConfigError(f"KAFKA_FRAMING must be one of {', '.join(FRAMINGS)}, not {framing!r}")
@@ -100,26 +99,33 @@ def build_serializers(
         "order_update": fastavro_encoder(load_schema("order_update"), order_update_dict),
         "dead_letter": fastavro_encoder(load_schema("dead_letter"), dead_letter_dict),
     }
-    registry = registry_client
-    if framing == "confluent" and registry is None:
-        if not registry_url:
-            raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
-        registry = _registry(registry_url)
     # The C and the Python Tick encoders word their errors differently: the fault is named the same for both.
     explain = {"tick": tick_fault}
-    built: dict[str, Serializer[Any]] = {}
-    for kind, encode in encoders.items():
-        schema = load_schema(kind)
-        headers: list[tuple[str, str | bytes | None]] = []
-        if framing == "single-object":
-            prefix = single_object_frame(schema.fingerprint)
-            headers = [(FINGERPRINT_HEADER, schema.fingerprint)]
-        else:
-            from confluent_kafka.schema_registry import Schema
-
-            subject = f"{(topics or {}).get(kind, kind)}-value"
-            prefix = confluent_frame(registry.register_schema(subject, Schema(schema.text, "AVRO")))
-        built[kind] = Serializer(schema, encode, prefix, headers, explain.get(kind))
+    built: dict[str, Serializer[Any]]
+    if framing == "single-object":
+        built = {
+            kind: Serializer(load_schema(kind), encode, single_object_frame(load_schema(kind).fingerprint),
+                             [(FINGERPRINT_HEADER, load_schema(kind).fingerprint)], explain.get(kind))
+            for kind, encode in encoders.items()
+        }  # fmt: skip
+        return Serializers(built["tick"], built["order_update"], built["dead_letter"])
+    if registry_client is None and not registry_url:
+        raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
+    # Retries are register_value_schemas' own (bounded by registry_timeout), not the client's.
+    client = registry_client or registry_client_for(registry_url or "", retries=0)
+    subjects = {kind: f"{(topics or {}).get(kind, kind)}-value" for kind in encoders}
+    ids = register_value_schemas(
+        client,
+        {subjects[kind]: load_schema(kind) for kind in encoders},
+        registry_url or "(client given)",
+        registry_timeout,
+    )
+    built = {
+        kind: Serializer(
+            load_schema(kind), encode, confluent_frame(ids[subjects[kind]]), [], explain.get(kind)
+        )
+        for kind, encode in encoders.items()
+    }
     return Serializers(built["tick"], built["order_update"], built["dead_letter"])
 
 
@@ -137,7 +143,7 @@ class AvroReader:
             old = parse_schema_text(path.read_text())
             self._by_fingerprint.setdefault(old.fingerprint, old)
         self._by_id: dict[int, AvroSchema] = {}
-        self._registry = registry_client or (_registry(registry_url) if registry_url else None)
+        self._registry = registry_client or (registry_client_for(registry_url) if registry_url else None)
 
     def _writer(self, ref: bytes | int) -> AvroSchema:
         if isinstance(ref, bytes):

@@ -71,13 +71,14 @@ def read_topic(
     idle: float = 5.0,
     limit: float = 120.0,
     until: Callable[[list[Record]], bool] | None = None,
+    registry_url: str | None = None,
 ) -> list[Record]:
     """Every record of ``topic`` (from the beginning), decoded with the project's reader.
 
     Stops after ``expect`` records (if given), when ``until`` says so, or when nothing new arrived for
-    ``idle`` seconds.
+    ``idle`` seconds. ``registry_url`` is needed for Confluent-framed topics.
     """
-    reader = AvroReader()
+    reader = AvroReader(registry_url)
     consumer = earliest_consumer(bootstrap, topic, "t")
     out: list[Record] = []
     started = last = time.monotonic()

@@ -24,7 +24,14 @@ from connector.consume import CONSUME_SETTINGS, LiveView, consume
 from connector.kite import encode_message, parse_binary
 from connector.serde import build_serializers
 from tests.conftest import fixture_packet
-from tests.harness import free_port
+from tests.harness import (
+    DEFAULT_REGISTRY_IMAGE,
+    LOCAL_REGISTRY_IMAGE,
+    REGISTRY_API,
+    earliest_consumer,
+    free_port,
+    pick_image,
+)
 from tests.integration.helpers import Record, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
@@ -63,6 +70,10 @@ def compose_stack() -> Iterator[Stack]:
         **os.environ,
         "KAFKA_HOST_PORT": str(free_port()),
         "METRICS_HOST_PORT": str(free_port()),
+        "REGISTRY_HOST_PORT": str(free_port()),
+        "KITE_REGISTRY_IMAGE": pick_image(
+            "KITE_REGISTRY_IMAGE", DEFAULT_REGISTRY_IMAGE, LOCAL_REGISTRY_IMAGE
+        ),
         "SIM_RATE": "20",
         "SIM_ORDER_RATE": "2",
         "COMPOSE_PROJECT_NAME": project,
@@ -96,19 +107,59 @@ def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: S
     wait_until(lambda: _healthy(compose_stack.env["METRICS_HOST_PORT"]), 240, "the connector to be healthy")
     print(f"\n[compose] healthy after {time.monotonic() - started:.0f} s")
     bootstrap = f"127.0.0.1:{compose_stack.env['KAFKA_HOST_PORT']}"
+    registry = f"http://127.0.0.1:{compose_stack.env['REGISTRY_HOST_PORT']}{REGISTRY_API}"
     # Partitions are fetched unevenly: read until every instrument showed up and 1,000 ticks arrived.
     ticks = read_topic(
-        bootstrap, "kite.ticks", limit=180, until=lambda got: len(got) >= 1000 and len(_tokens(got)) == 8
+        bootstrap,
+        "kite.ticks",
+        limit=180,
+        until=lambda got: len(got) >= 1000 and len(_tokens(got)) == 8,
+        registry_url=registry,
     )
     assert len(ticks) >= 1000
     assert {r.kind for r in ticks} == {"Tick"}
     assert len(_tokens(ticks)) == 8
-    orders = read_topic(bootstrap, "kite.order_updates", idle=3)
+    # Orders keep coming, so "idle" never ends this read: a few are enough.
+    orders = read_topic(
+        bootstrap, "kite.order_updates", registry_url=registry, until=lambda got: len(got) >= 5
+    )
     assert orders and all(r.kind == "OrderUpdate" for r in orders)
+    _assert_confluent_framed(bootstrap, registry)
+
+    # The compose consumer (`kite-connector consume`) reads the same topics through the registry.
+    def consumer_printed_ticks() -> bool:
+        return '"type": "Tick"' in compose_stack.run("logs", "--tail=5", "consumer").stdout
+
+    wait_until(consumer_printed_ticks, 60, "consume output")
     metrics = urllib.request.urlopen(
         f"http://127.0.0.1:{compose_stack.env['METRICS_HOST_PORT']}/metrics"
     ).read()
     assert b"records_delivered_total" in metrics
+
+
+def _assert_confluent_framed(bootstrap: str, registry: str) -> None:
+    """By default compose writes the Confluent wire format, readable with confluent-kafka alone."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    client = SchemaRegistryClient({"url": registry})
+    assert client.get_compatibility("kite.ticks-value") == "BACKWARD"
+    consumer = earliest_consumer(bootstrap, "kite.ticks", "framing")
+    try:
+        msg = None
+        for _ in range(60):
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is None:
+                break
+        assert msg is not None and msg.error() is None
+        value = msg.value() or b""
+        assert value[0] == 0
+        assert int.from_bytes(value[1:5], "big") == client.get_latest_version("kite.ticks-value").schema_id
+        tick = AvroDeserializer(client)(value, SerializationContext("kite.ticks", MessageField.VALUE))
+        assert str(tick["instrument_token"]) == (msg.key() or b"").decode()
+    finally:
+        consumer.close()
 
 
 def _metric(port: str, name: str) -> float:

@@ -102,20 +102,6 @@ def test_single_object_framing_carries_the_fingerprint() -> None:
     assert ser.headers == [(FINGERPRINT_HEADER, schema.fingerprint)]
 
 
-def test_confluent_framing_with_mock_registry() -> None:
-    topics = {"tick": "kite.ticks", "order_update": "kite.orders", "dead_letter": "kite.dlq"}
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-
-    registry = SchemaRegistryClient.new_client({"url": "mock://serde-test"})
-    serializers = build_serializers("confluent", topics=topics, registry_client=registry)
-    data = serializers.tick(_ticks_of_every_kind()[0], RECEIVED)
-    assert data[0] == 0
-    latest = registry.get_latest_version("kite.ticks-value")
-    assert int.from_bytes(data[1:5], "big") == latest.schema_id
-    assert registry.get_latest_version("kite.orders-value").schema_id != latest.schema_id
-    assert AvroReader(registry_client=registry).read(data)[0] == "Tick"
-
-
 def test_bad_bytes_and_bad_config_say_what_is_wrong() -> None:
     with pytest.raises(SerializationError, match="invalid magic byte"):
         AvroReader().read(b"\x7bjson")
