@@ -40,8 +40,10 @@ def reference(
     def close(wm: int, how: str) -> None:
         for label, start, token in sorted(ticks, key=lambda k: (k[1], k[2])):
             ms = next(i.ms for i in intervals if i.label == label)
-            if start + ms <= wm and (label, start, token, "watermark") not in closed and not any(
-                c[:3] == (label, start, token) for c in closed
+            if (
+                start + ms <= wm
+                and (label, start, token, "watermark") not in closed
+                and not any(c[:3] == (label, start, token) for c in closed)
             ):
                 closed.append((label, start, token, how))
 
@@ -168,7 +170,14 @@ def test_bars_align_to_the_ist_day() -> None:
 def test_volume_is_the_rise_of_the_cumulative_counter_and_a_new_day_restarts_it() -> None:
     core = PartitionBars(parse_intervals("1m"), 0)
     start = MIDNIGHT - 120_000  # 23:58 IST
-    for t, volume in [(0, 1000), (10_000, 1200), (60_000, 1250), (70_000, 1400), (120_000, 30), (130_000, 80)]:
+    for t, volume in [
+        (0, 1000),
+        (10_000, 1200),
+        (60_000, 1250),
+        (70_000, 1400),
+        (120_000, 30),
+        (130_000, 80),
+    ]:
         core.add(7, start + t, 10.0, volume, None)
     core.add(7, start + 200_000, 10.0, 90, None)
     assert [c.volume for c in core.closed] == [200, 200, 80]  # first bar: from its first tick; then 30+50
@@ -204,3 +213,20 @@ def test_intervals_parse(text: str, labels: list[str]) -> None:
 def test_intervals_that_do_not_divide_a_day_are_refused(text: str) -> None:
     with pytest.raises(ConfigError, match="CANDLES_INTERVALS"):
         parse_intervals(text)
+
+
+def test_the_live_view_shows_the_latest_bar_of_each_instrument_and_interval() -> None:
+    from datetime import UTC, datetime
+
+    from connector.consume import LiveView
+
+    view = LiveView(clock=lambda: 0.0)
+    for start, close in [(MIDNIGHT, 101.0), (MIDNIGHT + 60_000, 102.5)]:
+        bar = Candle(256265, "1m", start, start + 60_000, 100.0, 103.0, 99.0, close, 1200, 17, None,
+                     start, start + 59_000, "watermark")._asdict()  # fmt: skip
+        for key in ("start", "end", "first_tick_at", "last_tick_at"):
+            bar[key] = datetime.fromtimestamp(bar[key] / 1000, UTC)
+        view.add("Candle", bar)
+    screen = view.render()
+    assert "256265   1m " in screen and " 00:01:00 " in screen and "102.50" in screen and "101.00" not in screen
+    assert "Candle: 2" in screen
