@@ -254,6 +254,9 @@ class CandleProcessor:
                     next_stats = now + _STATS_EVERY
                     self._log_stats()
             self._commit()
+        except BaseException:
+            self._abandon()  # never commit a cycle that did not finish
+            raise
         finally:
             self.consumer.close()  # revokes: the callback commits what is pending
             self.restorer.close()
@@ -270,6 +273,24 @@ class CandleProcessor:
                               "dead_letters": c.dead_letters, "commits": c.commits, "aborts": c.aborts}},
         )  # fmt: skip
 
+    def _abandon(self) -> None:
+        if self._in_txn and self.eos:
+            try:
+                self.producer.abort_transaction(_KAFKA_TIMEOUT)
+            except KafkaException as exc:
+                log.warning("could not abort the open transaction (%s): it aborts when it times out", exc)
+        self._in_txn = False
+        self.parts.clear()
+
+    def _send(self, topic: str, value: bytes, key: bytes | None, **kwargs: Any) -> None:
+        """produce(), waiting while the local queue is full (bounded by the producer's delivery timeout)."""
+        while True:
+            try:
+                self.producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
     def _begin(self) -> None:
         if not self._in_txn:
             if self.eos:
@@ -279,7 +300,7 @@ class CandleProcessor:
 
     def _process(self, batch: list[Message]) -> None:
         self._begin()
-        parts, decode, produce = self.parts, self.decoder.decode, self.producer.produce
+        parts, decode = self.parts, self.decoder.decode
         now = time.monotonic()
         counts = self.counts
         for msg in batch:
@@ -306,7 +327,7 @@ class CandleProcessor:
             late = part.core.add(*tick)
             if late:
                 counts.late += 1
-                produce(self.v["CANDLES_LATE_TOPIC"], value, msg.key(), timestamp=tick.time_ms, headers=[
+                self._send(self.v["CANDLES_LATE_TOPIC"], value, msg.key(), timestamp=tick.time_ms, headers=[
                     ("candles.late_for", ",".join(late)),
                     ("candles.source", f"{self.ticks_topic}/{msg.partition()}/{offset}"),
                 ])  # fmt: skip
@@ -321,7 +342,7 @@ class CandleProcessor:
                 "undecodable tick at %s (%s): sent to %s", where, exc, self.v["KAFKA_TOPIC_DEAD_LETTERS"]
             )
         letter = DeadLetter(value, f"{where}: {exc}", "candles", msg.offset())
-        self.producer.produce(
+        self._send(
             self.v["KAFKA_TOPIC_DEAD_LETTERS"], self.dlq_writer(letter, int(self.clock() * 1000)), b"candles",
             headers=self.dlq_writer.headers,
         )  # fmt: skip
@@ -330,7 +351,7 @@ class CandleProcessor:
         now_ms = int(self.clock() * 1000)
         for candle in part.core.closed:
             writer = self.bar_writers[candle.interval]
-            self.producer.produce(
+            self._send(
                 self.topics[candle.interval], writer(candle, now_ms), str(candle.instrument_token).encode(),
                 timestamp=candle.start, headers=writer.headers,
             )  # fmt: skip
@@ -362,10 +383,10 @@ class CandleProcessor:
             prefix = f"{self.ticks_topic}/{p}"
             for token in part.core.dirty:
                 state = json.dumps(part.core.token_state(token), separators=(",", ":"))
-                self.producer.produce(state_topic, state.encode(), f"{prefix}/{token}".encode(), partition=p)
+                self._send(state_topic, state.encode(), f"{prefix}/{token}".encode(), partition=p)
             part.core.dirty.clear()
             snapshot = {**part.core.snapshot(), "offset": part.next_offset}
-            self.producer.produce(state_topic, json.dumps(snapshot).encode(), prefix.encode(), partition=p)
+            self._send(state_topic, json.dumps(snapshot).encode(), prefix.encode(), partition=p)
             offsets.append(TopicPartition(self.ticks_topic, p, part.next_offset))
             part.changed = False
         return offsets
@@ -497,10 +518,8 @@ class CandleProcessor:
         consumer.unassign()
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
-        if self._in_txn and self.eos:
-            self.producer.abort_transaction(_KAFKA_TIMEOUT)
-        self._in_txn = False
-        self.parts.clear()
+        log.warning("partitions lost (session timed out): abandoning the open transaction")
+        self._abandon()
         consumer.unassign()
 
 
