@@ -23,8 +23,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from connector.kite import Mode, Tick
 from connector.errors import SerializationError
+from connector.kite import Mode, Tick
 from connector.serde import AvroReader, build_serializers
 
 pytestmark = pytest.mark.integration
