@@ -391,7 +391,9 @@ class CandleProcessor:
             part.changed = False
         return offsets
 
-    def _commit(self) -> None:
+    def _commit(self, rewind: bool = True) -> None:
+        """Commits the open cycle. If that fails it is aborted, and with ``rewind`` every partition held
+        goes back to its last committed state (without, the caller is giving the partitions up)."""
         if not self._in_txn:
             self._cycle_start = time.monotonic()
             return
@@ -409,12 +411,12 @@ class CandleProcessor:
                     self.consumer.commit(offsets=offsets, asynchronous=False)
             self.counts.commits += 1
         except KafkaException as exc:
-            self._failed(exc)
+            self._failed(exc, rewind)
         finally:
             self._in_txn = False
             self._cycle_start = time.monotonic()
 
-    def _failed(self, exc: KafkaException) -> None:
+    def _failed(self, exc: KafkaException, rewind: bool) -> None:
         """A commit failed: abort, and go back to the last committed state of every partition we hold."""
         err: KafkaError = exc.args[0]
         if err.fatal() or not (err.txn_requires_abort() or err.retriable()):
@@ -426,7 +428,7 @@ class CandleProcessor:
             self.producer.abort_transaction(_KAFKA_TIMEOUT)
         held = [TopicPartition(self.ticks_topic, p) for p in self.parts]
         self.parts.clear()
-        for tp in self._restore(held):
+        for tp in self._restore(held) if rewind and held else ():
             self.consumer.seek(tp)
 
     def _restore(self, held: list[TopicPartition]) -> list[TopicPartition]:
@@ -512,7 +514,7 @@ class CandleProcessor:
         consumer.assign(resume)
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
-        self._commit()  # hand over everything read so far
+        self._commit(rewind=False)  # hand over everything read so far
         for tp in revoked:
             self.parts.pop(tp.partition, None)
         consumer.unassign()
