@@ -41,11 +41,11 @@ PARTITIONS = 6
 def fill(bootstrap: str, topic: str, count: int, instruments: int) -> None:
     encode = build_serializers().tick
     start = 1_764_300_000_000
-    ticks = full_ticks(count, instruments)
+    ticks = full_ticks(min(count, 50_000), instruments)  # cycled: a million Tick objects would not fit
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
                          "queue.buffering.max.messages": 1_000_000})  # fmt: skip
-    for n, tick in enumerate(ticks):
-        t = start + n
+    for n in range(count):
+        tick, t = ticks[n % len(ticks)], start + n
         value = encode(tick._replace(exchange_timestamp_ms=t), t)
         while True:
             try:
