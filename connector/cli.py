@@ -125,6 +125,12 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_candles(args: argparse.Namespace) -> int:
+    from connector.candles import CANDLES_SETTINGS, serve
+
+    return serve(resolve(CANDLES_SETTINGS, args))
+
+
 def _cmd_login(args: argparse.Namespace) -> int:
     from connector.login import login
 
@@ -164,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
         "read the connector's topics and print decoded records",
         _cmd_consume,
         CONSUME_SETTINGS,
+    )
+    from connector.candles import CANDLES_SETTINGS
+
+    _subcommand(
+        sub,
+        "candles",
+        "turn the ticks topic into OHLCV bars (exactly once, in event time)",
+        _cmd_candles,
+        CANDLES_SETTINGS,
     )
     _subcommand(
         sub,

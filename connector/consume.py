@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
 from confluent_kafka import Consumer, Message
@@ -21,6 +21,8 @@ from connector.errors import SerializationError
 from connector.serde import AvroReader
 
 __all__ = ["CONSUME_SETTINGS", "LiveView", "consume", "record_json"]
+
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 
 def _flag(text: str) -> bool:
@@ -80,16 +82,21 @@ class _Row:
 
 
 class LiveView:
-    """Per instrument: last price, change, volume, ticks/s; plus totals and exchange→consume lag."""
+    """Per instrument: last price, change, volume, ticks/s; the latest bar of each instrument and interval;
+    plus totals and exchange→consume lag."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.rows: dict[int, _Row] = {}
+        self.bars: dict[tuple[int, str], dict[str, Any]] = {}
         self.totals: dict[str, int] = {}
         self.lags: list[float] = []
         self.clock = clock
 
     def add(self, kind: str, value: dict[str, Any]) -> None:
         self.totals[kind] = self.totals.get(kind, 0) + 1
+        if kind == "Candle":
+            self.bars[(value["instrument_token"], value["interval"])] = value
+            return
         if kind != "Tick":
             return
         now = self.clock()
@@ -112,6 +119,19 @@ class LiveView:
             volume = "" if row.volume is None else str(row.volume)
             lines.append(
                 f"{token:>10} {row.last_price:>12.2f} {change:>10} {volume:>12} {len(row.window) / 5:>8.1f}"
+            )
+        if self.bars:
+            lines.append(
+                f"{'token':>10} {'bar':>4} {'start (IST)':>16} {'open':>10} {'high':>10} {'low':>10} "
+                f"{'close':>10} {'volume':>10} {'ticks':>6}"
+            )
+        latest = sorted(self.bars.items(), key=lambda kv: kv[1]["start"], reverse=True)[:limit]
+        for (token, interval), bar in sorted(latest, key=lambda kv: kv[0]):
+            start = bar["start"].astimezone(IST).strftime("%m-%d %H:%M:%S")
+            volume = "" if bar["volume"] is None else str(bar["volume"])
+            lines.append(
+                f"{token:>10} {interval:>4} {start:>16} {bar['open']:>10.2f} {bar['high']:>10.2f} "
+                f"{bar['low']:>10.2f} {bar['close']:>10.2f} {volume:>10} {bar['ticks']:>6}"
             )
         totals = "  ".join(f"{k}: {v}" for k, v in sorted(self.totals.items()))
         lag = f"{sorted(self.lags)[len(self.lags) // 2]:.3f} s" if self.lags else "-"

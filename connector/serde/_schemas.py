@@ -13,7 +13,12 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 __all__ = ["SCHEMA_FILES", "AvroSchema", "load_schema", "schema_dir"]
 
 # Logical name → file in schemas/.
-SCHEMA_FILES = {"tick": "tick.avsc", "order_update": "order_update.avsc", "dead_letter": "dead_letter.avsc"}
+SCHEMA_FILES = {
+    "tick": "tick.avsc",
+    "order_update": "order_update.avsc",
+    "dead_letter": "dead_letter.avsc",
+    "candle": "candle.avsc",
+}
 
 
 class AvroSchema(NamedTuple):
@@ -45,5 +50,5 @@ def parse_schema_text(text: str) -> AvroSchema:
 
 @cache
 def load_schema(kind: str) -> AvroSchema:
-    """The current schema for ``kind`` (tick, order_update, dead_letter)."""
+    """The current schema for ``kind`` (tick, order_update, dead_letter, candle)."""
     return parse_schema_text((schema_dir() / SCHEMA_FILES[kind]).read_text())

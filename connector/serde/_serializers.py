@@ -16,7 +16,7 @@ from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single
 from connector.serde._records import DeadLetter, dead_letter_dict, order_update_dict
 from connector.serde._registry import register_value_schemas
 from connector.serde._registry import registry_client as registry_client_for
-from connector.serde._schemas import AvroSchema, load_schema, parse_schema_text, schema_dir
+from connector.serde._schemas import SCHEMA_FILES, AvroSchema, load_schema, parse_schema_text, schema_dir
 from connector.serde._tick import encode_tick, tick_fault
 
 __all__ = ["FRAMINGS", "AvroReader", "Serializer", "Serializers", "build_serializers", "fastavro_encoder"]
@@ -137,7 +137,7 @@ class AvroReader:
     """
 
     def __init__(self, registry_url: str | None = None, registry_client: Any = None) -> None:
-        self._current = {load_schema(k).name: load_schema(k) for k in ("tick", "order_update", "dead_letter")}
+        self._current = {load_schema(k).name: load_schema(k) for k in SCHEMA_FILES}
         self._by_fingerprint: dict[bytes, AvroSchema] = {s.fingerprint: s for s in self._current.values()}
         for path in sorted((schema_dir() / "history").glob("*.avsc")):
             old = parse_schema_text(path.read_text())
@@ -158,6 +158,10 @@ class AvroReader:
                 raise SerializationError(f"schema id {ref} needs a registry: set SCHEMA_REGISTRY_URL")
             self._by_id[ref] = parse_schema_text(self._registry.get_schema(ref).schema_str)
         return self._by_id[ref]
+
+    def writer_schema(self, ref: bytes | int) -> AvroSchema:
+        """The schema that wrote messages with this fingerprint (single-object) or registry id."""
+        return self._writer(ref)
 
     def read(self, data: bytes) -> tuple[str, dict[str, Any]]:
         """(record name, values) of one Kafka message value."""

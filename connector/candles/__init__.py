@@ -1,0 +1,18 @@
+"""``kite-connector candles``: OHLCV bars from the ticks topic, in event time, exactly once."""
+
+from connector.candles._bars import Candle, Interval, PartitionBars, bar_start, parse_intervals
+from connector.candles._decode import TickDecoder, TickFacts
+from connector.candles._processor import CANDLES_SETTINGS, CandleProcessor, serve
+
+__all__ = [
+    "CANDLES_SETTINGS",
+    "Candle",
+    "CandleProcessor",
+    "Interval",
+    "PartitionBars",
+    "TickDecoder",
+    "TickFacts",
+    "bar_start",
+    "parse_intervals",
+    "serve",
+]

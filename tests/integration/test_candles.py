@@ -1,0 +1,390 @@
+"""``kite-connector candles`` against a real broker: bars equal a reference computed from the ticks topic,
+every bar and late tick is committed exactly once, also when the processor is SIGKILLed again and again,
+and when two instances share the partitions and rebalance."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from connector.errors import SerializationError
+from connector.kite import Mode, Tick
+from connector.serde import AvroReader, build_serializers
+
+pytestmark = pytest.mark.integration
+
+DAY_MS, IST_MS = 86_400_000, 19_800_000
+MIDNIGHT = 20_419 * DAY_MS - IST_MS  # 2025-11-28 00:00 IST
+INTERVALS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "1d": DAY_MS}
+GRACE = 2000
+PARTITIONS = 3
+TOKENS = [n * 256 + 1 for n in range(100, 112)] + [n * 256 + 2 for n in range(200, 206)]  # NSE, NFO
+
+
+def _stream(count: int, seed: int) -> list[tuple[int, bytes]]:
+    """(token, framed Tick) in send order: event time crosses IST midnight, ~10 % out of order within the
+    grace, ~1 % late by up to two minutes, ~10 % quote mode (no exchange time: receive time counts)."""
+    rnd = random.Random(seed)
+    encode = build_serializers().tick
+    clock, price = MIDNIGHT - count * 100, dict.fromkeys(TOKENS, 100_000)  # midnight half-way through
+    out = []
+    for _ in range(count):
+        clock += rnd.randint(0, 400)
+        token = rnd.choice(TOKENS)
+        roll = rnd.random()
+        t = clock - (rnd.randint(0, 1500) if roll < 0.1 else rnd.randint(3000, 120_000) if roll < 0.11 else 0)
+        day_start = t - (t + IST_MS) % DAY_MS
+        volume = (t - day_start) // 97 * (token % 7 + 1)  # cumulative, from zero each IST day
+        price[token] += rnd.randint(-20, 20)
+        nfo = token & 0xFF == 2
+        mode = Mode.QUOTE if rnd.random() < 0.1 else Mode.FULL
+        tick = Tick(
+            token, mode, True, price[token] / 100, 5, price[token] / 100, volume, 10, 20,
+            oi=rnd.randint(1000, 9000) if nfo and mode == Mode.FULL else None,
+            exchange_timestamp_ms=t if mode == Mode.FULL else None,
+        )  # fmt: skip
+        out.append((token, encode(tick, t)))
+    return out
+
+
+@dataclass
+class Env:
+    bootstrap: str
+    ticks: str
+    prefix: str
+    late: str
+    state: str
+    dlq: str
+    group: str
+    logs: Path
+
+    def settings(self, instance: str, **extra: str) -> dict[str, str]:
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_TOPIC_TICKS": self.ticks,
+            "CANDLES_INTERVALS": ",".join(INTERVALS),
+            "CANDLES_TOPIC_PREFIX": self.prefix,
+            "CANDLES_LATE_TOPIC": self.late,
+            "CANDLES_STATE_TOPIC": self.state,
+            "KAFKA_TOPIC_DEAD_LETTERS": self.dlq,
+            "CANDLES_GROUP": self.group,
+            "CANDLES_INSTANCE_ID": instance,
+            "CANDLES_GRACE_MS": str(GRACE),
+            "CANDLES_IDLE_SECONDS": "0",
+            "CANDLES_FROM_BEGINNING": "true",
+            "CANDLES_COMMIT_INTERVAL_MS": "100",
+            "CANDLES_SESSION_TIMEOUT_MS": "6000",
+            "CANDLES_TRANSACTION_TIMEOUT_MS": "5000",
+            "KAFKA_TOPIC_PARTITIONS": "2",
+            "LOG_FORMAT": "text",
+            **extra,
+        }
+
+    def start(self, instance: str, **extra: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"candles-{instance}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "connector.cli", "candles"],
+            env={**os.environ, **self.settings(instance, **extra)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Env]:
+    s = uuid.uuid4().hex[:8]
+    e = Env(kafka_bootstrap, f"ticks-{s}", f"candles-{s}.", f"late-{s}", f"state-{s}", f"dlq-{s}",
+            f"g-{s}", tmp_path)  # fmt: skip
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(e.ticks, PARTITIONS, 1)])[e.ticks].result(30)
+    yield e
+    for log in tmp_path.glob("candles-*.log"):
+        print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]))
+
+
+def _send(env: Env, stream: list[tuple[int, bytes]], seconds: float) -> threading.Thread:
+    """Produces the stream at an even pace over ``seconds`` in a thread, keyed like the connector."""
+
+    def run() -> None:
+        producer = Producer({"bootstrap.servers": env.bootstrap, "linger.ms": 5})
+        chunk = max(1, len(stream) // int(seconds * 20))
+        for i in range(0, len(stream), chunk):
+            for token, value in stream[i : i + chunk]:
+                producer.produce(env.ticks, value, str(token).encode())
+            producer.poll(0)
+            time.sleep(0.05)
+        assert producer.flush(30) == 0
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _read_all(bootstrap: str, topics: list[str], idle: float = 3.0) -> list[Any]:
+    """Every committed record of ``topics`` (read_committed), until nothing new came for ``idle`` s."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex[:8]}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})  # fmt: skip
+    consumer.subscribe(topics)
+    out, last = [], time.monotonic()
+    try:
+        while time.monotonic() - last < idle:
+            batch = consumer.consume(5000, 0.5)
+            for msg in batch:
+                assert msg.error() is None, msg.error()
+                out.append(msg)
+            if batch:
+                last = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def _caught_up(env: Env, total: int) -> bool:
+    """The group committed every tick of the topic."""
+    probe = Consumer(
+        {"bootstrap.servers": env.bootstrap, "group.id": env.group, "isolation.level": "read_committed"}
+    )
+    try:
+        tps = [TopicPartition(env.ticks, p) for p in range(PARTITIONS)]
+        committed = probe.committed(tps, 10)
+        ends = [probe.get_watermark_offsets(tp, 10)[1] for tp in tps]
+    finally:
+        probe.close()
+    return sum(ends) >= total and [tp.offset for tp in committed] == ends
+
+
+def _wait_caught_up(env: Env, total: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not _caught_up(env, total):
+        assert time.monotonic() < deadline, "the processor did not catch up with the ticks topic"
+        time.sleep(0.5)
+
+
+def reference(env: Env) -> tuple[dict[tuple[str, int, int], dict[str, Any]], Counter[tuple[int, int]]]:
+    """Bars and late ticks straight from the ticks topic: decoded whole, grouped with lists, sorted."""
+    reader = AvroReader()
+    by_partition: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for msg in _read_all(env.bootstrap, [env.ticks], idle=2.0):
+        try:
+            _, v = reader.read(msg.value())
+        except SerializationError:
+            continue  # the processor dead-letters it
+        by_partition.setdefault(msg.partition(), []).append((msg.offset(), v))
+    bars: dict[tuple[str, int, int], list[tuple[int, int, dict[str, Any]]]] = {}
+    late: Counter[tuple[int, int]] = Counter()
+    final_wm: dict[int, int] = {}
+    for p, rows in by_partition.items():
+        seen = None
+        for offset, v in sorted(rows, key=lambda r: r[0]):
+            stamp = v["exchange_timestamp"] or v["received_at"]
+            t = round(stamp.timestamp() * 1000)
+            wm: int | None = None if seen is None else seen - GRACE
+            for label, ms in INTERVALS.items():
+                start = t - (t + IST_MS) % ms
+                if wm is not None and start + ms <= wm:
+                    late[(p, offset)] += 1
+                else:
+                    bars.setdefault((label, v["instrument_token"], start), []).append((t, offset, v))
+            seen = t if seen is None else max(seen, t)
+        final_wm[p] = (seen or 0) - GRACE
+    out: dict[tuple[str, int, int], dict[str, Any]] = {}
+    prev: dict[tuple[str, int], tuple[int, int]] = {}
+    partition_of = {}
+    for p, rows in by_partition.items():
+        for _, v in rows:
+            partition_of[v["instrument_token"]] = p
+    for (label, token, start), ticks in sorted(bars.items(), key=lambda kv: kv[0][2]):
+        end = start + INTERVALS[label]
+        if end > final_wm[partition_of[token]]:
+            continue  # still open
+        ticks.sort(key=lambda r: (r[0], r[1]))
+        volumes = [r[2]["volume_traded"] for r in ticks if r[2]["volume_traded"] is not None]
+        ois = [r[2]["oi"] for r in ticks if r[2]["oi"] is not None]
+        day = (start + IST_MS) // DAY_MS
+        volume = None
+        if volumes:
+            before = prev.get((label, token))
+            top = max(volumes)
+            if before is None:
+                volume = top - min(volumes)
+            elif before[1] != day or top < before[0]:
+                volume = top
+            else:
+                volume = top - before[0]
+            prev[(label, token)] = (top, day)
+        prices = [r[2]["last_price"] for r in ticks]
+        out[(label, token, start)] = {
+            "open": prices[0], "high": max(prices), "low": min(prices), "close": prices[-1],
+            "volume": volume, "ticks": len(ticks), "oi": ois[-1] if ois else None,
+            "first_tick_at": ticks[0][0], "last_tick_at": ticks[-1][0], "end": end,
+        }  # fmt: skip
+    return out, late
+
+
+def _bars(env: Env) -> tuple[Counter[tuple[str, int, int]], dict[tuple[str, int, int], dict[str, Any]]]:
+    reader = AvroReader()
+    seen: Counter[tuple[str, int, int]] = Counter()
+    values = {}
+    for msg in _read_all(env.bootstrap, [env.prefix + label for label in INTERVALS]):
+        kind, v = reader.read(msg.value())
+        assert kind == "Candle"
+        assert msg.topic() == env.prefix + v["interval"] and msg.key() == str(v["instrument_token"]).encode()
+        start = round(v["start"].timestamp() * 1000)
+        key = (v["interval"], v["instrument_token"], start)
+        seen[key] += 1
+        assert v["closed_by"] == "watermark"
+        values[key] = {
+            k: round(v[k].timestamp() * 1000) if k in ("first_tick_at", "last_tick_at", "end") else v[k]
+            for k in (
+                "open",
+                "high",
+                "low",
+                "close",
+                "volume",
+                "ticks",
+                "oi",
+                "first_tick_at",
+                "last_tick_at",
+                "end",
+            )
+        }
+    return seen, values
+
+
+def _late(env: Env) -> Counter[tuple[int, int]]:
+    late: Counter[tuple[int, int]] = Counter()
+    for msg in _read_all(env.bootstrap, [env.late], idle=1.0):
+        headers = dict(msg.headers() or [])
+        _, p, offset = headers["candles.source"].decode().rsplit("/", 2)
+        late[(int(p), int(offset))] += len(headers["candles.late_for"].decode().split(","))
+    return late
+
+
+def _check_exactly_once(env: Env) -> int:
+    want, want_late = reference(env)
+    seen, got = _bars(env)
+    doubled = {k: n for k, n in seen.items() if n > 1}
+    assert not doubled, f"bars committed more than once: {list(doubled.items())[:5]}"
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    assert not missing and not extra, (
+        f"missing {missing[:5]} ({len(missing)}), extra {extra[:5]} ({len(extra)})"
+    )
+    wrong = [(k, got[k], want[k]) for k in want if got[k] != want[k]]
+    assert not wrong, f"{len(wrong)} bars differ, e.g. {wrong[:2]}"
+    assert _late(env) == want_late
+    assert set(INTERVALS) == {k[0] for k in want}, "every interval closed bars"
+    assert len(want_late) > 20
+    return len(want)
+
+
+def test_bars_equal_the_reference_with_late_and_out_of_order_ticks(env: Env) -> None:
+    stream = _stream(8000, seed=1)
+    sender = _send(env, stream, 3)
+    garbage = Producer({"bootstrap.servers": env.bootstrap})
+    garbage.produce(env.ticks, b"not avro", b"1")
+    assert garbage.flush(30) == 0
+    proc = env.start("solo")
+    try:
+        sender.join(60)
+        _wait_caught_up(env, len(stream) + 1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    bars = _check_exactly_once(env)
+    letters = _read_all(env.bootstrap, [env.dlq], idle=1.0)
+    kind, letter = AvroReader().read(letters[0].value())
+    assert (len(letters), kind, letter["source"], letter["raw"]) == (1, "DeadLetter", "candles", b"not avro")
+    print(f"{bars} bars")
+
+
+def _resumed(env: Env, name: str) -> list[str]:
+    """The partitions@offsets of each time ``name`` got partitions and resumed, from its log."""
+    path = env.logs / f"candles-{name}.log"
+    text = path.read_text() if path.exists() else ""
+    return [line.split("resuming ", 1)[1] for line in text.splitlines() if "resuming " in line]
+
+
+def _start_and_wait(env: Env, name: str) -> subprocess.Popen[bytes]:
+    """Starts ``name`` and waits until it reads ticks (logged after its state is restored)."""
+    before = len(_resumed(env, name))
+    proc = env.start(name)
+    deadline = time.monotonic() + 30
+    while len(_resumed(env, name)) <= before:
+        assert proc.poll() is None, f"candles {name} exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"candles {name} did not get partitions within 30 s"
+        time.sleep(0.05)
+    return proc
+
+
+def _kill_loop(
+    env: Env, sender: threading.Thread, instances: list[str], kills: int, rnd: random.Random
+) -> dict[str, subprocess.Popen[bytes]]:
+    """SIGKILLs a random instance at a random moment after it started reading, ``kills`` times and
+    while ticks stream; restarts it each time. A second instance joins after the second kill."""
+    procs = {instances[0]: _start_and_wait(env, instances[0])}
+    done = 0
+    while done < kills or sender.is_alive():
+        time.sleep(rnd.uniform(0.05, 1.5))
+        if len(procs) < len(instances) and done == 2:
+            name = instances[len(procs)]
+            procs[name] = _start_and_wait(env, name)  # joins: the group rebalances, partitions move
+            continue
+        name = rnd.choice(sorted(procs))
+        procs[name].send_signal(signal.SIGKILL)
+        procs[name].wait()
+        done += 1
+        procs[name] = _start_and_wait(env, name)
+    return procs
+
+
+def test_sigkill_at_random_moments_neither_loses_nor_doubles_a_bar(env: Env) -> None:
+    rnd = random.Random(7)
+    stream = _stream(30_000, seed=2)
+    sender = _send(env, stream, 30)
+    procs = _kill_loop(env, sender, ["solo"], 10, rnd)
+    try:
+        _wait_caught_up(env, len(stream))
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+    print(f"{_check_exactly_once(env)} bars")
+
+
+def test_two_instances_rebalance_and_sigkill(env: Env) -> None:
+    rnd = random.Random(11)
+    stream = _stream(30_000, seed=3)
+    sender = _send(env, stream, 30)
+    procs = _kill_loop(env, sender, ["a", "b"], 10, rnd)
+    try:
+        taken = len(_resumed(env, "a"))
+        procs["b"].send_signal(signal.SIGKILL)  # b dies for good: after its session times out, a takes over
+        procs["b"].wait()
+        deadline = time.monotonic() + 60
+        while not any(r.count("@") == PARTITIONS for r in _resumed(env, "a")[taken:]):
+            assert time.monotonic() < deadline, "a did not take over b's partitions"
+            time.sleep(0.2)
+        _wait_caught_up(env, len(stream))
+    finally:
+        procs["a"].send_signal(signal.SIGTERM)
+        assert procs["a"].wait(30) == 0
+    assert any(r.count("@") < PARTITIONS for r in _resumed(env, "a")), "a shared the partitions with b"
+    print(f"{_check_exactly_once(env)} bars")

@@ -1,0 +1,262 @@
+"""The candle core against a plain reference: same bars, same late ticks, and checkpoints change nothing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connector.candles._bars import (
+    DAY_MS,
+    IST_OFFSET_MS,
+    Candle,
+    Interval,
+    PartitionBars,
+    bar_start,
+    parse_intervals,
+)
+from connector.candles._decode import TickDecoder, facts_of
+from connector.errors import ConfigError, SerializationError
+from connector.kite import Mode
+from connector.kite import Tick as KiteTick
+from connector.serde import AvroReader, DeadLetter, build_serializers
+from tests.unit.test_serde import ticks as serde_ticks
+
+_registry = SchemaRegistryClient.new_client({"url": "mock://candles-test"})
+_confluent = build_serializers("confluent", registry_client=_registry)
+
+# Two minutes before an IST midnight: streams cross a day boundary, where volume counters restart.
+MIDNIGHT = 20_000 * DAY_MS - IST_OFFSET_MS
+BASE = MIDNIGHT - 120_000
+
+Tick = tuple[int, int, float, int | None, int | None]  # token, event time, price, cumulative volume, oi
+Event = tuple[str, Any]  # ("tick", Tick) or ("idle", wall clock ms)
+
+
+def reference(
+    events: list[Event], intervals: tuple[Interval, ...], grace: int
+) -> tuple[list[Candle], list[tuple[int, tuple[str, ...]]]]:
+    """Bars and late ticks straight from the definition, with lists and sorting."""
+    ticks: dict[tuple[str, int, int], list[tuple[int, int, float, int | None, int | None]]] = {}
+    closed: list[tuple[str, int, int, str]] = []  # label, start, token, how
+    late: list[tuple[int, tuple[str, ...]]] = []
+    seen: int | None = None
+
+    def close(wm: int, how: str) -> None:
+        for label, start, token in sorted(ticks, key=lambda k: (k[1], k[2])):
+            ms = next(i.ms for i in intervals if i.label == label)
+            if (
+                start + ms <= wm
+                and (label, start, token, "watermark") not in closed
+                and not any(c[:3] == (label, start, token) for c in closed)
+            ):
+                closed.append((label, start, token, how))
+
+    for n, (kind, what) in enumerate(events):
+        if kind == "tick":
+            token, t, price, volume, oi = what
+            wm = -(1 << 62) if seen is None else seen - grace
+            too_late = []
+            for iv in intervals:
+                start = bar_start(t, iv.ms)
+                if start + iv.ms <= wm:
+                    too_late.append(iv.label)
+                else:
+                    ticks.setdefault((iv.label, start, token), []).append((t, n, price, volume, oi))
+            if too_late:
+                late.append((n, tuple(too_late)))
+            if seen is None or t > seen:
+                seen = t
+                close(seen - grace, "watermark")
+        elif seen is not None and what > seen and len(closed) < len(ticks):
+            seen = what
+            close(seen - grace, "idle")
+    bars = []
+    last_volume: dict[tuple[str, int], tuple[int, int]] = {}
+    for label, start, token, how in sorted(closed, key=lambda c: (c[1], c[0], c[2])):
+        ms = next(i.ms for i in intervals if i.label == label)
+        rows = sorted(ticks[(label, start, token)], key=lambda r: (r[0], r[1]))
+        volumes = [r[3] for r in rows if r[3] is not None]
+        ois = [r[4] for r in rows if r[4] is not None]
+        volume = None
+        if volumes:
+            day, before = (start + IST_OFFSET_MS) // DAY_MS, last_volume.get((label, token))
+            if before is None:
+                volume = max(volumes) - min(volumes)
+            elif before[1] != day or max(volumes) < before[0]:
+                volume = max(volumes)
+            else:
+                volume = max(volumes) - before[0]
+            last_volume[(label, token)] = (max(volumes), day)
+        prices = [r[2] for r in rows]
+        bars.append(Candle(token, label, start, start + ms, rows[0][2], max(prices), min(prices),
+                           rows[-1][2], volume, len(rows), ois[-1] if ois else None, rows[0][0],
+                           rows[-1][0], how))  # fmt: skip
+    return bars, late
+
+
+def run(
+    events: list[Event], intervals: tuple[Interval, ...], grace: int, checkpoint_every: int = 0
+) -> tuple[list[Candle], list[tuple[int, tuple[str, ...]]]]:
+    """The core over ``events``; with ``checkpoint_every``, rebuilt from its JSON checkpoint that often."""
+    core = PartitionBars(intervals, grace)
+    bars: list[Candle] = []
+    late: list[tuple[int, tuple[str, ...]]] = []
+    tokens: set[int] = set()
+    for n, (kind, what) in enumerate(events):
+        if kind == "tick":
+            tokens.add(what[0])
+            too_late = core.add(*what)
+            if too_late:
+                late.append((n, too_late))
+        else:
+            core.advance(what)
+        bars += core.closed
+        core.closed.clear()
+        if checkpoint_every and n % checkpoint_every == 0:
+            saved = json.dumps([core.snapshot(), {t: core.token_state(t) for t in tokens}])
+            core = PartitionBars(intervals, grace)
+            snap, per_token = json.loads(saved)
+            core.restore(snap)
+            for token, state in per_token.items():
+                core.restore_token(int(token), state)
+    return sorted(bars, key=lambda c: (c.start, c.interval, c.instrument_token)), late
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[Event]:
+    events: list[Event] = []
+    clock = BASE
+    volumes = {1: 1000, 2: 0, 3: 50}
+    for _ in range(draw(st.integers(1, 120))):
+        clock += draw(st.integers(0, 4000))
+        if draw(st.integers(0, 30)) == 0:
+            events.append(("idle", clock + draw(st.integers(0, 90_000))))
+            continue
+        token = draw(st.sampled_from([1, 2, 3]))
+        t = clock - draw(st.sampled_from([0, 0, 0, 300, 1500, 20_000, 70_000]))  # out of order, late
+        if (t + IST_OFFSET_MS) % DAY_MS < 60_000 and draw(st.booleans()):
+            volumes[token] = draw(st.integers(0, 30))  # a new day's counter
+        volumes[token] += draw(st.integers(0, 500))
+        volume = None if token == 3 and draw(st.booleans()) else volumes[token]
+        oi = draw(st.one_of(st.none(), st.integers(0, 10**6)))
+        price = draw(st.sampled_from([100.0, 100.05, 99.95, 101.5, 98.0]))
+        events.append(("tick", (token, t, price, volume, oi)))
+    return events
+
+
+INTERVAL_SETS = ["1s", "5s,1m", "1m", "10s,1m,5m,1h,1d"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(streams(), st.sampled_from(INTERVAL_SETS), st.sampled_from([0, 500, 2000, 30_000]))
+def test_core_equals_reference(events: list[Event], spec: str, grace: int) -> None:
+    intervals = parse_intervals(spec)
+    want_bars, want_late = reference(events, intervals, grace)
+    got_bars, got_late = run(events, intervals, grace)
+    assert got_late == want_late
+    assert got_bars == sorted(want_bars, key=lambda c: (c.start, c.interval, c.instrument_token))
+
+
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.sampled_from(INTERVAL_SETS), st.integers(1, 7))
+def test_checkpoint_and_restore_change_nothing(events: list[Event], spec: str, every: int) -> None:
+    intervals = parse_intervals(spec)
+    assert run(events, intervals, 1000, checkpoint_every=every) == run(events, intervals, 1000)
+
+
+def test_bars_align_to_the_ist_day() -> None:
+    t = MIDNIGHT + 9 * 3_600_000 + 15 * 60_000 + 42_000  # 09:15:42 IST
+    assert bar_start(t, 60_000) == t - 42_000
+    assert bar_start(t, 3_600_000) == MIDNIGHT + 9 * 3_600_000  # 09:00 IST, not 08:30 / 09:30
+    assert bar_start(t, DAY_MS) == MIDNIGHT  # 18:30 UTC the day before
+
+
+def test_volume_is_the_rise_of_the_cumulative_counter_and_a_new_day_restarts_it() -> None:
+    core = PartitionBars(parse_intervals("1m"), 0)
+    start = MIDNIGHT - 120_000  # 23:58 IST
+    for t, volume in [
+        (0, 1000),
+        (10_000, 1200),
+        (60_000, 1250),
+        (70_000, 1400),
+        (120_000, 30),
+        (130_000, 80),
+    ]:
+        core.add(7, start + t, 10.0, volume, None)
+    core.add(7, start + 200_000, 10.0, 90, None)
+    assert [c.volume for c in core.closed] == [200, 200, 80]  # first bar: from its first tick; then 30+50
+
+
+def test_a_late_tick_is_reported_not_added() -> None:
+    core = PartitionBars(parse_intervals("1m"), 1000)
+    core.add(1, BASE + 5_000, 10.0, None, None)
+    core.add(1, BASE + 61_000, 11.0, None, None)  # watermark 60 s: the first bar closes
+    assert [c.close for c in core.closed] == [10.0]
+    assert core.add(1, BASE + 59_000, 12.0, None, None) == ("1m",)
+    assert core.add(1, BASE + 60_500, 12.0, None, None) == ()  # the open bar still takes it
+
+
+def test_idle_closes_only_bars_whose_end_passed_on_the_wall_clock() -> None:
+    core = PartitionBars(parse_intervals("1m,1d"), 2000)
+    core.add(1, BASE + 1_000, 10.0, 5, None)
+    core.advance(BASE + 61_000)  # watermark 59 s: nothing ends before it
+    assert core.closed == []
+    core.advance(BASE + 62_000)
+    assert [(c.interval, c.closed_by) for c in core.closed] == [("1m", "idle")]
+    assert core.open_bars() == 1  # the day bar
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"), [("1m", ["1m"]), ("60m,5m, 1d,15m", ["5m", "15m", "1h", "1d"]), ("90s", ["90s"])]
+)
+def test_intervals_parse(text: str, labels: list[str]) -> None:
+    assert [i.label for i in parse_intervals(text)] == labels
+
+
+@pytest.mark.parametrize("text", ["", "7m", "2d", "1w", "m", "0m"])
+def test_intervals_that_do_not_divide_a_day_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match="CANDLES_INTERVALS"):
+        parse_intervals(text)
+
+
+def test_the_live_view_shows_the_latest_bar_of_each_instrument_and_interval() -> None:
+    from datetime import UTC, datetime
+
+    from connector.consume import LiveView
+
+    view = LiveView(clock=lambda: 0.0)
+    for start, close in [(MIDNIGHT, 101.0), (MIDNIGHT + 60_000, 102.5)]:
+        bar = Candle(256265, "1m", start, start + 60_000, 100.0, 103.0, 99.0, close, 1200, 17, None,
+                     start, start + 59_000, "watermark")._asdict()  # fmt: skip
+        for key in ("start", "end", "first_tick_at", "last_tick_at"):
+            bar[key] = datetime.fromtimestamp(bar[key] / 1000, UTC)
+        view.add("Candle", bar)
+    screen = view.render()
+    assert "256265   1m " in screen and " 00:01:00 " in screen
+    assert "102.50" in screen and "101.00" not in screen
+    assert "Candle: 2" in screen
+
+
+@settings(max_examples=500, deadline=None)
+@given(tick=serde_ticks, received=st.integers(0, 2**42))
+def test_the_tick_decoder_reads_what_the_full_reader_reads(tick: KiteTick, received: int) -> None:
+    for data in (build_serializers().tick(tick, received), _confluent.tick(tick, received)):
+        want = facts_of(AvroReader(registry_client=_registry).read(data)[1])
+        got = TickDecoder(AvroReader(registry_client=_registry)).decode(data)
+        assert got == want
+
+
+def test_the_tick_decoder_takes_the_general_path_for_what_it_does_not_know() -> None:
+    decoder = TickDecoder(AvroReader())
+    depth_no_time = KiteTick(256265 * 256 + 1, Mode.FULL, True, 10.0, depth=tuple(range(30)))
+    assert decoder.decode(build_serializers().tick(depth_no_time, 1234)).time_ms == 1234
+    assert decoder.slow == 1
+    with pytest.raises(SerializationError, match="not a Tick"):
+        decoder.decode(build_serializers().dead_letter(DeadLetter(b"x", "e", "ws-binary"), 1))
+    with pytest.raises(SerializationError, match="magic"):
+        decoder.decode(b"garbage")
