@@ -92,7 +92,8 @@ class Pipeline:
             return
         stats.messages["binary"] += 1
         sink = self.sink
-        if self._transcode is not None and self.on_ticks is None and sink is not None:
+        # The native path takes bytes only (an embedding caller may hand over another buffer).
+        if self._transcode is not None and self.on_ticks is None and sink is not None and type(data) is bytes:
             done = self._transcode(
                 data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
             )
