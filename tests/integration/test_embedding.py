@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connector.errors import AuthError
 from connector.kite import Tick
@@ -23,6 +22,7 @@ from connector.sink import Topics, _producer
 from connector.spool import OrderLog
 from connector.ticker import KafkaOutput, KiteTicker
 from tests.conftest import plain_times
+from tests.integration.faults import producer_failing_at
 from tests.integration.helpers import connector_settings, read_topic, running_connector, sent_log, wait_until
 
 pytestmark = pytest.mark.integration
@@ -246,22 +246,10 @@ def test_strategy_example_reads_the_ticks_topic(kafka_bootstrap: str, tmp_path: 
     assert summary == {"ticks_read": 400, "instruments": 4}
 
 
-class _FailingOnce(Producer):
-    """A real producer whose 30th produce() raises, as a fatal librdkafka error would."""
-
-    calls = 0
-
-    def produce(self, *args: Any, **kwargs: Any) -> None:
-        type(self).calls += 1
-        if type(self).calls == 30:
-            raise KafkaException(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
-        super().produce(*args, **kwargs)
-
-
 def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_producer, "Producer", _FailingOnce)
+    monkeypatch.setattr(_producer, "Producer", producer_failing_at(30))
     log = tmp_path / "sent.jsonl"
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"ticks-{suffix}", f"orders-{suffix}", f"dlq-{suffix}")

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Producer
 
 from connector.app import EXIT_FAILED
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator, synthetic_instruments
 from connector.sink import _producer
+from tests.integration.faults import producer_failing_at
 from tests.integration.helpers import (
     connector_env,
     connector_settings,
@@ -62,22 +61,10 @@ def test_a_message_larger_than_kafka_takes_is_a_dead_letter_that_fits(
     assert len(read_topic(kafka_bootstrap, values.kafka_topic_ticks, expect=10 * len(TOKENS))) == 200
 
 
-class _FailingOnce(Producer):
-    """A real producer whose 50th produce() raises, as a fatal librdkafka error would."""
-
-    calls = 0
-
-    def produce(self, *args: Any, **kwargs: Any) -> None:
-        type(self).calls += 1
-        if type(self).calls == 50:
-            raise KafkaException(KafkaError(KafkaError._FATAL, "injected fatal error", fatal=True))
-        super().produce(*args, **kwargs)
-
-
 def test_produce_raising_rebuilds_the_connection_and_loses_no_order_update(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_producer, "Producer", _FailingOnce)
+    monkeypatch.setattr(_producer, "Producer", producer_failing_at(50))
     log = tmp_path / "sent.jsonl"
     config = SimulatorConfig(port=0, rate=5, order_rate=4, seed=31, sent_log=str(log))
     with running_simulator(config, INSTRUMENTS) as sim:
