@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import full_ticks  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
@@ -89,7 +89,11 @@ def measure(
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = sum(max(tp.offset, 0) for tp in probe.committed(tps, 30))
+            try:
+                done = sum(max(tp.offset, 0) for tp in probe.committed(tps, 30))
+            except KafkaException:  # the group coordinator is still loading right after start
+                time.sleep(0.25)
+                continue
             now = time.monotonic()
             if first is None and done > 0:
                 first = (now, done, _cpu_seconds(proc.pid))
