@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from _common import full_ticks  # noqa: E402
-from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
@@ -40,7 +40,7 @@ PARTITIONS = 6
 
 def fill(bootstrap: str, topic: str, count: int, instruments: int) -> None:
     encode = build_serializers().tick
-    start = 1_764_300_000_000
+    start = int(time.time() * 1000) - count  # recent: old timestamps fall to the topic's retention
     ticks = full_ticks(min(count, 50_000), instruments)  # cycled: a million Tick objects would not fit
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
                          "queue.buffering.max.messages": 1_000_000})  # fmt: skip
@@ -89,7 +89,11 @@ def measure(
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            done = sum(max(tp.offset, 0) for tp in probe.committed(tps, 30))
+            try:
+                done = sum(max(tp.offset, 0) for tp in probe.committed(tps, 30))
+            except KafkaException:  # the group coordinator is still loading right after start
+                time.sleep(0.25)
+                continue
             now = time.monotonic()
             if first is None and done > 0:
                 first = (now, done, _cpu_seconds(proc.pid))
@@ -115,9 +119,8 @@ def main() -> None:
     args = parser.parse_args()
     with kafka_broker() as (bootstrap, _):
         topic = f"bench-ticks-{uuid.uuid4().hex[:6]}"
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(topic, PARTITIONS, 1)])[
-            topic
-        ].result(30)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
         t0 = time.monotonic()
         fill(bootstrap, topic, args.ticks, args.instruments)
         print(f"filled {topic}: {args.ticks:,} full-mode ticks, {args.instruments} instruments, "
