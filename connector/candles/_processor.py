@@ -227,10 +227,13 @@ class CandleProcessor:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
             registry = SchemaRegistryClient({"url": self.v["SCHEMA_REGISTRY_URL"]})
+        url = self.v["SCHEMA_REGISTRY_URL"] or ""
         self.bar_writers = {
-            label: serializer("candle", t, framing, registry) for label, t in self.topics.items()
+            label: serializer("candle", t, framing, registry, url) for label, t in self.topics.items()
         }
-        self.dlq_writer = serializer("dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, registry)
+        self.dlq_writer = serializer(
+            "dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, registry, url
+        )
         self.consumer, self.producer, self.restorer = self._clients()
         if self.eos:
             self.producer.init_transactions(_KAFKA_TIMEOUT)

@@ -170,7 +170,8 @@ def test_records_read_back_by_confluent_deserializer_and_a_registry_outage_chang
     assert json.loads(run.stdout.splitlines()[-1])["ticks_read"] == 300
 
 
-HISTORY = sorted((schema_dir() / "history").glob("*.avsc"))
+# What `run` writes (candles have their own processor and test): tick, order_update, dead_letter.
+HISTORY = sorted(p for p in (schema_dir() / "history").glob("*.avsc") if not p.name.startswith("candle."))
 
 
 @pytest.mark.parametrize("path", HISTORY, ids=[p.stem for p in HISTORY])
