@@ -29,21 +29,29 @@ __all__ = [
 ]
 
 
-def _non_negative_float(text: str) -> float:
+def flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise ValueError("must be 1 or more")
@@ -129,33 +137,33 @@ SIMULATOR_SETTINGS = (
         "SIM_RATE",
         1.0,
         "ticks per second per subscribed instrument (0: as fast as possible)",
-        _non_negative_float,
+        non_negative_float,
     ),
-    Setting("SIM_MAX_RATE", 0.0, "cap on ticks per second per connection (0: none)", _non_negative_float),
-    Setting("SIM_PACKETS_PER_MESSAGE", 50, "tick packets per WebSocket message", _non_negative_int),
-    Setting("SIM_ORDER_RATE", 0.2, "new orders per second per connection (0: none)", _non_negative_float),
+    Setting("SIM_MAX_RATE", 0.0, "cap on ticks per second per connection (0: none)", non_negative_float),
+    Setting("SIM_PACKETS_PER_MESSAGE", 50, "tick packets per WebSocket message", non_negative_int),
+    Setting("SIM_ORDER_RATE", 0.2, "new orders per second per connection (0: none)", non_negative_float),
     Setting(
-        "SIM_DROP_EVERY", 0.0, "drop each connection after this many seconds (0: never)", _non_negative_float
+        "SIM_DROP_EVERY", 0.0, "drop each connection after this many seconds (0: never)", non_negative_float
     ),
     Setting("SIM_MALFORMED_PROBABILITY", 0.0, "chance that a message is sent malformed", _probability),
-    Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", _non_negative_float),
-    Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", _non_negative_float),
+    Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", non_negative_float),
+    Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", non_negative_float),
     Setting("SIM_SEED", 0, "random seed: the same seed sends the same prices", int),
     Setting(
         "SIM_REPLAY_TICKS",
         0,
         "benchmark feed: send this many pre-encoded ticks per connection, then idle",
-        _non_negative_int,
+        non_negative_int,
     ),
     Setting(
         "SIM_ORDER_HIDE_EVERY",
         0,
         "leave every Nth final order update out of the socket (only GET /orders shows it; 0: none)",
-        _non_negative_int,
+        non_negative_int,
     ),
     Setting("SIM_SENT_LOG", None, "write every record sent to this file (JSON lines), flushed per message"),
     Setting("SIM_INSTRUMENTS_FILE", None, "instruments CSV (Kite dump format); default: the bundled one"),
-    Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", _non_negative_int),
+    Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", non_negative_int),
 )
 
 
@@ -186,17 +194,17 @@ RUN_SETTINGS = (
         "KITE_WATCHDOG_SECONDS",
         10.0,
         "reconnect when no message (ticks or heartbeat) came for this long",
-        _non_negative_float,
+        non_negative_float,
     ),
-    Setting("KITE_RECONNECT_MAX_DELAY", 30.0, "cap of the reconnect backoff, seconds", _non_negative_float),
+    Setting("KITE_RECONNECT_MAX_DELAY", 30.0, "cap of the reconnect backoff, seconds", non_negative_float),
     Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
     Setting("KAFKA_TOPIC_TICKS", "kite.ticks", "topic for ticks (key: instrument token)"),
     Setting(
         "KAFKA_TOPIC_ORDER_UPDATES", "kite.order_updates", "topic for order updates (key: instrument token)"
     ),
     Setting("KAFKA_TOPIC_DEAD_LETTERS", "kite.dead_letters", "topic for undecodable input (raw bytes kept)"),
-    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of topics created at start", _positive_int),
-    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", _positive_int),
+    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of topics created at start", positive_int),
+    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", positive_int),
     Setting(
         "KAFKA_COMPRESSION", "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
     ),
@@ -204,13 +212,13 @@ RUN_SETTINGS = (
         "KAFKA_LINGER_MS",
         2,
         "producer linger.ms: how long a batch waits for more records (a floor under latency)",
-        _non_negative_int,
+        non_negative_int,
     ),
     Setting(
         "KAFKA_DELIVERY_TIMEOUT_MS",
         300_000,
         "give up on a record after this long (0: never)",
-        _non_negative_int,
+        non_negative_int,
     ),
     Setting("KAFKA_FRAMING", "single-object", "Avro framing", choices=("single-object", "confluent")),
     Setting("SCHEMA_REGISTRY_URL", None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent)"),
@@ -218,26 +226,26 @@ RUN_SETTINGS = (
         "MAX_IN_FLIGHT",
         50_000,
         "records produced but not yet acknowledged, at most (per connection)",
-        _positive_int,
+        positive_int,
     ),
     Setting(
         "LOW_WATER_MARK",
         0,
         "block policy resumes reading below this many in flight (0: half of MAX_IN_FLIGHT)",
-        _non_negative_int,
+        non_negative_int,
     ),
     Setting("BACKPRESSURE_POLICY", "block", "when MAX_IN_FLIGHT is reached", choices=("block", "conflate")),
     Setting(
         "TICK_BACKLOG",
         100_000,
         "block policy: ticks that wait, in order, while MAX_IN_FLIGHT is reached; when full, reading stops",
-        _positive_int,
+        positive_int,
     ),
     Setting(
         "FLUSH_TIMEOUT_SECONDS",
         10.0,
         "on shutdown, wait this long for Kafka to acknowledge",
-        _non_negative_float,
+        non_negative_float,
     ),
     Setting(
         "SPOOL_DIR",
@@ -255,41 +263,41 @@ RUN_SETTINGS = (
         60.0,
         "fetch Kite's order book this often (and after every reconnect) to publish missed order updates "
         "(0: only after reconnects)",
-        _non_negative_float,
+        non_negative_float,
     ),
     Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
-    Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", _non_negative_int),
+    Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", non_negative_int),
     Setting(
         "TICK_TIMESTAMP_WINDOW_SECONDS",
         600.0,
         "a tick's exchange time further than this from its receive time is not used as its Kafka timestamp "
         "(the receive time is; the record keeps both)",
-        _non_negative_float,
+        non_negative_float,
     ),
     Setting(
         "DEAD_LETTER_MAX_BYTES",
         262_144,
         "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
-        _positive_int,
+        positive_int,
     ),
     Setting(
         "CONNECTION_FAILURE_LIMIT",
         5,
         "a connection failing (an unexpected error, not a disconnect) more often than this within "
         "CONNECTION_FAILURE_WINDOW_SECONDS makes `run` exit non-zero, for the restart policy to act",
-        _positive_int,
+        positive_int,
     ),
     Setting(
         "CONNECTION_FAILURE_WINDOW_SECONDS",
         600.0,
         "the window of CONNECTION_FAILURE_LIMIT, seconds",
-        _non_negative_float,
+        non_negative_float,
     ),
     Setting(
         "SCHEMA_REGISTRY_TIMEOUT_SECONDS",
         60.0,
         "at start, wait this long for an unreachable registry",
-        _non_negative_float,
+        non_negative_float,
     ),
 )
 

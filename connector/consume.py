@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, Message
 
-from connector.config import Setting
+from connector.config import Setting, flag
 from connector.errors import SerializationError
 from connector.serde import AvroReader
 
@@ -25,19 +25,11 @@ __all__ = ["CONSUME_SETTINGS", "LiveView", "consume", "record_json"]
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 
 
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
 CONSUME_SETTINGS = (
     Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
     Setting("CONSUME_TOPICS", "kite.ticks,kite.order_updates,kite.dead_letters", "comma-separated topics"),
     Setting("CONSUME_GROUP", None, "consumer group id (default: a new one each run)"),
-    Setting("CONSUME_FROM_BEGINNING", False, "start at the earliest offset when the group has none", _flag),
+    Setting("CONSUME_FROM_BEGINNING", False, "start at the earliest offset when the group has none", flag),
     Setting("CONSUME_INSTRUMENTS", None, "only these instrument tokens (comma-separated)"),
     Setting("CONSUME_MAX_RECORDS", 0, "stop after this many records (0: run until stopped)", int),
     Setting("CONSUME_VIEW", "json", "json lines or a live terminal view", choices=("json", "live")),

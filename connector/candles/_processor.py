@@ -35,35 +35,13 @@ from confluent_kafka import (
 from connector.candles._avro import serializer
 from connector.candles._bars import PartitionBars, parse_intervals
 from connector.candles._decode import TickDecoder
-from connector.config import Setting
+from connector.config import Setting, flag, non_negative_float, positive_int
 from connector.errors import ConfigError, ConnectorError, SerializationError, SinkError
 from connector.serde import AvroReader, DeadLetter
 
 __all__ = ["CANDLES_SETTINGS", "CandleProcessor", "serve"]
 
 log = logging.getLogger("connector.candles")
-
-
-def _flag(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be more than 0")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
 
 
 CANDLES_SETTINGS = (
@@ -79,14 +57,14 @@ CANDLES_SETTINGS = (
         "CANDLES_IDLE_SECONDS",
         10.0,
         "a partition with no tick for this long lets its watermark follow the wall clock (0: never)",
-        _non_negative,
+        non_negative_float,
     ),
     Setting("CANDLES_GROUP", "kite-candles", "consumer group shared by the instances"),
     Setting("CANDLES_INSTANCE_ID", None, "unique per instance, stable across restarts (default: host name)"),
-    Setting("CANDLES_EXACTLY_ONCE", True, "Kafka transactions (false: at-least-once, for comparison)", _flag),
+    Setting("CANDLES_EXACTLY_ONCE", True, "Kafka transactions (false: at-least-once, for comparison)", flag),
     Setting("CANDLES_COMMIT_INTERVAL_MS", 200, "how often a transaction commits (bars show up then)", int),
-    Setting("CANDLES_FROM_BEGINNING", False, "start at the earliest tick if the group has no offset", _flag),
-    Setting("CANDLES_SESSION_TIMEOUT_MS", 10000, "consumer group session timeout", _positive_int),
+    Setting("CANDLES_FROM_BEGINNING", False, "start at the earliest tick if the group has no offset", flag),
+    Setting("CANDLES_SESSION_TIMEOUT_MS", 10000, "consumer group session timeout", positive_int),
     Setting("CANDLES_TRANSACTION_TIMEOUT_MS", 10000, "a dead instance's open transaction aborts after", int),
     Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of candle and late topics created at start", int),
     Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", int),
