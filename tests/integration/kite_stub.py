@@ -16,10 +16,11 @@ from tests.conftest import fixture_packet
 __all__ = ["fresh_ticks_message", "scripted_kite"]
 
 
-def fresh_ticks_message(tokens: Sequence[int]) -> bytes:
-    """One binary message of full-mode ticks (the real captured packet), one per token, timed now."""
+def fresh_ticks_message(tokens: Sequence[int], exchange_ms: int | None = None) -> bytes:
+    """One binary message of full-mode ticks (the real captured packet), one per token, timed now (or at
+    ``exchange_ms``)."""
     (tick,), _ = parse_binary(encode_message([fixture_packet("ticker_full")]))
-    now = time.time_ns() // 1_000_000 // 1000 * 1000
+    now = exchange_ms or time.time_ns() // 1_000_000 // 1000 * 1000
     return encode_message(
         encode_packet(tick._replace(instrument_token=t, exchange_timestamp_ms=now, last_trade_time_ms=now))
         for t in tokens

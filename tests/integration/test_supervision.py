@@ -202,3 +202,26 @@ def test_a_storm_of_malformed_frames_is_counted_logged_as_a_sample_and_the_strea
     assert stats.dead_letters.total() == malformed, "every malformed frame is one counted dead letter"
     assert len(read_topic(kafka_bootstrap, values.kafka_topic_dead_letters, expect=malformed)) == malformed
     assert len(read_topic(kafka_bootstrap, values.kafka_topic_ticks)) == len(sent_log(log, "tick"))
+
+
+def test_a_wild_exchange_time_fails_neither_its_record_nor_the_records_around_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Kafka refuses a record stamped more than an hour ahead, and its whole batch with it: junk that
+    decodes as a tick with such a time must not take the ticks of other instruments down with it."""
+    now = time.time_ns() // 1_000_000 // 1000 * 1000
+    wild = fresh_ticks_message(TOKENS[:1], exchange_ms=now + 3 * 3_600_000)
+    script: list[bytes | str] = [m for _ in range(5) for m in (fresh_ticks_message(TOKENS[1:]), wild)]
+    with scripted_kite(script) as port:
+        values = connector_settings(kafka_bootstrap, port, ",".join(map(str, TOKENS)), tmp_path)
+        with running_connector(values) as connector:
+            stats = connector.stats[0]
+            wait_until(lambda: stats.delivered.total() + stats.failed.total() >= 5 * len(TOKENS), 60, "all")
+    assert stats.failed.total() == 0, "no record, nor its batch, refused"
+    ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks, expect=5 * len(TOKENS))
+    assert len(ticks) == 5 * len(TOKENS)
+    wild_ones = [r for r in ticks if r.key == str(TOKENS[0])]
+    assert len(wild_ones) == 5
+    for r in wild_ones:  # the Kafka timestamp is the receive time; the record keeps the exchange time
+        assert r.timestamp == int(r.value["received_at"].timestamp() * 1000)
+        assert r.value["exchange_timestamp"].timestamp() * 1000 == now + 3 * 3_600_000
