@@ -240,19 +240,30 @@ class Connection:
         return self.pipeline
 
     def _retire_sink(self) -> None:
-        """Flush what the old producer holds (briefly); undelivered order updates go to the spool."""
-        old, self.sink = self.sink, None
-        if old is None:
-            return
-        try:
-            lost = old.close(REBUILD_FLUSH_SECONDS)
-        except Exception:  # the producer is what failed: its close may fail too
-            log.exception("connection %d: closing the failed producer failed too", self.index)
-            lost = self.stats.in_flight
+        """Flush what the old producer holds (briefly); its undelivered order updates stay in the log."""
+        lost = self._close_sink(REBUILD_FLUSH_SECONDS)
         if lost:
             self.stats.abandoned += lost
             log.error("connection %d: %d records unacknowledged by the replaced producer", self.index, lost)
         self.stats.in_flight = 0
+
+    def _close_sink(self, timeout: float) -> int:
+        """Close the producer (flushing up to ``timeout``); the records it left unacknowledged."""
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return 0
+        try:
+            return sink.close(timeout)
+        except Exception:  # a producer that failed may fail to close too; the rest must still close
+            log.exception("connection %d: closing the producer failed", self.index)
+            return self.stats.in_flight
+
+    def close(self, timeout: float) -> int:
+        """Flush (bounded) and close the producer and the order log; records left unacknowledged."""
+        remaining = self._close_sink(timeout)
+        if self.order_log is not None:
+            self.order_log.close()
+        return remaining
 
     def failure(self) -> str | None:
         """Why this connection no longer streams (it gave up, or its thread ended), or None."""
@@ -334,10 +345,7 @@ class Runtime:
                 c.listener.join(timeout=budget / 4 + 5)
         remaining = 0
         for c in self.connections:
-            if c.sink is not None:
-                remaining += c.sink.close(max(0.1, budget - (time.monotonic() - t0)))
-            if c.order_log is not None:
-                c.order_log.close()
+            remaining += c.close(max(0.1, budget - (time.monotonic() - t0)))
         for i, stats in enumerate(self.stats):
             log.info("connection %d final counts", i, extra={"fields": {"final": stats.summary()}})
         if remaining:

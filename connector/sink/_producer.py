@@ -311,6 +311,8 @@ class KafkaSink:
                 "order update %s can never be produced; dropped from the order log", entry.record_id
             )
             self._settle_order(seq)
+        except SinkError as exc:  # not even queued (stopping, or no room for the delivery timeout)
+            log.warning("order update %s stays in the order log for the next start: %s", entry.record_id, exc)
 
     def _settle_order(self, seq: int) -> None:
         self._pending_orders.pop(seq, None)

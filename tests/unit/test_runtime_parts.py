@@ -197,3 +197,18 @@ def test_metrics_and_health_endpoint() -> None:
         assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz").status == 200
     finally:
         server.close()
+
+
+def test_an_order_update_that_cannot_be_queued_at_close_stays_in_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "orders.wal"
+    full = SinkConfig(
+        "127.0.0.1:1", producer_overrides={"log_level": "0", "queue.buffering.max.messages": "1"}
+    )
+    with OrderLog(path) as order_log:
+        sink = KafkaSink(full, Stats(), order_log=order_log)
+        sink.produce_ticks([(b"1", b"tick", 1_700_000_000_000)], 0.0)  # librdkafka's queue is now full
+        sink.produce_order_update(Entry(b"779521", b"order-1", 1_700_000_000_000, "id-1"))
+        sink.close(0.2)  # does not raise: the update is made durable, then cannot be queued
+        assert sink.stats.spooled == 1
+    with OrderLog(path) as reopened:
+        assert [e.record_id for _, e in reopened.pending()] == ["id-1"]
