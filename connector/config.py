@@ -8,7 +8,6 @@ the variable. Secret values are never echoed back, in errors or anywhere else.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -376,9 +375,6 @@ class RunSettings:
     ) -> RunSettings:
         """From flags, then the environment, then the defaults; a bad value raises :class:`ConfigError`."""
         return cls(**{name.lower(): value for name, value in resolve(RUN_SETTINGS, args, environ).items()})
-
-    def replace(self, **changes: Any) -> RunSettings:
-        return dataclasses.replace(self, **changes)
 
     @property
     def reconcile_url(self) -> str | None:
