@@ -194,7 +194,15 @@ def test_fuzz_mutated_messages_never_raise(data: st.DataObject) -> None:
         pos = data.draw(st.integers(0, len(message) - 1))
         message[pos] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(message)))
-    parse_binary(bytes(message[:cut]))
+    mutated = bytes(message[:cut])
+    ticks, errors = parse_binary(mutated)
+    for error in errors:  # each fault says where it is, and keeps the message for its dead letter
+        assert isinstance(error, MalformedFrame) and error.raw == mutated
+        assert error.offset is None or 0 <= error.offset <= len(mutated)
+    sizes = {("ltp", True): 8, ("ltp", False): 8, ("quote", True): 44, ("quote", False): 28}
+    sizes |= {("full", True): 184, ("full", False): 32}
+    used = sum(2 + sizes[(t.mode.value, t.tradable)] for t in ticks)
+    assert used <= max(0, len(mutated) - 2), "no tick decoded from bytes the message does not have"
 
 
 def test_order_update_keeps_every_field(postback: dict[str, Any]) -> None:
