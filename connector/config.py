@@ -304,6 +304,7 @@ _FRAMINGS = ("single-object", "confluent")
 
 # -- kite-connector run ------------------------------------------------------------------------------------
 KITE_API = "https://api.kite.trade"
+KITE_CONNECTIONS = 3  # WebSocket connections Kite allows per api_key
 _KAFKA_MESSAGE_LIMIT = 1_000_000  # librdkafka's default message.max.bytes: a dead letter must fit in it
 
 
@@ -337,6 +338,18 @@ class RunSettings(Settings):
     kite_reconnect_max_delay: float = setting(
         30.0, "cap of the reconnect backoff, seconds", non_negative_float
     )
+    kite_lines: int = setting(
+        1,
+        "WebSockets carrying every instrument: with 2, a tick is lost only if both miss it (first arrival "
+        "wins); Kite allows 3 connections per api_key in all",
+        positive_int,
+    )
+    gap_threshold_seconds: float = setting(
+        3.0,
+        "no message on any line of a shard for longer than this while the market is open is published "
+        "as a gap marker (0: never)",
+        non_negative_float,
+    )
     kafka: KafkaClient = group(KafkaClient)
     kafka_topic_ticks: str = setting("kite.ticks", "topic for ticks (key: instrument token)")
     kafka_topic_order_updates: str = setting(
@@ -344,6 +357,9 @@ class RunSettings(Settings):
     )
     kafka_topic_dead_letters: str = setting(
         "kite.dead_letters", "topic for undecodable input (raw bytes kept)"
+    )
+    kafka_topic_gaps: str = setting(
+        "kite.gaps", "topic for gap markers: times when no line received anything (key: shard)"
     )
     layout: TopicLayout = group(TopicLayout)
     kafka_compression: str = setting(
@@ -427,6 +443,10 @@ class RunSettings(Settings):
             raise ConfigError("set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (see `kite-connector login`)")
         if self.low_water_mark >= self.max_in_flight:
             raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+        if self.kite_lines > KITE_CONNECTIONS:
+            raise ConfigError(
+                f"KITE_LINES={self.kite_lines}: Kite allows {KITE_CONNECTIONS} connections per api_key"
+            )
         if self.tick_timestamp_window_seconds > 3000:
             raise ConfigError(
                 "TICK_TIMESTAMP_WINDOW_SECONDS must be at most 3000: brokers refuse records more than an "
