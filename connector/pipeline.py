@@ -13,7 +13,7 @@ from connector.kite import EXCHANGES, KiteError, KiteMessage, Tick, packet_ids, 
 from connector.logs import sample
 from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
 from connector.serde import DeadLetter, Serializers, native_transcode
-from connector.sink import KafkaSink
+from connector.sink import Sink
 from connector.stats import ConnectionStats, ShardStats
 
 __all__ = ["Pipeline", "TickCallback"]
@@ -37,7 +37,7 @@ class Pipeline:
     def __init__(
         self,
         serializers: Serializers,
-        sink: KafkaSink | None,
+        sink: Sink | None,
         stats: ShardStats,
         orders: OrderDesk | None = None,
         reconciled: bool = False,
@@ -70,16 +70,17 @@ class Pipeline:
         if orders is not None and self.reconciled:
             for taken in orders.reconciled():
                 self._stage(taken)
-        if self.sink is None:
+        sink = self.sink
+        if sink is None:
             return None
-        self._commit(self.sink)
-        return self.sink.service()
+        self._commit(sink if sink.takes_orders() else None)  # else they wait in the order log
+        return sink.service()
 
     def retire(self) -> None:
         """This pipeline is being replaced: what it staged is made durable, for the next sink to produce."""
         self._commit(None)
 
-    def _commit(self, sink: KafkaSink | None) -> None:
+    def _commit(self, sink: Sink | None) -> None:
         if self._staged and self.orders is not None:
             staged, self._staged = self._staged, []
             self.orders.commit(staged, sink)

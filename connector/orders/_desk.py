@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 from connector.errors import MalformedFrame, OrderLogError, SerializationError, SinkError
@@ -30,7 +30,7 @@ from connector.orders._identity import ORIGIN_RECONCILIATION, OrderRecord, recor
 from connector.orders._log import OrderLog
 from connector.orders._rest import FetchedOrder
 from connector.serde import DeadLetter
-from connector.sink import MAX_RECORD_BYTES, KafkaSink, RecordTooLarge
+from connector.sink import MAX_RECORD_BYTES, RecordTooLarge, Sink
 
 __all__ = ["OrderDesk", "OrderStats", "Taken"]
 
@@ -57,7 +57,7 @@ class OrderStats:
 @dataclass(slots=True)
 class _Pending:
     record: OrderRecord
-    sink: KafkaSink | None  # the sink it is in flight on; None: waiting for one
+    sink: Sink | None  # the sink it is in flight on; None: waiting for one
 
 
 class OrderDesk:
@@ -138,7 +138,7 @@ class OrderDesk:
         return out
 
     # -- outbox ------------------------------------------------------------------------------------------
-    def commit(self, records: Sequence[OrderRecord], sink: KafkaSink | None) -> None:
+    def commit(self, records: Sequence[OrderRecord], sink: Sink | None) -> None:
         """Durable first (one write for the batch), then produced on ``sink`` (None: by the next attached)."""
         if not records:
             return
@@ -149,7 +149,7 @@ class OrderDesk:
         if sink is not None:
             self._send(seqs, sink)
 
-    def attach(self, sink: KafkaSink) -> int:
+    def attach(self, sink: Sink) -> int:
         """A new sink: it produces every update no sink has in flight (an earlier run's, a replaced one's)."""
         with self._lock:
             orphans = [seq for seq, p in self._pending.items() if p.sink is None]
@@ -158,13 +158,30 @@ class OrderDesk:
         self._send(orphans, sink)
         return len(orphans)
 
-    def detach(self, sink: KafkaSink) -> int:
+    def detach(self, sink: Sink) -> int:
         """``sink`` was closed: what it left unacknowledged waits for the next sink attached."""
         with self._lock:
             left = [p for p in self._pending.values() if p.sink is sink]
             for p in left:
                 p.sink = None
         return len(left)
+
+    def unsent_since_ms(self) -> int | None:
+        """The oldest timestamp of the updates no sink has in flight (what an HA standby logged), or None."""
+        with self._lock:
+            stamps = [p.record.timestamp_ms for p in self._pending.values() if p.sink is None]
+        return min(stamps) if stamps else None
+
+    def settle_delivered(self, record_ids: Container[str]) -> int:
+        """Updates no sink has in flight that another instance of an HA set already wrote (their record
+        ids were read back from Kafka): done, as if acknowledged here. Returns how many."""
+        with self._lock:
+            done = [
+                s for s, p in self._pending.items() if p.sink is None and p.record.record_id in record_ids
+            ]
+        for seq in done:
+            self._settle(seq)
+        return len(done)
 
     def close(self) -> None:
         """Every sink is closed: what is still unacknowledged stays in the log for the next start."""
@@ -201,7 +218,7 @@ class OrderDesk:
         self._unlogged_seq -= len(records)
         return list(range(first - 1, first - 1 - len(records), -1))
 
-    def _send(self, seqs: Sequence[int], sink: KafkaSink) -> None:
+    def _send(self, seqs: Sequence[int], sink: Sink) -> None:
         for seq in seqs:
             with self._lock:
                 pending = self._pending.get(seq)
@@ -228,7 +245,7 @@ class OrderDesk:
                 with self._lock:
                     pending.sink = None
 
-    def _done(self, seq: int, sink: KafkaSink, acknowledged: bool) -> None:
+    def _done(self, seq: int, sink: Sink, acknowledged: bool) -> None:
         """Delivery report of ``seq`` (inside ``sink``'s poll, on its thread)."""
         if acknowledged:
             self._settle(seq)

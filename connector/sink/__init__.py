@@ -2,12 +2,14 @@
 
 from connector.sink._admin import TopicSpec, cluster_metadata, ensure_topics
 from connector.sink._producer import MAX_RECORD_BYTES, KafkaSink, OnDone, RecordTooLarge, SinkConfig, Topics
+from connector.sink._protocol import Sink
 
 __all__ = [
     "MAX_RECORD_BYTES",
     "KafkaSink",
     "OnDone",
     "RecordTooLarge",
+    "Sink",
     "SinkConfig",
     "TopicSpec",
     "Topics",

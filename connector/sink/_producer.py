@@ -137,6 +137,9 @@ class KafkaSink:
         """The producer has its producer id: a record produced now is not held back waiting for one."""
         return self._ready
 
+    def takes_orders(self) -> bool:
+        return True
+
     def _on_stats(self, stats: str) -> None:
         if not self._ready and _ASSIGNED.search(stats) is not None:
             self._ready = True
