@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,6 +433,38 @@ class RunSettings(Settings):
     connection_failure_window_seconds: float = setting(
         600.0, "the window of CONNECTION_FAILURE_LIMIT, seconds", non_negative_float
     )
+    ha_group: str | None = setting(
+        None,
+        "hot standby: instances with the same name form one set; one (elected through Kafka) produces, the "
+        "others stay connected, buffer and take over when it stops (unset: off)",
+    )
+    ha_lease_topic: str = setting(
+        "kite.ha.lease", "one-partition topic whose consumer group elects the active (created at start)"
+    )
+    ha_session_timeout_ms: int = setting(
+        6000,
+        "an active that stops heartbeating is replaced after this long (below 6000 the brokers' "
+        "group.min.session.timeout.ms must be lowered)",
+        positive_int,
+    )
+    ha_buffer_seconds: float = setting(
+        30.0,
+        "a standby keeps what it would have produced this long, to write at takeover what the active had not",
+        non_negative_float,
+    )
+    ha_buffer_max_bytes: int = setting(
+        268_435_456,
+        "and at most this many bytes per shard (also the active's bound on uncommitted records)",
+        positive_int,
+    )
+    ha_commit_interval_ms: int = setting(
+        100,
+        "the active commits its transaction this often: read_committed consumers see records then",
+        positive_int,
+    )
+    ha_instance_id: str | None = setting(
+        None, "this instance's name, in the kite.instance header of what it writes (default: host-pid)"
+    )
     # Only from Python (the embedding API): extra librdkafka settings for the producer.
     producer_overrides: Mapping[str, str] = field(default_factory=dict)
 
@@ -458,6 +491,24 @@ class RunSettings(Settings):
                 "always fits in a Kafka message"
             )
         _check_framing(self.kafka_framing, self.registry)
+        if self.ha_group is not None:
+            self._check_ha()
+
+    def _check_ha(self) -> None:
+        if self.backpressure_policy != "block":
+            raise ConfigError(
+                "HA_GROUP needs BACKPRESSURE_POLICY=block: a standby takes over to lose nothing, and "
+                "conflate drops ticks on purpose"
+            )
+        if self.ha_buffer_seconds <= 0:
+            raise ConfigError("HA_BUFFER_SECONDS must be above 0 with HA_GROUP")
+        if not self.ha_group or any(c.isspace() for c in self.ha_group):
+            raise ConfigError(f"HA_GROUP={self.ha_group!r}: a name without spaces")
+
+    @property
+    def ha_instance(self) -> str:
+        """HA_INSTANCE_ID, or this host's name and this process's id."""
+        return self.ha_instance_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @property
     def reconcile_url(self) -> str | None:

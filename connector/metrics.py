@@ -226,6 +226,7 @@ class Metrics:
         now = time.monotonic()
         self._progress = [(0, now) for _ in shards]  # per shard: (delivered, when it last moved)
         self.supervisor: Supervisor | None = None
+        self.role: Callable[[], str] | None = None  # an HA set's member: standby, taking over or active
         self.registry = CollectorRegistry()
         self.registry.register(_StatsCollector(connections, shards, lines))
         self._process: _ProcessCollector | None = None
@@ -283,7 +284,8 @@ class Metrics:
             stalled = now - self._progress[shard][1]
             if stalled > stall_seconds:
                 return False, f"shard {shard}: Kafka acknowledged nothing for {stalled:.0f} s"
-        return True, "ok" if not down else f"ok, degraded: {'; '.join(down)}"
+        ok = "ok" if not down else f"ok, degraded: {'; '.join(down)}"
+        return True, ok if self.role is None else f"{ok} ({self.role()})"
 
     def _down(self, index: int) -> str:
         s = self.connections[index]

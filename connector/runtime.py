@@ -24,13 +24,28 @@ from pathlib import Path
 
 from connector.arbiter import Arbiter
 from connector.config import RunSettings
+from connector.errors import ConfigError, SerializationError
 from connector.gaps import GapWatch, read_last_received, write_last_received
+from connector.ha import (
+    ORDER_LOOKBACK_MS,
+    HaCollector,
+    HaCoordinator,
+    HaSink,
+    HaSinkConfig,
+    HaStats,
+    Ident,
+    Lease,
+    OrderWatcher,
+    committed_consumer,
+    dead_letter_ident,
+    tick_ident,
+)
 from connector.kite import Mode, OrderUpdate
 from connector.metrics import Metrics, MetricsServer
 from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
 from connector.pipeline import Pipeline, TickCallback
-from connector.serde import Serializers, build_serializers
-from connector.sink import KafkaSink, SinkConfig, TopicSpec, ensure_topics
+from connector.serde import AvroReader, Serializers, build_serializers
+from connector.sink import KafkaSink, Sink, SinkConfig, TopicSpec, ensure_topics
 from connector.source import KiteListener, TokenSource
 from connector.stats import ConnectionStats, ShardStats
 from connector.supervise import FailureBudget, SupervisedThread, Supervisor
@@ -126,14 +141,16 @@ class Shard:
         self.gaps = GapWatch(
             index, lambda: sorted(self.subscribed), s.gap_threshold_seconds, last_ms=last_received_ms
         )
-        self.sink: KafkaSink | None = None
+        self.sink: Sink | None = None
         self.pipeline = self._assemble()
         self.connections = [Connection(i, self, subscriptions, line) for i, line in lines]
 
     def _assemble(self) -> Pipeline:
         """A new producer (producing what the order log holds for nobody) and the pipeline that feeds it."""
         runtime, c = self.runtime, self.runtime.callbacks
-        if runtime.kafka:
+        if runtime.ha_enabled:
+            self.sink = self.sink or runtime.ha_sink(self.index, self.sink_config, self.stats)
+        elif runtime.kafka:
             self.sink = KafkaSink(
                 self.sink_config, self.stats, runtime.serializers.headers(), runtime.metrics.latency.observe
             )
@@ -167,11 +184,14 @@ class Shard:
             return False
         with self.lock:
             self.pipeline.retire()
-            lost = self._close_sink(REBUILD_FLUSH_SECONDS)
-            if lost:
-                self.stats.abandoned += lost
-                log.error("shard %d: %d records unacknowledged by the replaced producer", self.index, lost)
-            self.stats.in_flight = 0
+            if not self.runtime.ha_enabled:  # an HA sink outlives pipelines: its records are in its buffer
+                lost = self._close_sink(REBUILD_FLUSH_SECONDS)
+                if lost:
+                    self.stats.abandoned += lost
+                    log.error(
+                        "shard %d: %d records unacknowledged by the replaced producer", self.index, lost
+                    )
+                self.stats.in_flight = 0
             self.pipeline = self._assemble()
         log.warning("shard %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
         return True
@@ -236,9 +256,17 @@ class Runtime:
         self.orders = OrderDesk(None, self.topics.order_updates, [])  # the real one is built at start()
         self.shards: list[Shard] = []
         self.reconciler: Reconciler | None = None
+        self.ha: HaCoordinator | None = None  # with HA_GROUP: this instance's part in the set
+        self.ha_stats = HaStats()
+        self._ha_sinks: list[HaSink] = []
+        self._ha_threads: list[SupervisedThread] = []  # the HA sinks' own: stopped before the final commit
         self._threads: list[SupervisedThread] = []
         self._last_saved: dict[int, int] = {}
         self.metrics_server: MetricsServer | None = None
+
+    @property
+    def ha_enabled(self) -> bool:
+        return self.kafka and self.settings.ha_group is not None
 
     @property
     def connections(self) -> list[Connection]:
@@ -261,13 +289,15 @@ class Runtime:
             )
             self._threads.append(self.supervisor.spawn("kite-reconciler", self.reconciler.run))
         self.shards = self._build_shards()
+        if self.ha_enabled:
+            self.ha = self._ha_coordinator()
         self._wait_for_producers()
         if s.metrics_port:
             server = self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
             self._threads.append(self.supervisor.spawn("metrics", server.serve))
         if self._last_received_path is not None:
             self._threads.append(self.supervisor.spawn("kite-state", self._keep_last_received))
-        for thread in self._threads:
+        for thread in [*self._ha_threads, *self._threads]:
             thread.start()
         for connection in self.connections:
             self.supervisor.watch(connection.listener)
@@ -316,10 +346,16 @@ class Runtime:
         """Topics created, schemas registered."""
         s = self.settings
         layout = s.layout
-        ensure_topics(
-            s.kafka.client_config(),
-            [TopicSpec(t, layout.topic_partitions, layout.replication_factor) for t in self.topics.all()],
-        )
+        specs = [TopicSpec(t, layout.topic_partitions, layout.replication_factor) for t in self.topics.all()]
+        if s.ha_group is not None:
+            specs.append(TopicSpec(s.ha_lease_topic, 1, layout.replication_factor))
+        meta = ensure_topics(s.kafka.client_config(), specs)
+        lease = meta.topics.get(s.ha_lease_topic) if s.ha_group is not None else None
+        if lease is not None and len(lease.partitions) != 1:
+            raise ConfigError(
+                f"HA_LEASE_TOPIC {s.ha_lease_topic} has {len(lease.partitions)} partitions: the lease "
+                "needs a topic of one partition (delete it, or name another)"
+            )
         self.serializers = build_serializers(
             s.kafka_framing,
             s.registry.url,
@@ -338,6 +374,69 @@ class Runtime:
             OrderBook() if s.reconcile_url else None,
             self.callbacks.on_order_update,
         )
+
+    def ha_sink(self, shard: int, config: SinkConfig, stats: ShardStats) -> HaSink:
+        """A shard's sink in an HA set (standby until the lease is this instance's)."""
+        s = self.settings
+        ha = HaSinkConfig(
+            config,
+            f"kite-connector.{s.ha_group}.{shard}",
+            s.ha_instance,
+            s.ha_commit_interval_ms / 1000,
+            s.ha_buffer_seconds,
+            s.ha_buffer_max_bytes,
+        )
+        sink = HaSink(
+            shard,
+            ha,
+            stats,
+            self.ha_stats,
+            self.serializers.headers(),
+            self._dead_letter_ident(),
+            self.metrics.latency.observe,
+        )
+        self._ha_sinks.append(sink)
+        self._ha_threads.append(self.supervisor.spawn(f"ha-producer-{shard}", sink.run))
+        return sink
+
+    def _dead_letter_ident(self) -> Callable[[bytes], Ident | None]:
+        """A dead letter's value → its ident (the digest of the input it kept), both written and read back."""
+        reader, topic = AvroReader(self.settings.registry.url), self.topics.dead_letters
+
+        def ident(value: bytes) -> Ident | None:
+            try:
+                return dead_letter_ident(topic, reader.read(value)[1])
+            except SerializationError:
+                return None
+
+        return ident
+
+    def _ha_coordinator(self) -> HaCoordinator:
+        """The lease, the consumers reading back what is committed, and the thread that drives them."""
+        s, topics = self.settings, self.topics
+        client, instance = s.kafka.client_config(), s.ha_instance
+        lease = Lease(
+            client, f"kite-connector.ha.{s.ha_group}", s.ha_lease_topic, s.ha_session_timeout_ms, instance
+        )
+        watcher = OrderWatcher(
+            committed_consumer(client, f"kite-connector-ha-orders-{instance}"), topics.order_updates
+        )
+        since = self.orders.unsent_since_ms() or time.time_ns() // 1_000_000
+        watcher.start(since - ORDER_LOOKBACK_MS)
+        dead_letter = self._dead_letter_ident()
+        checked = {
+            topics.ticks: lambda msg: tick_ident(topics.ticks, msg.key() or b"", msg.headers()),
+            topics.dead_letters: lambda msg: dead_letter(msg.value() or b""),
+        }
+        tail = committed_consumer(client, f"kite-connector-ha-tail-{instance}")
+        coordinator = HaCoordinator(
+            lease, self._ha_sinks, self.orders, self.ha_stats, tail, checked, topics.order_updates, watcher
+        )
+        self._threads.append(self.supervisor.spawn("ha-lease", coordinator.run))
+        self.supervisor.watch(coordinator)
+        self.metrics.registry.register(HaCollector(self.ha_stats, self._ha_sinks))
+        self.metrics.role = coordinator.role
+        return coordinator
 
     def failure(self) -> str | None:
         """Why the process no longer does its work (a thread gave up or ended unasked), or None."""
@@ -360,9 +459,14 @@ class Runtime:
             if c.listener.ident is not None and c.listener is not threading.current_thread():
                 c.listener.join(timeout=budget / 4 + 5)  # stop() may come from a callback on it
         self._save_last_received()
+        for thread in self._ha_threads:  # an HA sink's final commit is made on this thread
+            thread.stop()
+            thread.join(budget / 4 + 5)
         remaining = 0
         for shard in self.shards:
             remaining += shard.close(max(0.1, budget - (time.monotonic() - t0)))
+        if self.ha is not None:
+            self.ha.close()  # committed: leave the lease's group, for a standby to take over at once
         self.orders.close()
         for c in self.connections:
             log.info("connection %d final counts", c.index, extra={"fields": {"final": c.stats.summary()}})
