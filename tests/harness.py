@@ -105,6 +105,9 @@ def kafka_environment(advertised: str) -> dict[str, str]:
         "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": "1",
         "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": "1",
         "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        # An HA set takes over within about a second (HA_SESSION_TIMEOUT_MS=1000): classic groups may
+        # then ask for session timeouts below the default floor of 6 s.
+        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "500",
         "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
         "KAFKA_LOG_DIRS": "/tmp/kraft-combined-logs",
         "CLUSTER_ID": "4L6g3nShT-eMCtK--X86sw",

@@ -141,11 +141,13 @@ class HaSink:
         self.stopping = True
 
     def produce_ticks(self, batch: Sequence[tuple[bytes, bytes, int]], received: float) -> None:
-        self._append_ticks([(key, value, ts, None) for key, value, ts in batch], received)
+        self.produce_tick_records([(key, value, ts, None) for key, value, ts in batch], received)
 
-    def _append_ticks(
+    def produce_tick_records(
         self, batch: Sequence[tuple[bytes, bytes, int, Headers | None]], received: float
     ) -> None:
+        """(key, value, timestamp, headers) of each tick of one message; the ``kite.tick_id`` header, where
+        there is one, names the tick at takeover."""
         topic, kind = self._topics.ticks, self._headers.get("tick") or []
         now = self._clock()
         probe: float | None = received

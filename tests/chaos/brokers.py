@@ -153,6 +153,9 @@ def cluster_environment(node_id: int, alias: str, port: int, voters: str) -> dic
         # A cut-off follower leaves the ISR after 10 s instead of 30 s, so the suite's faults stay short.
         "KAFKA_REPLICA_LAG_TIME_MAX_MS": "10000",
         "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+        # An HA set takes over within about a second (HA_SESSION_TIMEOUT_MS=1000): classic groups may
+        # then ask for session timeouts below the default floor of 6 s.
+        "KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "500",
         "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
         "KAFKA_LOG_DIRS": "/var/lib/kafka/data",
         "KAFKA_HEAP_OPTS": "-Xmx512m -Xms512m",
