@@ -196,6 +196,15 @@ class Shard:
         self.runtime.orders.detach(sink)
         return remaining
 
+    def summary(self) -> dict[str, object]:
+        """What the shard did, with what each of its lines saw: ``ticks`` are those it published."""
+        lines = [c.stats for c in self.connections]
+        return {
+            "ticks": sum(line.ticks_won for line in lines),
+            **self.stats.summary(),
+            "connections": [line.summary() for line in lines],
+        }
+
     def close(self, timeout: float) -> int:
         """Flush (bounded) and close the producer; records left unacknowledged."""
         with self.lock:
@@ -364,10 +373,8 @@ class Runtime:
         for shard in self.shards:
             remaining += shard.close(max(0.1, budget - (time.monotonic() - t0)))
         self.orders.close()
-        for c in self.connections:
-            log.info("connection %d final counts", c.index, extra={"fields": {"final": c.stats.summary()}})
         for shard in self.shards:
-            log.info("shard %d final counts", shard.index, extra={"fields": {"final": shard.stats.summary()}})
+            log.info("shard %d final counts", shard.index, extra={"fields": {"final": shard.summary()}})
         if remaining:
             log.error("%d records not acknowledged within FLUSH_TIMEOUT_SECONDS", remaining)
         if self.metrics_server is not None:
