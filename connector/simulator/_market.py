@@ -137,9 +137,10 @@ class Market:
         """Advance the instrument one step and return its tick in ``mode``."""
         return in_mode(self.advance(token, now), mode)
 
-    def advance(self, token: int, now: float | None = None) -> Tick:
+    def advance(self, token: int, now: float | None = None, depth: bool = True) -> Tick:
         """Advance the instrument one step and return its tick in full mode, which holds every other
-        mode's fields: one step of the market, whatever mode each connection asked for."""
+        mode's fields: one step of the market, whatever mode each connection asked for. ``depth=False``
+        leaves out the order book (the costly part) when no connection wants full mode."""
         s = self.states[token]
         ins, rng = s.instrument, self.rng
         s.price = max(self._on_grid(s.price + rng.randint(-3, 3) * ins.tick_size, ins), ins.tick_size)
@@ -160,17 +161,19 @@ class Market:
             total_sell_quantity=rng.randint(0, 500_000),
             open=s.open, high=s.high, low=s.low, close=s.close, net_change=change, change_percent=pct,
             last_trade_time_ms=ms, oi=s.oi, oi_day_high=s.oi, oi_day_low=0, exchange_timestamp_ms=ms,
-            depth=self._depth(s),
+            depth=self._depth(s) if depth else None,
         )  # fmt: skip
 
     def _depth(self, s: _State) -> tuple[int, ...]:
-        step, ins, rng = s.instrument.tick_size, s.instrument, self.rng
+        # Integer prices of the packet and random() rather than randint(): a third of the cost.
+        ins, rnd = s.instrument, self.rng.random
         div = price_divisor(ins.instrument_token)
+        step = round(max(ins.tick_size, 1 / div) * div)
+        price = round(s.price * div)
         raw: list[int] = []
-        for side in (-1, 1):
+        for side in (-step, step):
             for i in range(1, 6):
-                price = self._on_grid(max(s.price + side * i * step, step), ins)
-                raw += (rng.randint(1, 2000), round(price * div), rng.randint(1, 40))
+                raw += (1 + int(rnd() * 2000), max(price + side * i, step), 1 + int(rnd() * 40))
         return tuple(raw)
 
     def place_order(self, now: float) -> OrderUpdate:
