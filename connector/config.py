@@ -72,6 +72,10 @@ def check_ws_url(url: str) -> None:
         )
 
 
+def _connection_numbers(text: str) -> tuple[int, ...]:
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def _probability(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -140,13 +144,33 @@ SIMULATOR_SETTINGS = (
     ),
     Setting("SIM_MAX_RATE", 0.0, "cap on ticks per second per connection (0: none)", non_negative_float),
     Setting("SIM_PACKETS_PER_MESSAGE", 50, "tick packets per WebSocket message", non_negative_int),
-    Setting("SIM_ORDER_RATE", 0.2, "new orders per second per connection (0: none)", non_negative_float),
+    Setting(
+        "SIM_ORDER_RATE",
+        0.2,
+        "new orders per second, each update sent on every connection (0: none)",
+        non_negative_float,
+    ),
+    Setting(
+        "SIM_JITTER_MS",
+        0.0,
+        "each connection delays each message by a random 0..N ms of its own, and gets each round of "
+        "instruments in its own order (never out of order on one connection)",
+        non_negative_float,
+    ),
     Setting(
         "SIM_DROP_EVERY", 0.0, "drop each connection after this many seconds (0: never)", non_negative_float
     ),
     Setting("SIM_MALFORMED_PROBABILITY", 0.0, "chance that a message is sent malformed", _probability),
     Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", non_negative_float),
     Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", non_negative_float),
+    Setting(
+        "SIM_FAULT_CONNECTIONS",
+        None,
+        "connection numbers the faults (drop, stall, malformed) apply to, e.g. 1 or 1,3 (a connection's "
+        "number is the lowest one no other open connection holds: a line that reconnects keeps it); "
+        "default: all",
+        _connection_numbers,
+    ),
     Setting("SIM_SEED", 0, "random seed: the same seed sends the same prices", int),
     Setting(
         "SIM_REPLAY_TICKS",
