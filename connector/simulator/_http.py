@@ -107,11 +107,14 @@ class SimulatorHttp:
                 parts = urlsplit(self.path)
                 if not parts.path.startswith("/control/"):
                     return False
-                if ipaddress.ip_address(self.client_address[0]).is_loopback:
-                    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                    self._json(*control(self.command, parts.path, query))
-                else:
+                if not ipaddress.ip_address(self.client_address[0]).is_loopback:
                     self._json(403, {"status": "error", "message": "controls answer loopback clients only"})
+                    return True
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                try:
+                    self._json(*control(self.command, parts.path, query))
+                except RuntimeError as exc:  # before the WebSocket server runs, or after it stopped
+                    self._json(503, {"status": "error", "message": str(exc)})
                 return True
 
             def do_POST(self) -> None:

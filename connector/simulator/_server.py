@@ -154,15 +154,16 @@ class Simulator:
             if live:
                 for update in self.market.due_orders(time.time()):
                     self._publish(update, now)
-            ticking = live and fanout.subscribed
             interval = fanout.interval()
-            if not ticking:
+            # With no interval (SIM_RATE=0), the next cycle waits until a connection has sent the last.
+            ready = live and fanout.subscribed and (interval > 0 or fanout.idle())
+            if not (live and fanout.subscribed):
                 next_cycle = now  # start at once when something is subscribed
-            elif now >= next_cycle and (interval > 0 or fanout.idle()):
+            elif ready and now >= next_cycle:
                 self._cycle(now)
                 next_cycle = max(next_cycle + interval, now - 1.0)
             # Look again by the next cycle, within 50 ms (orders), or when a connection runs dry.
-            wake = min(next_cycle, now + 0.05) if ticking else now + 0.05
+            wake = min(next_cycle, now + 0.05) if ready else now + 0.05
             self._drained.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), max(0.0, wake - time.monotonic()))
@@ -294,8 +295,8 @@ class Simulator:
         return self._call(ask)
 
     def _call(self, func: Callable[[], _T]) -> _T:
-        """Run ``func`` on the simulator's event loop, which owns the connections."""
-        if self._loop is None:
+        """Run ``func`` on the simulator's event loop, which owns the connections (from another thread)."""
+        if self._loop is None or self._loop.is_closed():
             raise RuntimeError("the simulator is not serving")
 
         async def run() -> _T:
