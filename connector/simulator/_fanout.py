@@ -26,7 +26,7 @@ from connector.kite import (
 from connector.simulator._config import SimulatorConfig
 from connector.simulator._market import Market, in_mode
 
-__all__ = ["BACKLOG_TICKS", "REPLAY_ROUNDS", "Fanout", "LogLine", "Outgoing", "Subscriber"]
+__all__ = ["BACKLOG_TICKS", "Fanout", "LogLine", "Outgoing", "Subscriber"]
 
 # Ticks queued for one connection at most: a connection that far behind (its client not reading, or a
 # stall) misses the next ones, logged as undelivered, instead of holding the whole market back.
@@ -123,10 +123,7 @@ class Fanout:
         """Forget the connection; returns what was still queued for it (never sent)."""
         sub = self.subscribers.pop(conn)
         self._release(list(sub.modes))
-        sub.queued_ticks = 0
-        left = list(sub.queue)
-        sub.queue.clear()
-        return left
+        return list(sub.queue)
 
     def apply(self, sub: Subscriber, request: ClientRequest) -> KiteError | None:
         """Subscribe, unsubscribe or set the mode of (valid) tokens. A token subscribed again is still
