@@ -87,6 +87,10 @@ def probability(text: str) -> float:
     return value
 
 
+def connection_numbers(text: str) -> tuple[int, ...]:
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def check_ws_url(url: str) -> None:
     """A ConfigError naming KITE_WS_URL unless ``url`` is a ws:// or wss:// URL with a host."""
     try:
@@ -646,7 +650,15 @@ class SimulatorSettings(Settings):
     )
     sim_max_rate: float = setting(0.0, "cap on ticks per second per connection (0: none)", non_negative_float)
     sim_packets_per_message: int = setting(50, "tick packets per WebSocket message", non_negative_int)
-    sim_order_rate: float = setting(0.2, "new orders per second per connection (0: none)", non_negative_float)
+    sim_order_rate: float = setting(
+        0.2, "new orders per second, each update sent on every connection (0: none)", non_negative_float
+    )
+    sim_jitter_ms: float = setting(
+        0.0,
+        "each connection delays each message by a random 0..N ms of its own, and gets each round of "
+        "instruments in its own order (never out of order on one connection)",
+        non_negative_float,
+    )
     sim_drop_every: float = setting(
         0.0, "drop each connection after this many seconds (0: never)", non_negative_float
     )
@@ -655,6 +667,13 @@ class SimulatorSettings(Settings):
         0.0, "stall sending every this many seconds (0: never)", non_negative_float
     )
     sim_stall_seconds: float = setting(0.0, "how long a stall lasts", non_negative_float)
+    sim_fault_connections: tuple[int, ...] | None = setting(
+        None,
+        "connection numbers the faults (drop, stall, malformed) apply to, e.g. 1 or 1,3 (a connection's "
+        "number is the lowest one no other open connection holds: a line that reconnects keeps it); "
+        "unset: all",
+        connection_numbers,
+    )
     sim_seed: int = setting(0, "random seed: the same seed sends the same prices", int)
     sim_replay_ticks: int = setting(
         0, "benchmark feed: send this many pre-encoded ticks per connection, then idle", non_negative_int

@@ -216,6 +216,15 @@ class Shard:
         self.runtime.orders.detach(sink)
         return remaining
 
+    def summary(self) -> dict[str, object]:
+        """What the shard did, with what each of its lines saw: ``ticks`` are those it published."""
+        lines = [c.stats for c in self.connections]
+        return {
+            "ticks": sum(line.ticks_won for line in lines),
+            **self.stats.summary(),
+            "connections": [line.summary() for line in lines],
+        }
+
     def close(self, timeout: float) -> int:
         """Flush (bounded) and close the producer; records left unacknowledged."""
         with self.lock:
@@ -468,10 +477,8 @@ class Runtime:
         if self.ha is not None:
             self.ha.close()  # committed: leave the lease's group, for a standby to take over at once
         self.orders.close()
-        for c in self.connections:
-            log.info("connection %d final counts", c.index, extra={"fields": {"final": c.stats.summary()}})
         for shard in self.shards:
-            log.info("shard %d final counts", shard.index, extra={"fields": {"final": shard.stats.summary()}})
+            log.info("shard %d final counts", shard.index, extra={"fields": {"final": shard.summary()}})
         if remaining:
             log.error("%d records not acknowledged within FLUSH_TIMEOUT_SECONDS", remaining)
         if self.metrics_server is not None:
