@@ -48,10 +48,12 @@ class Pipeline:
         subscribed: set[int] | None = None,
         arbiter: Arbiter | None = None,
         gaps: GapWatch | None = None,
+        tick_ids: bool = False,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
         self.orders, self.reconciled = orders, reconciled
         self.arbiter, self.gaps = arbiter, gaps
+        self.tick_ids = tick_ids  # hand the sink each tick's id (an HA set names ticks by it at takeover)
         self._staged: list[OrderRecord] = []  # order updates taken since the last service()
         # A Kafka timestamp this far from receipt (a wild exchange time in junk that decodes) would make the
         # broker refuse the record and its whole batch: such ticks get the receive time.
@@ -116,6 +118,7 @@ class Pipeline:
         if (
             self._transcode is not None
             and self.arbiter is None
+            and not self.tick_ids
             and self.on_ticks is None
             and sink is not None
             and type(data) is bytes
@@ -138,14 +141,18 @@ class Pipeline:
             reason = f"{first.reason} (and {more} more faults)" if more else first.reason
             self._dead_letter(DeadLetter(data, reason, "ws-binary", first.offset), received_ms)
         line.ticks.update(tick.mode.value for tick in ticks)
-        if self.arbiter is not None:
-            ticks = self._arbitrate(self.arbiter, data, ticks, received_ms)
+        named = self._named(data, ticks)
+        if self.arbiter is not None and named is not None:
+            wins = self.arbiter.first
+            named = [(t, i) for t, i in named if wins(t.instrument_token, i, received_ms)]
+            ticks = [t for t, _ in named]
         subscribed = self.subscribed
         if subscribed is not None and any(t.instrument_token not in subscribed for t in ticks):
             strays = sorted({t.instrument_token for t in ticks} - subscribed)
             reason = f"ticks for tokens this connection never subscribed: {strays[:10]}"
             self._dead_letter(DeadLetter(data, reason, "ws-binary"), received_ms)
             ticks = [t for t in ticks if t.instrument_token in subscribed]
+            named = None if named is None else [(t, i) for t, i in named if t.instrument_token in subscribed]
         if not ticks:
             return
         line.ticks_won += len(ticks)
@@ -163,16 +170,18 @@ class Pipeline:
         except SerializationError as exc:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
             return
-        sink.produce_ticks(batch, received)
+        ids = [i for _, i in named] if self.tick_ids and named is not None else None
+        sink.produce_ticks(batch, received, ids)
 
-    @staticmethod
-    def _arbitrate(arbiter: Arbiter, data: bytes, ticks: list[Tick], received_ms: int) -> list[Tick]:
-        """The ticks no other line delivered first (all of them when the message has faulty packets)."""
+    def _named(self, data: bytes, ticks: list[Tick]) -> list[tuple[Tick, int]] | None:
+        """Each tick with its tick id, where lines are arbitrated or the sink names ticks; None when not
+        asked for, or when the message has faulty packets (its ticks are neither arbitrated nor named)."""
+        if self.arbiter is None and not self.tick_ids:
+            return None
         ids = packet_ids(data)
         if ids is None or len(ids) != len(ticks):
-            return ticks
-        first = arbiter.first
-        return [t for t, i in zip(ticks, ids, strict=True) if first(t.instrument_token, i, received_ms)]
+            return None
+        return list(zip(ticks, ids, strict=True))
 
     @staticmethod
     def _fresh(line: ConnectionStats, segments: Iterable[int]) -> None:

@@ -169,6 +169,7 @@ class Shard:
             subscribed=self.subscribed,
             arbiter=self.arbiter,
             gaps=self.gaps if s.gap_threshold_seconds else None,
+            tick_ids=runtime.ha_enabled,
         )
 
     def rebuild(self, exc: Exception) -> bool:

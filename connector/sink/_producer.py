@@ -162,8 +162,11 @@ class KafkaSink:
         return remaining
 
     # -- produce ---------------------------------------------------------------------------------------
-    def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+    def produce_ticks(
+        self, batch: list[tuple[bytes, bytes, int]], received: float, ids: list[int] | None = None
+    ) -> None:
         """(key, value, timestamp) of each tick of one WebSocket message; the hot path, kept flat.
+        (``ids``, tick ids, are for sinks that name ticks: not this one.)
 
         Where the whole message fits under the bound, nothing is checked per record. The first record
         of each message carries the receive→ack latency probe.

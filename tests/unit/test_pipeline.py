@@ -11,7 +11,7 @@ import pytest
 
 from connector.arbiter import Arbiter
 from connector.gaps import GapWatch
-from connector.kite import encode_message, encode_packet, parse_binary
+from connector.kite import encode_message, encode_packet, packet_ids, parse_binary
 from connector.orders import OrderDesk
 from connector.pipeline import Pipeline
 from connector.serde import AvroReader, build_serializers
@@ -27,6 +27,7 @@ class _Captured(KafkaSink):
     def __init__(self, config: SinkConfig) -> None:
         super().__init__(config, ShardStats())
         self.records: list[tuple[str, bytes, bytes, int]] = []
+        self.ids: list[int] = []  # tick ids handed over, where the pipeline names ticks
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         self.records.append((self.config.topics.dead_letters, key, value, timestamp_ms))
@@ -36,8 +37,11 @@ class _Captured(KafkaSink):
         self.records.append((self.config.topics.gaps, key, value, timestamp_ms))
         super().produce_gap(key, value, timestamp_ms)
 
-    def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+    def produce_ticks(
+        self, batch: list[tuple[bytes, bytes, int]], received: float, ids: list[int] | None = None
+    ) -> None:
         self.records += [(self.config.topics.ticks, key, value, ts) for key, value, ts in batch]
+        self.ids += ids or []
         super().produce_ticks(batch, received)
 
     def produce(
@@ -134,6 +138,18 @@ def test_a_tick_for_a_token_never_subscribed_is_dead_lettered_and_the_others_go_
         AvroReader().read(v)[1] for t, _, v, _ in sink.records if t == sink.config.topics.dead_letters
     ]
     assert letter["raw"] == message and "never subscribed: [131169028]" in letter["error"]
+
+
+def test_named_ticks_carry_the_id_of_their_own_packet_when_strays_are_dropped() -> None:
+    now = time.time_ns() // 1_000_000
+    sink = _Captured(sink_config())
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, subscribed={408065}, tick_ids=True)
+    message = _message((408065, now), (131169028, now), (408065, now + 1000))
+    pipeline.on_message(True, message, now, 0.0, ConnectionStats())
+    every = packet_ids(message)
+    assert every is not None and sink.ids == [every[0], every[2]], "the stray's id went with it"
+    assert len([r for r in sink.records if r[0] == sink.config.topics.ticks]) == 2
+    assert sink.close(10) == 0
 
 
 def test_two_lines_one_tick_first_arrival_wins() -> None:
