@@ -21,7 +21,7 @@ from connector.ha._lease import Lease
 from connector.ha._metrics import HaCollector
 from connector.ha._sink import TRANSACTION_TIMEOUT_MS, HaSink, HaSinkConfig, Role
 from connector.ha._stats import HaStats
-from connector.ha._tail import OrderWatcher, committed_consumer, order_ident, read_back
+from connector.ha._tail import OrderWatcher, Tail, committed_consumer, order_ident
 
 __all__ = [
     "INSTANCE_HEADER",
@@ -42,10 +42,10 @@ __all__ = [
     "OrderWatcher",
     "RecordBuffer",
     "Role",
+    "Tail",
     "committed_consumer",
     "dead_letter_ident",
     "header",
     "order_ident",
-    "read_back",
     "tick_ident",
 ]

@@ -81,12 +81,13 @@ class RecordBuffer:
         stamps = [e.timestamp_ms for e in self._items[self._head :] if e.ident is not None]
         return min(stamps) if stamps else None
 
-    def keep_missing(self, present: Collection[Ident], mark: tuple[str, bytes]) -> int:
-        """Takeover: drop the entries Kafka already holds, add header ``mark`` to the rest; how many remain
-        to be produced (every one of them from this buffer, so every one flagged)."""
+    def keep_missing(self, present: Collection[Ident], mark: tuple[str, bytes] | None) -> int:
+        """Takeover: drop the entries Kafka already holds, add header ``mark`` (if any) to the rest; how
+        many remain to be produced."""
         kept = [e for e in self._items[self._head :] if e.ident is None or e.ident not in present]
-        for entry in kept:
-            entry.headers = [*(entry.headers or ()), mark]
+        if mark is not None:
+            for entry in kept:
+                entry.headers = [*(entry.headers or ()), mark]
         self._items, self._head, self._sent = kept, 0, 0
         self.bytes = sum(e.size for e in kept)
         return len(kept)

@@ -6,9 +6,12 @@ log of what the active has committed. Once the lease is this instance's, the tak
 1. every shard's sink gets its producer id (``init_transactions``, on the sinks' own threads, together):
    from then on nothing the old active had not committed can become visible;
 2. the tail of the checked topics is read back (``read_committed``) from a little before the oldest
-   buffered record, and of the order-update topic from before the oldest update no sink produced;
+   buffered record, and of the order-update topic from before the oldest update no sink produced: the
+   bulk while step 1 is under way, the rest once it is done;
 3. order updates found there leave the order log; each shard produces what Kafka lacks of its buffer,
    flagged ``kite.replayed``, then its live records; the order updates still waiting follow, flagged too.
+   (On a cold start, with nothing in Kafka within the window, nothing written can repeat anything: no
+   flag then.)
 
 Active, it makes the first shard's sink adopt any order update left with no sink, and watches that the
 lease stays: an active that loses it (its session expired) stops, so that the process exits and comes
@@ -24,11 +27,10 @@ from collections.abc import Callable, Mapping
 
 from confluent_kafka import Consumer
 
-from connector.ha._buffer import Ident
 from connector.ha._lease import Lease
 from connector.ha._sink import HaSink
 from connector.ha._stats import HaStats
-from connector.ha._tail import IdentOf, OrderWatcher, order_ident, read_back
+from connector.ha._tail import IdentOf, OrderWatcher, Tail, order_ident
 from connector.orders import OrderDesk
 
 __all__ = ["ORDER_LOOKBACK_MS", "TICK_LOOKBACK_MS", "HaCoordinator"]
@@ -111,15 +113,22 @@ class HaCoordinator:
         log.info("HA lease acquired: taking over")
         for sink in self.sinks:
             sink.prepare()
+        tail = self._tail()
+        tail.read_to_end()  # the bulk, while the producer ids come
         if not self._wait(stop, lambda: all(s.prepared.is_set() for s in self.sinks)):
             return
         fenced = time.monotonic()
-        present, read = self._read_back()
+        tail.read_to_end()  # what the old active committed meanwhile: nothing more can come now
+        present, read = tail.present, tail.read
         settled = self.desk.settle_delivered({i[2].decode() for i in present if i[0] == self.order_topic})
-        replayed = sum(sink.activate(present) for sink in self.sinks)
+        # Nothing written within the window (a cold start): nothing written now can repeat anything.
+        replayed = sum(sink.activate(present, flag=read > 0) for sink in self.sinks)
         if self.watcher is not None:
             self.watcher.stop()
-        with self.sinks[0].replaying_orders():
+        if read:
+            with self.sinks[0].replaying_orders():
+                orders = self.desk.attach(self.sinks[0])
+        else:
             orders = self.desk.attach(self.sinks[0])
         took = time.monotonic() - started
         stats = self.stats
@@ -127,15 +136,16 @@ class HaCoordinator:
         stats.takeovers += 1
         stats.last_takeover_seconds = took
         log.info(
-            "HA: active in %.2f s (producer ids %.2f s; %d records read back; %d buffered records and %d "
-            "order updates produced from the standby's buffer and log, %d already in Kafka)",
+            "HA: active in %.2f s (producer ids after %.2f s; %d records read back; %d buffered records and "
+            "%d order updates produced from the standby's buffer and log, %d already in Kafka)",
             took, fenced - started, read, replayed, orders, settled + stats.present,
             extra={"fields": {"ha_active_at": time.time(), "ha_takeover_seconds": round(took, 3),
                               "ha_replayed": replayed + orders, "ha_read_back": read}},
         )  # fmt: skip
 
-    def _read_back(self) -> tuple[set[Ident], int]:
-        """What Kafka holds of what the buffers and the order log hold (read after the fencing)."""
+    def _tail(self) -> Tail:
+        """What to read back: the checked topics from a little before the oldest buffered record, the
+        order updates from before the oldest one no sink produced."""
         topics: dict[str, tuple[int, IdentOf]] = {}
         oldest = [ms for s in self.sinks if (ms := s.oldest_timestamp_ms()) is not None]
         if oldest:
@@ -143,7 +153,7 @@ class HaCoordinator:
         orders_since = self.desk.unsent_since_ms()
         if orders_since is not None:
             topics[self.order_topic] = (orders_since - ORDER_LOOKBACK_MS, order_ident)
-        return read_back(self.tail, topics) if topics else (set(), 0)
+        return Tail(self.tail, topics)
 
     def _wait(self, stop: threading.Event, done: Callable[[], bool]) -> bool:
         """Poll the lease until ``done``; False (with the failure said) if the lease or a sink fails first."""

@@ -10,7 +10,7 @@ of the input it kept; order updates by their record id (the order desk's busines
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connector.ha._buffer import Ident
@@ -31,15 +31,19 @@ REPLAYED = (REPLAYED_HEADER, b"standby")
 INSTANCE_HEADER = "kite.instance"  # HA_INSTANCE_ID of the instance that wrote the record
 
 
-def header(headers: Sequence[tuple[str, Any]] | None, name: str) -> bytes | None:
+Headers = Sequence[tuple[str, Any]] | Mapping[str, Any] | None  # as producers take and consumers give them
+
+
+def header(headers: Headers, name: str) -> bytes | None:
     """The value of the first header called ``name`` (as bytes), or None."""
-    for key, value in headers or ():
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for key, value in pairs:
         if key == name:
             return value.encode() if isinstance(value, str) else value
     return None
 
 
-def tick_ident(topic: str, key: bytes, headers: Sequence[tuple[str, Any]] | None) -> Ident | None:
+def tick_ident(topic: str, key: bytes, headers: Headers) -> Ident | None:
     tick_id = header(headers, TICK_ID_HEADER)
     return None if tick_id is None else (topic, key, tick_id)
 

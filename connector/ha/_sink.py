@@ -235,11 +235,12 @@ class HaSink:
         with self._lock:
             return self.buffer.oldest_timestamp_ms()
 
-    def activate(self, present: Collection[Ident]) -> int:
-        """Produce what Kafka lacks of the buffer (flagged), then live records; returns how many replay."""
+    def activate(self, present: Collection[Ident], flag: bool = True) -> int:
+        """Produce what Kafka lacks of the buffer (flagged, unless ``flag`` is False: nothing was written in
+        the window, so nothing can be a repeat), then live records; returns how many come from the buffer."""
         with self._lock:
             before = len(self.buffer)
-            replay = self.buffer.keep_missing(present, REPLAYED)
+            replay = self.buffer.keep_missing(present, REPLAYED if flag else None)
         self.ha.present += before - replay
         self.ha.replayed += replay
         self.role = Role.ACTIVE

@@ -1,8 +1,8 @@
 """What Kafka already holds, read back committed (``read_committed``): the topics' tail at takeover, and
 the order updates a standby sees the active commit.
 
-The takeover reads after the new active's ``init_transactions`` fenced the old one: what the old active
-had not committed by then never becomes visible, so it is exactly what is not found here.
+The takeover finishes reading after the new active's ``init_transactions`` fenced the old one: what the
+old active had not committed by then never becomes visible, so it is exactly what is not found here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from connector.errors import SinkError
 from connector.ha._buffer import Ident
@@ -21,7 +21,7 @@ from connector.ha._ident import header
 from connector.logs import sample
 from connector.orders import RECORD_ID_HEADER
 
-__all__ = ["IdentOf", "OrderWatcher", "committed_consumer", "order_ident", "read_back"]
+__all__ = ["IdentOf", "OrderWatcher", "Tail", "committed_consumer", "order_ident"]
 
 log = logging.getLogger("connector.ha")
 IdentOf = Callable[[Message], "Ident | None"]
@@ -39,56 +39,78 @@ def committed_consumer(client: Mapping[str, Any], name: str) -> Consumer:
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            # the end of a partition is known from an empty fetch: the broker must not hold it back
+            "fetch.wait.max.ms": 10,
         },
         logger=sample(logging.getLogger("librdkafka")),
     )
 
 
 def order_ident(msg: Message) -> Ident | None:
-    headers = msg.headers()
-    record_id = header(headers if isinstance(headers, list) else None, RECORD_ID_HEADER)
+    record_id = header(msg.headers(), RECORD_ID_HEADER)
     return None if record_id is None else (msg.topic() or "", b"", record_id)
 
 
 def _start_at(consumer: Consumer, since: Mapping[str, int]) -> list[TopicPartition]:
     """Every partition of each topic at its first record stamped ``since[topic]`` or later (or its end)."""
-    meta = consumer.list_topics(timeout=_KAFKA_TIMEOUT)
-    wanted = [TopicPartition(t, p, ms) for t, ms in since.items() for p in meta.topics[t].partitions]
-    found = consumer.offsets_for_times(wanted, timeout=_KAFKA_TIMEOUT)
+    deadline = time.monotonic() + _KAFKA_TIMEOUT
+    while True:  # right after the topics were created their leaders may not be known everywhere yet
+        try:
+            meta = consumer.list_topics(timeout=_KAFKA_TIMEOUT)
+            wanted = [TopicPartition(t, p, ms) for t, ms in since.items() for p in meta.topics[t].partitions]
+            found = consumer.offsets_for_times(wanted, timeout=_KAFKA_TIMEOUT)
+            break
+        except KafkaException as exc:  # NOT_LEADER_FOR_PARTITION and the like: they pass
+            if time.monotonic() > deadline:
+                raise SinkError(f"cannot find where to read {sorted(since)} from: {exc}") from exc
+            time.sleep(0.2)
     return [
         TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END) for tp in found
     ]
 
 
-def read_back(
-    consumer: Consumer, topics: Mapping[str, tuple[int, IdentOf]], timeout: float = 60.0
-) -> tuple[set[Ident], int]:
-    """``topics``: topic → (since when, in ms, how its records are named). The idents of the records
-    stamped that late or later, read to the end; and how many records were read."""
-    assignment = _start_at(consumer, {t: since for t, (since, _) in topics.items()})
-    consumer.assign(assignment)
-    pending = {(tp.topic, tp.partition) for tp in assignment}
-    present: set[Ident] = set()
-    read = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while pending:
-            if time.monotonic() > deadline:
-                raise SinkError(f"the tail of {sorted(topics)} was not read within {timeout:.0f} s")
-            for msg in consumer.consume(10_000, 0.2):
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise SinkError(f"reading back {msg.topic()}: {error.str()}")
-                    pending.discard((msg.topic() or "", msg.partition() or 0))
-                    continue
-                read += 1
-                ident = topics[msg.topic() or ""][1](msg)
-                if ident is not None:
-                    present.add(ident)
-    finally:
-        consumer.unassign()
-    return present, read
+class Tail:
+    """The records of some topics since some time, as they are committed, read in rounds: the first while
+    the new active waits for its producer ids, the last once the old active is fenced (from where the one
+    before stopped, so the bulk is read while waiting).
+
+    ``topics``: topic → (since when, in ms, how its records are named). :attr:`present` gathers the idents
+    of every record stamped that late or later; :attr:`read` counts them all.
+    """
+
+    def __init__(self, consumer: Consumer, topics: Mapping[str, tuple[int, IdentOf]]) -> None:
+        self.consumer, self.topics = consumer, topics
+        starts = _start_at(consumer, {t: since for t, (since, _) in topics.items()}) if topics else []
+        self._next = {(tp.topic, tp.partition): tp.offset for tp in starts}
+        self.present: set[Ident] = set()
+        self.read = 0
+
+    def read_to_end(self, timeout: float = 60.0) -> None:
+        """Read on from where the last round stopped, to the end of every partition as it is now."""
+        consumer, named = self.consumer, self.topics
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in self._next.items()])
+        pending = set(self._next)
+        deadline = time.monotonic() + timeout
+        try:
+            while pending:
+                if time.monotonic() > deadline:
+                    raise SinkError(f"the tail of {sorted(named)} was not read within {timeout:.0f} s")
+                for msg in consumer.consume(10_000, 0.2):
+                    where, offset = (msg.topic() or "", msg.partition() or 0), msg.offset() or 0
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            raise SinkError(f"reading back {where[0]}: {error.str()}")
+                        self._next[where] = offset  # the end: the next round starts there
+                        pending.discard(where)
+                        continue
+                    self._next[where] = offset + 1
+                    self.read += 1
+                    ident = named[where[0]][1](msg)
+                    if ident is not None:
+                        self.present.add(ident)
+        finally:
+            consumer.unassign()
 
 
 class OrderWatcher:

@@ -145,7 +145,7 @@ class OrderDesk:
         with self._lock:
             seqs = self._append(records)
             for seq, record in zip(seqs, records, strict=True):
-                self._pending[seq] = _Pending(record, None)
+                self._pending[seq] = _Pending(record, sink)  # claimed now: no attach() takes it meanwhile
         if sink is not None:
             self._send(seqs, sink)
 
@@ -153,6 +153,8 @@ class OrderDesk:
         """A new sink: it produces every update no sink has in flight (an earlier run's, a replaced one's)."""
         with self._lock:
             orphans = [seq for seq, p in self._pending.items() if p.sink is None]
+            for seq in orphans:
+                self._pending[seq].sink = sink
         if orphans:
             log.info("producing %d order updates again (not acknowledged before)", len(orphans))
         self._send(orphans, sink)

@@ -101,6 +101,7 @@ class Run:
     how: str = ""
     last: dict[str, float] = field(default_factory=dict)  # the last metrics scraped
     final: dict[str, Any] | None = None  # the final counts a clean stop logs
+    name: str = ""  # which instance of an HA set it is (empty otherwise)
 
 
 @dataclass
@@ -162,6 +163,7 @@ class Rig:
         replication: int = 1,
         simulator_extra: dict[str, str] | None = None,
         connector_extra: dict[str, str] | None = None,
+        instruments: int = INSTRUMENTS,
     ) -> None:
         self.name, self.bootstrap, self.seed, self.policy = name, bootstrap, seed, policy
         self.replication = replication
@@ -178,26 +180,29 @@ class Rig:
         tradable = [
             i.instrument_token for i in synthetic_instruments(INSTRUMENTS + 5) if i.segment != "INDICES"
         ]
-        self.tokens = tradable[:INSTRUMENTS]
+        self.tokens = tradable[:instruments]
         self.sim: subprocess.Popen[bytes] | None = None
         self.runs: list[Run] = []
         self.recovery_s = float("nan")
 
     # -- processes -------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.start_simulator()
+        self.start_connector()
+
+    def start_simulator(self) -> None:
         env = {**os.environ, **simulator_env(self)}
         with (self.workdir / "simulator.log").open("ab") as err:
             self.sim = subprocess.Popen([*CLI, "simulate"], env=env, stdout=err, stderr=err)
         _wait_port(self.ws_port, 30)
-        self.start_connector()
 
-    def start_connector(self) -> Run:
+    def start_connector(self, extra: dict[str, str] | None = None, name: str = "") -> Run:
         port = free_port()
-        env = {**os.environ, **connector_env(self, port)}
-        log_path = self.workdir / f"connector-{len(self.runs)}.log"
+        env = {**os.environ, **connector_env(self, port), **(extra or {})}
+        log_path = self.workdir / f"connector-{len(self.runs)}{'-' + name if name else ''}.log"
         with log_path.open("ab") as err:
             proc = subprocess.Popen([*CLI, "run"], env=env, stdout=err, stderr=err)
-        run = Run(proc, port, log_path, time.time())
+        run = Run(proc, port, log_path, time.time(), name=name)
         self.runs.append(run)
         return run
 
@@ -379,37 +384,46 @@ def _final_counts(path: Path) -> dict[str, Any] | None:
 
 def read_all(bootstrap: str, topic: str, timeout: float = 180) -> list[dict[str, Any]]:
     """Every record of ``topic`` up to its current end, decoded with the project's AvroReader."""
-    from confluent_kafka import Consumer, TopicPartition
+    return [value for value, _ in read_records(bootstrap, topic, timeout)]
+
+
+def read_records(
+    bootstrap: str, topic: str, timeout: float = 180
+) -> list[tuple[dict[str, Any], dict[str, bytes]]]:
+    """Every committed record of ``topic`` up to its current end: its decoded value and its headers."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"chaos-read-{os.urandom(4).hex()}",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,  # the end, past transaction markers and aborted records
             "log_level": 3,
         }
     )
     reader = AvroReader()
-    out: list[dict[str, Any]] = []
+    out: list[tuple[dict[str, Any], dict[str, bytes]]] = []
     try:
         meta = consumer.list_topics(topic, timeout=30)
-        ends: dict[int, int] = {}
-        for p in meta.topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        pending = set(meta.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in pending])
         deadline = time.monotonic() + timeout
-        while ends:
+        while pending:
             if time.monotonic() > deadline:
-                raise AssertionError(f"{topic}: not read to its end in {timeout:.0f} s ({ends})")
+                raise AssertionError(f"{topic}: not read to its end in {timeout:.0f} s ({pending})")
             for msg in consumer.consume(5000, 1.0):
-                if msg.error() is not None:
-                    raise AssertionError(f"{topic}: {msg.error()}")
-                out.append(reader.read(msg.value() or b"")[1])
-                p, offset = msg.partition() or 0, msg.offset() or 0
-                if p in ends and offset + 1 >= ends[p]:
-                    del ends[p]
+                error = msg.error()
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                    continue
+                if error is not None:
+                    raise AssertionError(f"{topic}: {error}")
+                headers = msg.headers()
+                listed = headers if isinstance(headers, list) else []
+                named = {k: v for k, v in listed if isinstance(v, bytes)}
+                out.append((reader.read(msg.value() or b"")[1], named))
     finally:
         consumer.close()
     return out

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connector.config import RunSettings
 from connector.ha import (
@@ -25,8 +25,10 @@ from connector.ha import (
     HaSink,
     HaSinkConfig,
     HaStats,
+    Ident,
     Lease,
     Role,
+    Tail,
     committed_consumer,
     header,
     tick_ident,
@@ -131,6 +133,44 @@ def test_a_session_timeout_the_brokers_refuse_is_a_clear_failure(
         lease.consumer.close()
     assert lease.error is not None and "session timeout" in lease.error.lower(), lease.error
     assert not lease.held
+
+
+def test_the_tail_is_read_in_rounds_each_from_where_the_last_stopped_committed_only(
+    kafka_bootstrap: str,
+) -> None:
+    topic = f"tail-{uuid.uuid4().hex[:8]}"
+    ensure_topics({"bootstrap.servers": kafka_bootstrap}, [TopicSpec(topic, 2, 1)])
+    writer = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"tail-{topic}"})
+    writer.init_transactions(30)
+    now = time.time_ns() // 1_000_000
+
+    def write(partition: int, numbers: range, commit: bool = True) -> None:
+        writer.begin_transaction()
+        for n in numbers:
+            writer.produce(topic, b"v", b"k", partition, timestamp=now, headers=[(TICK_ID_HEADER, b"%d" % n)])
+        if commit:
+            writer.commit_transaction(30)
+        else:
+            writer.flush(30)
+
+    write(0, range(5))
+    tail = Tail(
+        committed_consumer({"bootstrap.servers": kafka_bootstrap}, "tail-test"),
+        {topic: (now - 1000, _ident(topic))},
+    )
+    tail.read_to_end()  # partition 1 has nothing yet: it starts at its end
+    assert (tail.read, {i[2] for i in tail.present}) == (5, {b"%d" % n for n in range(5)})
+    write(1, range(5, 8))
+    write(0, range(8, 10))
+    write(0, range(10, 12), commit=False)  # open: not read, and not waited for
+    tail.read_to_end()
+    assert (tail.read, {i[2] for i in tail.present}) == (10, {b"%d" % n for n in range(10)})
+    writer.abort_transaction(30)
+    tail.consumer.close()
+
+
+def _ident(topic: str) -> Callable[[Message], Ident | None]:
+    return lambda msg: tick_ident(topic, msg.key() or b"", msg.headers())
 
 
 # -- a takeover, end to end ---------------------------------------------------------------------------------

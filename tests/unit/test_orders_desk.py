@@ -146,3 +146,16 @@ def test_an_order_log_that_fails_does_not_stop_updates_being_produced(tmp_path: 
     assert desk.stats.log_errors == 1
     assert sink.close(10) == 0 and desk.pending() == 0
     assert sink.stats.delivered["kite.order_updates"] == 1
+
+
+def test_an_ha_standby_settles_what_another_instance_wrote_and_says_since_when_it_holds_the_rest(
+    tmp_path: Path,
+) -> None:
+    desk = _desk(tmp_path)
+    desk.commit([OrderRecord(b"1", b"v", TS + n, f"r{n}") for n in range(3)], None)
+    assert desk.unsent_since_ms() == TS
+    assert desk.settle_delivered({"r0", "r2", "elsewhere"}) == 2
+    assert desk.pending() == 1 and desk.unsent_since_ms() == TS + 1
+    desk.close()
+    left = [r.record_id for _, r in OrderLog(tmp_path / "wal").pending()]
+    assert left == ["r1"], "settled ones leave the log"
