@@ -2,8 +2,10 @@
 
 Every scenario counts the simulator's sent log against what Kafka holds and what the connector said
 it acknowledged: no acknowledged tick missing, no tick duplicated, no order update missing; ticks lost
-only where counted (conflated, or unacknowledged at a SIGKILL or at exit). ``bench/chaos.py`` prints
-the same scenarios as a table.
+only where counted (conflated, or unacknowledged at a SIGKILL or at exit). A hot-standby set of two
+processes (``tests/chaos/ha.py``) loses nothing its standby received when its active is killed, stopped,
+frozen or cut off from a paused broker, and writes no unflagged duplicate. ``bench/chaos.py`` prints the
+same scenarios as tables.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import pytest
 
 from tests.chaos import scenarios
 from tests.chaos.brokers import Broker, Cluster, kafka_cluster, single_broker
+from tests.chaos.ha import HA, HaTally, ha_faults
 from tests.chaos.rig import Tally
 
 pytestmark = pytest.mark.chaos
@@ -31,7 +34,7 @@ def cluster() -> Iterator[Cluster]:
         yield c
 
 
-def _check(tally: Tally) -> None:
+def _check(tally: Tally | HaTally) -> None:
     print(f"\n{tally.row()}  {'; '.join(tally.notes)}")
     assert tally.problems() == [], tally.row()
 
@@ -45,6 +48,11 @@ def connector_faults(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture(scope="module")
 def broker_paused(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tally]:
     return scenarios.broker_paused(broker, tmp_path_factory.mktemp("broker-paused"))
+
+
+@pytest.fixture(scope="module")
+def ha(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, HaTally]:
+    return ha_faults(broker, tmp_path_factory.mktemp("ha"))
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +73,11 @@ def test_connector_faults(connector_faults: dict[str, Tally], scenario: str) -> 
 @pytest.mark.parametrize("scenario", scenarios.PAUSED)
 def test_broker_paused(broker_paused: dict[str, Tally], scenario: str) -> None:
     _check(broker_paused[scenario])
+
+
+@pytest.mark.parametrize("scenario", HA)
+def test_hot_standby(ha: dict[str, HaTally], scenario: str) -> None:
+    _check(ha[scenario])
 
 
 @pytest.mark.parametrize("scenario", scenarios.BROKER_KILL)
