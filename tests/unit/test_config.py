@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -134,3 +135,24 @@ def test_kafka_output_fields_are_run_settings_with_their_defaults() -> None:
     assert ticker.settings.kafka.bootstrap_servers == "b:1"
     with pytest.raises(ConfigError, match="KAFKA_LINGER_MS='x'"):
         KiteTicker("k", "t", kafka=KafkaOutput("b:1", settings={"KAFKA_LINGER_MS": "x"}))
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HA_GROUP": "g", "BACKPRESSURE_POLICY": "conflate"}, "HA_GROUP needs BACKPRESSURE_POLICY=block"),
+        ({"HA_GROUP": "g", "HA_BUFFER_SECONDS": "0"}, "HA_BUFFER_SECONDS must be above 0"),
+        ({"HA_GROUP": "a b"}, "HA_GROUP='a b': a name without spaces"),
+        ({"HA_SESSION_TIMEOUT_MS": "0"}, "HA_SESSION_TIMEOUT_MS='0': must be 1 or more"),
+    ],
+)
+def test_a_hot_standby_set_refuses_what_would_defeat_it(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        RunSettings.load(environ={**BASE, **env})
+
+
+def test_a_hot_standby_instance_is_named_by_host_and_process_unless_told() -> None:
+    settings = RunSettings.load(environ={**BASE, "HA_GROUP": "g"})
+    assert settings.ha_group == "g" and settings.ha_lease_topic == "kite.ha.lease"
+    assert settings.ha_instance.endswith(f"-{os.getpid()}")
+    assert RunSettings.load(environ={**BASE, "HA_INSTANCE_ID": "blue"}).ha_instance == "blue"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
+from connector.ha import HaCollector, HaStats
 from connector.metrics import Metrics
 from connector.orders import OrderDesk, OrderLog, OrderRecord
 from connector.stats import ConnectionStats, ShardStats
@@ -83,3 +84,20 @@ def test_with_two_lines_one_down_is_degraded_but_healthy() -> None:
     assert metrics.healthy() == (True, "ok, degraded: connection 1 is down (last failure: OSError: gone)")
     a.connected = False
     assert metrics.healthy() == (False, "connection 1 is down (last failure: OSError: gone)")
+
+
+def test_an_ha_set_member_says_its_role_and_exports_its_series() -> None:
+    stats = ConnectionStats()
+    stats.connected = True
+    metrics = Metrics([stats], [ShardStats()])
+    metrics.watch(OrderDesk(None, "t", []), Supervisor())
+    ha = HaStats(takeovers=2, replayed=7, fenced=1)
+    metrics.registry.register(HaCollector(ha, []))
+    metrics.role = lambda: "active" if ha.active else "standby"
+    assert metrics.healthy() == (True, "ok (standby)"), "a standby is healthy"
+    ha.active = True
+    assert metrics.healthy() == (True, "ok (active)")
+    body = _scrape(metrics)
+    for series in ("ha_active 1.0", "ha_takeovers_total 2.0", "ha_replayed_total 7.0", "ha_fenced_total 1.0",
+                   "ha_buffer_records 0.0"):  # fmt: skip
+        assert series in body
