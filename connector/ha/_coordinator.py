@@ -102,8 +102,9 @@ class HaCoordinator:
 
     def _keep(self) -> None:
         if not self.lease.held:
+            if self.lease.lost is None:  # else the lease said so already
+                log.error("the HA lease is no longer this instance's: stopping, to come back as a standby")
             self._failure = self.lease.lost or "the HA lease is no longer this instance's"
-            log.error("%s: stopping, to come back as a standby", self._failure)
             return
         self.desk.attach(self.sinks[0])  # updates committed with no sink while a shard was standby
 

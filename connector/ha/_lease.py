@@ -100,4 +100,4 @@ class Lease:
         if self.held and any(tp.partition == 0 for tp in partitions):
             self.held = False
             self.lost = f"the HA lease (group {self.group}) was {why}"
-            log.error("%s", self.lost)
+            log.error("%s: stopping, to come back as a standby", self.lost)
