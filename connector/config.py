@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from connector.errors import ConfigError
 
 __all__ = [
+    "MARKET_SETTINGS",
     "RUN_SETTINGS",
     "SIMULATOR_SETTINGS",
     "RunSettings",
@@ -165,6 +166,15 @@ SIMULATOR_SETTINGS = (
     Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", non_negative_int),
 )
 
+
+MARKET_SETTINGS = (
+    Setting(
+        "MARKET_CALENDAR_FILE",
+        None,
+        "holidays file, lines of `YYYY-MM-DD EXCHANGE[,EXCHANGE...] description`; "
+        "default: the bundled connector/market/holidays.txt",
+    ),
+)
 
 RUN_SETTINGS = (
     Setting("KITE_API_KEY", None, "Kite Connect api_key"),
