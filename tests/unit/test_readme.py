@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connector.candles import CANDLES_SETTINGS
-from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS
+from connector.config import MARKET_SETTINGS, RUN_SETTINGS, SIMULATOR_SETTINGS
 from connector.consume import CONSUME_SETTINGS
 from connector.login import LOGIN_SETTINGS
 
@@ -16,7 +16,14 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [
         s.env
-        for s in (*RUN_SETTINGS, *SIMULATOR_SETTINGS, *CONSUME_SETTINGS, *LOGIN_SETTINGS, *CANDLES_SETTINGS)
+        for s in (
+            *RUN_SETTINGS,
+            *SIMULATOR_SETTINGS,
+            *CONSUME_SETTINGS,
+            *LOGIN_SETTINGS,
+            *CANDLES_SETTINGS,
+            *MARKET_SETTINGS,
+        )
         if f"`{s.env}`" not in readme
     ]
     assert not missing, f"README.md configuration table lacks {missing}"
