@@ -153,7 +153,7 @@ def _connector_env(
         "METRICS_PORT": str(metrics_port),
         "METRICS_HOST": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
-        "SPOOL_DIR": "/tmp/kite-bench-spool",
+        "ORDER_LOG_DIR": "/tmp/kite-bench-order-log",
     }
 
 
@@ -340,6 +340,7 @@ def run_floor(bootstrap: str, rate: float, ticks: int, instruments: int) -> dict
 def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instruments: int) -> None:
     from confluent_kafka import Producer
 
+    from connector.config import RunSettings
     from connector.kite import Mode, encode_message
     from connector.pipeline import Pipeline
     from connector.serde import build_serializers
@@ -360,8 +361,11 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     sample = [market.tick(t, Mode.FULL) for _ in range(4) for t in tokens]
     for i in range(0, len(sample), 50):
         pipeline.on_message(True, encode_message(sample[i : i + 50]), int(time.time() * 1000), 0.0)
-    config = SinkConfig(bootstrap)
-    producer = Producer(config.producer_config())
+    settings = RunSettings.load(
+        environ={"KITE_API_KEY": "bench", "KITE_ACCESS_TOKEN": "bench", "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    )
+    config = SinkConfig.of(settings, "bench-floor")
+    producer = Producer(config.producer)
     headers, acked, settled, probes = serializers.headers()["tick"], [0], [0], []
 
     def on_ack(err: Any, msg: Any) -> None:
@@ -378,7 +382,7 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     producer.produce(topic, b"warm-up", b"0")
     producer.flush(30)
     bursts, interval = ticks // 50, 50 / rate if rate else 0.0
-    low_water = config.low_water or config.max_in_flight // 2
+    low_water = config.low_water
     acked[0] = settled[0] = 0  # the warm-up record does not count
     started, cpu0 = time.perf_counter(), time.process_time()
     for i in range(bursts):

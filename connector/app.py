@@ -14,8 +14,9 @@ from connector.config import RunSettings
 from connector.errors import ConfigError
 from connector.instruments import Instruments, parse_instruments, read_instruments
 from connector.kite import MAX_TOKENS_PER_CONNECTION, Mode
+from connector.logs import redact
 from connector.runtime import Runtime
-from connector.source import TokenSource, redact
+from connector.source import TokenSource
 
 __all__ = [
     "EXIT_FAILED",
@@ -95,7 +96,7 @@ class Connector:
         tokens = TokenSource(s.kite_access_token, s.kite_access_token_file)
         instruments = None
         if s.kite_instruments_url:
-            instruments = download_instruments(s.kite_instruments_url, s.kite_api_key, tokens.get())
+            instruments = download_instruments(s.kite_instruments_url, s.kite_api_key or "", tokens.get())
         elif s.kite_instruments_file:
             instruments = Instruments(read_instruments(s.kite_instruments_file))
         shards = shard(parse_subscriptions(s.kite_instruments, s.kite_mode, instruments))
@@ -109,7 +110,7 @@ class Connector:
             "streaming %d instruments over %d connection(s) to %s",
             sum(map(len, self.runtime.shards)),
             len(self.runtime.shards),
-            self.settings.kafka_bootstrap_servers,
+            self.settings.kafka.bootstrap_servers,
         )
 
     def stop(self) -> int:

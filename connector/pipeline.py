@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from connector.errors import MalformedFrame, SerializationError
-from connector.kite import KiteError, KiteMessage, OrderUpdate, Tick, parse_binary, parse_text
+from connector.kite import EXCHANGES, KiteError, KiteMessage, Tick, parse_binary, parse_text
 from connector.logs import sample
-from connector.reconcile import OrderBook, order_record_id
+from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
 from connector.serde import DeadLetter, Serializers, native_transcode
-from connector.sink import MAX_RECORD_BYTES, KafkaSink
-from connector.spool import ORIGIN_RECONCILIATION, ORIGIN_WEBSOCKET, Entry, record_id
+from connector.sink import KafkaSink
 from connector.stats import Stats
 
-__all__ = ["Inbox", "Pipeline", "TickCallback"]
+__all__ = ["Pipeline", "TickCallback"]
 
 log = sample(logging.getLogger("connector.pipeline"))  # a flood of bad frames logs a sample, with counts
 TickCallback = Callable[[list[Tick]], None]
-# Order updates from reconciliation, and the orders it could not read: handed over by its thread.
-Inbox = deque[OrderUpdate | MalformedFrame]
 
 
 class Pipeline:
@@ -30,7 +25,10 @@ class Pipeline:
 
     Undecodable input, and records Kafka cannot take for their size, become dead letters (raw bytes kept,
     cut to ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle.
-    ``on_ticks`` / ``on_order_update`` / ``on_text`` let an embedding application see the same records.
+    Order updates go to ``orders`` (the desk shared by every connection); the pipeline stages what the desk
+    makes of them and commits the batch after each socket read. With ``reconciled``, this pipeline also
+    publishes what reconciliation found. ``on_ticks`` / ``on_raw`` let an embedding application see the
+    same messages.
     """
 
     def __init__(
@@ -38,35 +36,47 @@ class Pipeline:
         serializers: Serializers,
         sink: KafkaSink | None,
         stats: Stats,
-        order_updates: bool = True,
+        orders: OrderDesk | None = None,
+        reconciled: bool = False,
         on_ticks: TickCallback | None = None,
-        on_order_update: Callable[[OrderUpdate], None] | None = None,
         on_raw: Callable[[bool, bytes], None] | None = None,
         dead_letter_max_bytes: int = 262_144,
-        order_book: OrderBook | None = None,
-        inbox: Inbox | None = None,
         timestamp_window_ms: int = 600_000,
         subscribed: set[int] | None = None,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
-        self.order_book, self.inbox = order_book, inbox
+        self.orders, self.reconciled = orders, reconciled
+        self._staged: list[OrderRecord] = []  # order updates taken since the last service()
         # A Kafka timestamp this far from receipt (a wild exchange time in junk that decodes) would make the
         # broker refuse the record and its whole batch: such ticks get the receive time.
         self.timestamp_window_ms = timestamp_window_ms
         self.subscribed = subscribed  # every token this connection ever subscribed; None: any
         self.dead_letter_max_bytes = dead_letter_max_bytes
-        self.order_updates = order_updates  # with several connections, only one publishes order updates
-        self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
+        self.on_ticks, self.on_raw = on_ticks, on_raw
         self._keys: dict[int, bytes] = {}
         # The native path writes the framing prefix of the Tick serializer (either framing) before each body.
         self._tick_prefix = serializers.tick.prefix
         self._transcode = native_transcode
 
     def service(self) -> float | None:
-        inbox = self.inbox
-        while inbox:  # appended by the reconciliation thread; popped only here
-            self._reconciled(inbox.popleft())
-        return None if self.sink is None else self.sink.service()
+        """After each socket read (and while idle): order updates made durable and produced, acks served."""
+        orders = self.orders
+        if orders is not None and self.reconciled:
+            for taken in orders.reconciled():
+                self._stage(taken)
+        if self.sink is None:
+            return None
+        self._commit(self.sink)
+        return self.sink.service()
+
+    def retire(self) -> None:
+        """This pipeline is being replaced: what it staged is made durable, for the next sink to produce."""
+        self._commit(None)
+
+    def _commit(self, sink: KafkaSink | None) -> None:
+        if self._staged and self.orders is not None:
+            staged, self._staged = self._staged, []
+            self.orders.commit(staged, sink)
 
     def saturated(self) -> bool:
         return self.sink is not None and self.sink.saturated()
@@ -119,6 +129,7 @@ class Pipeline:
         if not ticks:
             return
         stats.ticks.update(tick.mode.value for tick in ticks)
+        self._fresh({tick.instrument_token & 0xFF for tick in ticks})
         if self.on_ticks is not None:
             self.on_ticks(ticks)
         if sink is None:
@@ -133,6 +144,12 @@ class Pipeline:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
             return
         sink.produce_ticks(batch, received)
+
+    def _fresh(self, segments: Iterable[int]) -> None:
+        """Ticks of these exchange segments just came (for the feed-freshness gauge, per exchange)."""
+        now, last = time.monotonic(), self.stats.last_tick
+        for segment in segments:
+            last[EXCHANGES.get(segment, f"SEGMENT_{segment}")] = now
 
     def _timestamp(self, tick: Tick, received_ms: int) -> int:
         ts = tick.exchange_timestamp_ms or received_ms
@@ -150,45 +167,21 @@ class Pipeline:
             log.error("Kite sent an error: %s", record.message)
         elif isinstance(record, KiteMessage):
             log.info("Kite says: %s", record.message)
-        elif self.order_updates:
-            if self.order_book is not None:
-                self.order_book.seen(record)
-            self._order_update(record, data, received_ms, record_id(data), ORIGIN_WEBSOCKET)
+        else:
+            self.stats.order_updates += 1
+            if self.orders is not None:
+                self._stage(self.orders.take(record, data, received_ms, ORIGIN_WEBSOCKET))
 
-    def _reconciled(self, item: OrderUpdate | MalformedFrame) -> None:
-        received_ms = time.time_ns() // 1_000_000
-        if isinstance(item, MalformedFrame):
-            self._dead_letter(DeadLetter(item.raw, item.reason, "reconciliation"), received_ms)
-            return
-        self.stats.order_updates_reconciled += 1
-        data = json.dumps({"type": "order", "data": item.to_kiteconnect()}, default=str).encode()
-        self._order_update(item, data, received_ms, order_record_id(item), ORIGIN_RECONCILIATION)
-
-    def _order_update(
-        self, update: OrderUpdate, data: bytes, received_ms: int, rid: str, origin: str
-    ) -> None:
-        self.stats.order_updates += 1
-        if self.on_order_update is not None:
-            self.on_order_update(update)
-        if self.sink is None:
-            return
-        try:
-            value = self.serializers.order_update(update, received_ms)
-        except SerializationError as exc:
-            self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
-            return
-        if len(value) > MAX_RECORD_BYTES:
-            reason = f"order update of {len(value)} bytes: larger than a Kafka record may be"
-            self._dead_letter(DeadLetter(data, reason, "sink"), received_ms)
-            return
-        key = self._key(update.instrument_token) if update.instrument_token is not None else b""
-        self.sink.produce_order_update(Entry(key, value, received_ms, rid, origin))
+    def _stage(self, taken: Taken | None) -> None:
+        if isinstance(taken, OrderRecord):
+            self._staged.append(taken)
+        elif taken is not None:
+            self._dead_letter(taken, time.time_ns() // 1_000_000)
 
     def _dead_letter(self, letter: DeadLetter, received_ms: int) -> None:
         self.stats.dead_letters[letter.source] += 1
         log.warning("dead letter (%s, %d bytes): %s", letter.source, len(letter.raw), letter.error)
         if self.sink is not None:
             letter = letter.capped(self.dead_letter_max_bytes)
-            self.sink.produce_dead_letter(
-                letter.source.encode(), self.serializers.dead_letter(letter, received_ms), received_ms
-            )
+            value = self.serializers.dead_letter(letter, received_ms)
+            self.sink.produce_dead_letter(letter.source.encode(), value, received_ms)

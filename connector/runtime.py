@@ -1,57 +1,37 @@
-"""The one assembly path of ``kite-connector run`` and the embedding API: settings → supervised connections.
+"""The one assembly path of ``kite-connector run`` and the embedding API: settings → supervised threads.
 
-A connection is one Kite WebSocket (a listener thread), its pipeline and its Kafka producer. Whatever
-fails on that thread is logged, counted and answered by rebuilding the pipeline and producer; a
-connection that keeps failing gives up, and :meth:`Runtime.failure` says so, so that ``run`` can exit
-non-zero for the container's restart policy instead of staying up and streaming nothing.
+A connection is one Kite WebSocket (a listener thread), its pipeline and its Kafka producer. Order
+updates from every connection meet at one :class:`OrderDesk`; a reconciler thread fills in what the
+sockets missed; a metrics thread serves ``/metrics`` and ``/healthz``. Every one of those threads is
+watched by one :class:`Supervisor`: what fails on a listener is answered by rebuilding its pipeline and
+producer, a reconciler or metrics thread that raises is started again, and whatever keeps failing or
+ends unasked makes :meth:`Runtime.failure` say so, so that ``run`` exits for its restart policy instead
+of staying up and streaming nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from connector.config import RunSettings
 from connector.kite import Mode, OrderUpdate
-from connector.logs import sample
 from connector.metrics import Metrics, MetricsServer
-from connector.pipeline import Inbox, Pipeline, TickCallback
-from connector.reconcile import OrderBook, fetch_orders
+from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
+from connector.pipeline import Pipeline, TickCallback
 from connector.serde import Serializers, build_serializers
-from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
+from connector.sink import KafkaSink, SinkConfig, Topics, TopicSpec, ensure_topics
 from connector.source import KiteListener, TokenSource
-from connector.spool import Entry, OrderLog, record_id
 from connector.stats import Stats
+from connector.supervise import FailureBudget, SupervisedThread, Supervisor
 
-__all__ = ["Callbacks", "Connection", "FailureBudget", "Reconciler", "Runtime", "topics_of"]
+__all__ = ["Callbacks", "Connection", "Runtime"]
 
 log = logging.getLogger("connector.runtime")
-ORDER_LOG = "order_updates.wal"
-LEGACY_SPOOL = "order_updates.jsonl"  # written at clean stops by versions before the order log
 REBUILD_FLUSH_SECONDS = 5.0  # how long a failed producer may take to hand over what it still holds
-
-
-class FailureBudget:
-    """At most ``limit`` failures within ``window`` seconds; None: no limit."""
-
-    def __init__(self, limit: int | None, window: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self._clock = limit, window, clock
-        self._times: deque[float] = deque()
-
-    def spend(self) -> bool:
-        """Records a failure; False once there were more than ``limit`` within ``window``."""
-        now = self._clock()
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window:
-            self._times.popleft()
-        return self.limit is None or len(self._times) <= self.limit
 
 
 @dataclass(slots=True)
@@ -64,114 +44,21 @@ class Callbacks:
     on_event: Callable[[str, object], None] | None = None
 
 
-class Reconciler(threading.Thread):
-    """Fetches Kite's order book after every (re)connect and every ``interval`` seconds; what the socket
-    did not deliver goes to ``inbox``, which the listener thread publishes (it owns the producer)."""
-
-    def __init__(
-        self, settings: RunSettings, tokens: TokenSource, book: OrderBook, inbox: Inbox, stats: Stats
-    ) -> None:
-        super().__init__(name="kite-reconciler", daemon=True)
-        self.settings, self.tokens, self.book, self.inbox, self.stats = settings, tokens, book, inbox, stats
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._log = sample(logging.getLogger("connector.reconcile"), interval=300)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def run(self) -> None:
-        interval = self.settings.order_reconcile_interval_seconds or None
-        while not self._stop.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.reconcile()
-            except Exception as exc:  # Kite unreachable, token expired, a bug: the next round tries again
-                self.stats.reconcile_errors += 1
-                self._log.error("order reconciliation failed: %s", exc, exc_info=not isinstance(exc, OSError))
-
-    def reconcile(self) -> None:
-        s, url = self.settings, self.settings.reconcile_url
-        assert url is not None  # a reconciler exists only with one
-        orders = fetch_orders(url, s.kite_api_key, self.tokens.get())
-        missed = self.book.reconcile(orders.orders)
-        self.inbox.extend(orders.malformed)
-        self.inbox.extend(missed)
-        if missed:
-            log.warning("reconciliation: %d order updates the socket did not deliver", len(missed))
-
-
-def open_order_log(spool_dir: Path) -> OrderLog:
-    """The order log of ``spool_dir``, with what an older version spooled at its last stop moved in."""
-    order_log = OrderLog(spool_dir / ORDER_LOG)
-    legacy = spool_dir / LEGACY_SPOOL
-    if legacy.exists():
-        entries = []
-        for line in legacy.read_text().splitlines():
-            item = json.loads(line)
-            value = base64.b64decode(item["value"])
-            entries.append(Entry(item["key"].encode(), value, item["ts"], record_id(value)))
-        order_log.append(entries)
-        legacy.unlink()
-        log.info("moved %d spooled order updates from %s into the order log", len(entries), legacy)
-    return order_log
-
-
-def topics_of(settings: RunSettings) -> Topics:
-    return Topics(
-        settings.kafka_topic_ticks, settings.kafka_topic_order_updates, settings.kafka_topic_dead_letters
-    )
-
-
 class Connection:
     """One Kite WebSocket with its pipeline and Kafka producer (None without Kafka), on one thread."""
 
-    def __init__(
-        self,
-        index: int,
-        runtime: Runtime,
-        subscriptions: dict[int, Mode],
-        stats: Stats,
-        budget: FailureBudget,
-    ) -> None:
-        self.index, self.runtime, self.stats, self.budget = index, runtime, stats, budget
-        self.order_updates = index == 0  # with several connections, only the first publishes them
+    def __init__(self, index: int, runtime: Runtime, subscriptions: dict[int, Mode], stats: Stats) -> None:
+        self.index, self.runtime, self.stats = index, runtime, stats
+        self.budget = FailureBudget(runtime.failure_limit, runtime.settings.connection_failure_window_seconds)
         s = runtime.settings
-        self.sink_config = SinkConfig(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            topics=runtime.topics,
-            max_in_flight=s.max_in_flight,
-            low_water=s.low_water_mark,
-            policy=s.backpressure_policy,
-            compression=s.kafka_compression,
-            linger_ms=s.kafka_linger_ms,
-            delivery_timeout_ms=s.kafka_delivery_timeout_ms,
-            tick_backlog=s.tick_backlog,
-            client_id=f"kite-connector-{index}",
-            producer_overrides=dict(s.producer_overrides),
-        )
+        self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
         self.sink: KafkaSink | None = None
-        owns_orders = self.order_updates and runtime.kafka
-        self.order_log = open_order_log(s.spool_path) if owns_orders and s.spool_path else None
-        self.inbox: Inbox = deque()
-        self.order_book = OrderBook() if self.order_updates and s.reconcile_url else None
-        self.reconciler = (
-            Reconciler(s, runtime.tokens, self.order_book, self.inbox, stats)
-            if self.order_book is not None
-            else None
-        )
         self.subscribed = set(subscriptions)  # every token ever subscribed here (the listener adds to it)
         self.pipeline = self._assemble()
         self.listener = KiteListener(
             runtime.thread_name(index),
             s.kite_ws_url,
-            s.kite_api_key,
+            s.kite_api_key or "",
             runtime.tokens,
             subscriptions,
             self.pipeline,
@@ -185,40 +72,29 @@ class Connection:
         )
 
     def _on_event(self, event: str, arg: object) -> None:
-        if event == "connect" and self.reconciler is not None:
-            self.reconciler.wake()  # what happened while disconnected is only in the order book
+        reconciler = self.runtime.reconciler
+        if event == "connect" and reconciler is not None:
+            reconciler.wake()  # what happened while disconnected is only in the order book
         if self.runtime.callbacks.on_event is not None:
             self.runtime.callbacks.on_event(event, arg)
 
-    def start(self) -> None:
-        if self.reconciler is not None:
-            self.reconciler.start()
-        self.listener.start()
-
     def _assemble(self) -> Pipeline:
-        """A new producer (replaying spooled order updates) and the pipeline that feeds it."""
+        """A new producer (producing what the order log holds for nobody) and the pipeline that feeds it."""
         runtime, c = self.runtime, self.runtime.callbacks
-        serializers = runtime.serializers
         if runtime.kafka:
             self.sink = KafkaSink(
-                self.sink_config,
-                self.stats,
-                serializers.headers(),
-                runtime.metrics.latency.observe,
-                self.order_log,
+                self.sink_config, self.stats, runtime.serializers.headers(), runtime.metrics.latency.observe
             )
-            self.sink.replay_order_log()
+            runtime.orders.attach(self.sink)
         return Pipeline(
-            serializers,
+            runtime.serializers,
             self.sink,
             self.stats,
-            order_updates=self.order_updates,
+            orders=runtime.orders,
+            reconciled=self.index == 0,
             on_ticks=c.on_ticks,
-            on_order_update=c.on_order_update,
             on_raw=c.on_raw,
             dead_letter_max_bytes=runtime.settings.dead_letter_max_bytes,
-            order_book=self.order_book,
-            inbox=self.inbox,
             timestamp_window_ms=int(runtime.settings.tick_timestamp_window_seconds * 1000),
             subscribed=self.subscribed,
         )
@@ -234,18 +110,15 @@ class Connection:
                 s.connection_failure_window_seconds,
             )
             return None
-        self._retire_sink()
-        self.pipeline = self._assemble()
-        log.warning("connection %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
-        return self.pipeline
-
-    def _retire_sink(self) -> None:
-        """Flush what the old producer holds (briefly); its undelivered order updates stay in the log."""
+        self.pipeline.retire()
         lost = self._close_sink(REBUILD_FLUSH_SECONDS)
         if lost:
             self.stats.abandoned += lost
             log.error("connection %d: %d records unacknowledged by the replaced producer", self.index, lost)
         self.stats.in_flight = 0
+        self.pipeline = self._assemble()
+        log.warning("connection %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
+        return self.pipeline
 
     def _close_sink(self, timeout: float) -> int:
         """Close the producer (flushing up to ``timeout``); the records it left unacknowledged."""
@@ -253,30 +126,21 @@ class Connection:
         if sink is None:
             return 0
         try:
-            return sink.close(timeout)
+            remaining = sink.close(timeout)
         except Exception:  # a producer that failed may fail to close too; the rest must still close
             log.exception("connection %d: closing the producer failed", self.index)
-            return self.stats.in_flight
-
-    def close(self, timeout: float) -> int:
-        """Flush (bounded) and close the producer and the order log; records left unacknowledged."""
-        remaining = self._close_sink(timeout)
-        if self.order_log is not None:
-            self.order_log.close()
+            remaining = self.stats.in_flight
+        self.runtime.orders.detach(sink)
         return remaining
 
-    def failure(self) -> str | None:
-        """Why this connection no longer streams (it gave up, or its thread ended), or None."""
-        listener = self.listener
-        if listener.gave_up:
-            return f"connection {self.index} gave up: {listener.gave_up}"
-        if listener.ident is not None and not listener.is_alive() and not listener.stopping:
-            return f"connection {self.index}: listener thread ended"
-        return None
+    def close(self, timeout: float) -> int:
+        """Flush (bounded) and close the producer; records left unacknowledged."""
+        self.pipeline.retire()
+        return self._close_sink(timeout)
 
 
 class Runtime:
-    """Topics, serializers, connections and metrics, built once from :class:`RunSettings`."""
+    """Topics, serializers, order desk, connections, metrics and their threads, built from settings."""
 
     def __init__(
         self,
@@ -295,40 +159,80 @@ class Runtime:
         self.callbacks = callbacks or Callbacks()
         self.failure_limit = failure_limit
         self.tokens = TokenSource(settings.kite_access_token, settings.kite_access_token_file)
-        self.topics = topics_of(settings)
+        self.topics = Topics(
+            settings.kafka_topic_ticks, settings.kafka_topic_order_updates, settings.kafka_topic_dead_letters
+        )
+        self.supervisor = Supervisor(
+            settings.connection_failure_limit, settings.connection_failure_window_seconds
+        )
         self.stats = stats or [Stats() for _ in shards]
         self.metrics = metrics or Metrics(self.stats)
         self.serializers: Serializers = build_serializers()
+        self.orders = OrderDesk(None, self.topics.order_updates, [])  # the real one is built at start()
         self.connections: list[Connection] = []
+        self.reconciler: Reconciler | None = None
+        self._threads: list[SupervisedThread] = []
         self.metrics_server: MetricsServer | None = None
 
     def start(self) -> None:
         s = self.settings
         if self.kafka:
-            ensure_topics(
-                s.kafka_bootstrap_servers, self.topics, s.kafka_topic_partitions, s.kafka_replication_factor
+            self._prepare_kafka()
+        self.orders = self._order_desk()
+        self.metrics.watch(self.orders, self.supervisor)
+        if s.reconcile_url and self.orders.book is not None:
+            self.reconciler = Reconciler(
+                s.reconcile_url,
+                s.kite_api_key or "",
+                self.tokens.get,
+                self.orders.book,
+                self.orders,
+                s.order_reconcile_interval_seconds or None,
             )
-            self.serializers = build_serializers(
-                s.kafka_framing,
-                s.schema_registry_url,
-                self.topics.by_kind(),
-                registry_timeout=s.schema_registry_timeout_seconds,
-            )
+            self._threads.append(self.supervisor.spawn("kite-reconciler", self.reconciler.run))
         self.connections = [
-            Connection(i, self, subscriptions, stats, FailureBudget(self.failure_limit, self._window()))
+            Connection(i, self, subscriptions, stats)
             for i, (subscriptions, stats) in enumerate(zip(self.shards, self.stats, strict=True))
         ]
         if s.metrics_port:
-            self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
-            self.metrics_server.start()
+            server = self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
+            self._threads.append(self.supervisor.spawn("metrics", server.serve))
+        for thread in self._threads:
+            thread.start()
         for connection in self.connections:
-            connection.start()
+            self.supervisor.watch(connection.listener)
+            connection.listener.start()
 
-    def _window(self) -> float:
-        return self.settings.connection_failure_window_seconds
+    def _prepare_kafka(self) -> None:
+        """Topics created, schemas registered."""
+        s = self.settings
+        layout = s.layout
+        ensure_topics(
+            s.kafka.client_config(),
+            [TopicSpec(t, layout.topic_partitions, layout.replication_factor) for t in self.topics.all()],
+        )
+        self.serializers = build_serializers(
+            s.kafka_framing,
+            s.registry.url,
+            self.topics.by_kind(),
+            registry_timeout=s.registry.timeout_seconds,
+        )
+
+    def _order_desk(self) -> OrderDesk:
+        s, kafka = self.settings, self.kafka
+        path = s.order_log_path if kafka else None
+        return OrderDesk(
+            self.serializers.order_update if kafka else None,
+            self.topics.order_updates,
+            list(self.serializers.headers().get("order_update") or []),
+            open_order_log(path) if path else None,
+            OrderBook() if s.reconcile_url else None,
+            self.callbacks.on_order_update,
+        )
 
     def failure(self) -> str | None:
-        return next((why for c in self.connections if (why := c.failure()) is not None), None)
+        """Why the process no longer does its work (a thread gave up or ended unasked), or None."""
+        return self.supervisor.failure()
 
     def stop(self) -> int:
         """Stop reading, flush (bounded), report; returns the number of records left unacknowledged."""
@@ -336,16 +240,19 @@ class Runtime:
         budget = self.settings.flush_timeout_seconds
         for c in self.connections:
             c.listener.stop()
-            if c.reconciler is not None:
-                c.reconciler.stop()
             if c.sink is not None:
                 c.sink.stop()
+        for thread in self._threads:
+            thread.stop()
+        if self.reconciler is not None:
+            self.reconciler.wake()
         for c in self.connections:
-            if c.listener is not threading.current_thread():  # stop() may come from a callback
-                c.listener.join(timeout=budget / 4 + 5)
+            if c.listener.ident is not None and c.listener is not threading.current_thread():
+                c.listener.join(timeout=budget / 4 + 5)  # stop() may come from a callback on it
         remaining = 0
         for c in self.connections:
             remaining += c.close(max(0.1, budget - (time.monotonic() - t0)))
+        self.orders.close()
         for i, stats in enumerate(self.stats):
             log.info("connection %d final counts", i, extra={"fields": {"final": stats.summary()}})
         if remaining:
@@ -353,4 +260,6 @@ class Runtime:
         if self.metrics_server is not None:
             self.metrics_server.close()
             self.metrics_server = None
+        for thread in self._threads:
+            thread.join(1)
         return remaining

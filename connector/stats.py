@@ -1,4 +1,4 @@
-"""Counters of one pipeline, kept as plain ints on the hot path and read by the metrics collector."""
+"""Counters of one connection, kept as plain ints on the hot path and read by the metrics collector."""
 
 from __future__ import annotations
 
@@ -10,29 +10,31 @@ __all__ = ["Stats"]
 
 @dataclass(slots=True)
 class Stats:
-    """Written by one listener thread only; read (without locking) when metrics are scraped."""
+    """Written by one connection's listener thread only; read (without locking) when metrics are scraped.
+
+    Times are ``time.monotonic()`` readings; the collector turns them into wall-clock times.
+    """
 
     messages: Counter[str] = field(default_factory=Counter)  # binary / text / heartbeat
     ticks: Counter[str] = field(default_factory=Counter)  # by mode
-    order_updates: int = 0
-    order_updates_reconciled: int = 0  # published from Kite's order book, not seen on the socket
-    reconcile_errors: int = 0
+    order_updates: int = 0  # received on this connection (the desk drops those another one brought)
     kite_errors: int = 0
     produced: Counter[str] = field(default_factory=Counter)  # by topic
     delivered: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by source
     conflated: int = 0
-    spooled: int = 0
     backpressure_seconds: float = 0.0
     backpressure_events: int = 0
     reconnects: int = 0
     callback_errors: int = 0
     failures: Counter[str] = field(default_factory=Counter)  # unexpected errors, by exception type
     last_failure: str | None = None
-    spool_errors: int = 0  # order-log writes that failed (the updates were produced without it)
     abandoned: int = 0  # records left unacknowledged by a producer that was replaced
     connected: bool = False
+    token_refused: bool = False  # Kite answered HTTP 403: waiting for a new access token
+    last_message: float | None = None  # any message, heartbeats too
+    last_tick: dict[str, float] = field(default_factory=dict)  # exchange → when a tick of it came
     in_flight: int = 0
     held: int = 0
 
@@ -46,7 +48,6 @@ class Stats:
             "failed": sum(self.failed.values()),
             "dead_letters": sum(self.dead_letters.values()),
             "conflated": self.conflated,
-            "spooled": self.spooled,
             "reconnects": self.reconnects,
             "failures": dict(self.failures),
             "abandoned": self.abandoned,

@@ -50,7 +50,7 @@ def connector_env(rig: Rig, metrics_port: int) -> dict[str, str]:
         "KAFKA_REPLICATION_FACTOR": str(rig.replication),
         "BACKPRESSURE_POLICY": rig.policy,
         "FLUSH_TIMEOUT_SECONDS": "10",
-        "SPOOL_DIR": str(rig.workdir / "spool"),
+        "ORDER_LOG_DIR": str(rig.workdir / "order-log"),
         "METRICS_HOST": "127.0.0.1",
         "METRICS_PORT": str(metrics_port),
         "KITE_WATCHDOG_SECONDS": "5",
@@ -150,7 +150,7 @@ HEADER = (
 
 
 class Rig:
-    """A simulator and a connector for one scenario, with their own topics, spool and logs."""
+    """A simulator and a connector for one scenario, with their own topics, order log and logs."""
 
     def __init__(
         self,

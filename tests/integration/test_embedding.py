@@ -17,9 +17,9 @@ import pytest
 from connector.errors import AuthError
 from connector.kite import Tick
 from connector.login import exchange_request_token
+from connector.orders import OrderLog
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator, synthetic_instruments
 from connector.sink import Topics, _producer
-from connector.spool import OrderLog
 from connector.ticker import KafkaOutput, KiteTicker
 from tests.conftest import plain_times
 from tests.integration.faults import producer_failing_at
@@ -253,8 +253,8 @@ def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
     log = tmp_path / "sent.jsonl"
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"ticks-{suffix}", f"orders-{suffix}", f"dlq-{suffix}")
-    spool = tmp_path / "spool"
-    output = KafkaOutput(kafka_bootstrap, topics, partitions=3, spool_dir=str(spool))
+    order_log_dir = tmp_path / "order-log"
+    output = KafkaOutput(kafka_bootstrap, topics, partitions=3, order_log_dir=str(order_log_dir))
     errors: list[tuple[int, str]] = []
     reconnects: list[int] = []
     with running_simulator(
@@ -282,6 +282,6 @@ def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
     assert {(o["order_id"], o["status"]) for o in orders} <= {
         (r.value["order_id"], r.value["status"]) for r in got
     }
-    assert (spool / "order_updates.wal").exists(), "order updates went through the write-ahead log"
-    with OrderLog(spool / "order_updates.wal") as order_log:
+    assert (order_log_dir / "order_updates.wal").exists(), "order updates went through the write-ahead log"
+    with OrderLog(order_log_dir / "order_updates.wal") as order_log:
         assert order_log.pending() == [], "every one was acknowledged"

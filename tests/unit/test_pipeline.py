@@ -10,12 +10,13 @@ import time
 import pytest
 
 from connector.kite import encode_message, encode_packet, parse_binary
+from connector.orders import OrderDesk
 from connector.pipeline import Pipeline
 from connector.serde import AvroReader, build_serializers
-from connector.sink import KafkaSink, SinkConfig
-from connector.spool import Entry
+from connector.sink import KafkaSink, OnDone, SinkConfig
 from connector.stats import Stats
 from tests.conftest import fixture_json, fixture_packet
+from tests.unit.helpers import sink_config
 
 
 class _Captured(KafkaSink):
@@ -33,17 +34,27 @@ class _Captured(KafkaSink):
         self.records += [(self.config.topics.ticks, key, value, ts) for key, value, ts in batch]
         super().produce_ticks(batch, received)
 
-    def produce_order_update(self, entry: Entry) -> None:
-        self.records.append((self.config.topics.order_updates, entry.key, entry.value, entry.timestamp_ms))
-        super().produce_order_update(entry)
+    def produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        timestamp_ms: int,
+        headers: list[tuple[str, str | bytes | None]] | None,
+        on_done: OnDone,
+    ) -> None:
+        self.records.append((topic, key, value, timestamp_ms))
+        super().produce(topic, key, value, timestamp_ms, headers, on_done)
 
 
 def _pipeline(
-    order_updates: bool = True, cap: int = 1000, subscribed: set[int] | None = None, native: bool = True
+    orders: OrderDesk | None = None, cap: int = 1000, subscribed: set[int] | None = None, native: bool = True
 ) -> tuple[Pipeline, _Captured]:
-    sink = _Captured(SinkConfig("unused:9092", producer_overrides={"test.mock.num.brokers": "1"}))
+    sink = _Captured(sink_config())
+    serializers = build_serializers()
+    orders = orders or OrderDesk(serializers.order_update, sink.config.topics.order_updates, [])
     pipeline = Pipeline(
-        build_serializers(), sink, sink.stats, order_updates, dead_letter_max_bytes=cap, subscribed=subscribed
+        serializers, sink, sink.stats, orders, dead_letter_max_bytes=cap, subscribed=subscribed
     )
     if not native:
         pipeline._transcode = None
@@ -65,14 +76,18 @@ def test_a_malformed_message_is_one_dead_letter_cut_to_the_cap_whatever_its_faul
     assert dict(sink.stats.dead_letters) == {"ws-binary": 1, "ws-text": 1}
 
 
-@pytest.mark.parametrize("publishes", [True, False])
-def test_only_the_connection_that_owns_order_updates_publishes_them(publishes: bool) -> None:
-    pipeline, sink = _pipeline(order_updates=publishes)
-    message = {"type": "order", "data": fixture_json("postback.json")}
-    pipeline.on_message(False, json.dumps(message).encode(), 1_700_000_000_000, 0.0)
-    assert sink.close(10) == 0
-    assert len(sink.records) == (1 if publishes else 0)
-    assert sink.stats.messages["text"] == 1
+def test_an_order_update_on_two_connections_is_published_once() -> None:
+    serializers = build_serializers()
+    desk = OrderDesk(serializers.order_update, "kite.order_updates", [])
+    (a, sink_a), (b, sink_b) = _pipeline(desk), _pipeline(desk)
+    frame = json.dumps({"type": "order", "data": fixture_json("postback.json")}).encode()
+    for pipeline in (a, b):
+        pipeline.on_message(False, frame, 1_700_000_000_000, 0.0)
+        pipeline.service()  # commits what the read staged
+    assert sink_a.close(10) == 0 and sink_b.close(10) == 0
+    assert [t for t, *_ in sink_a.records + sink_b.records] == ["kite.order_updates"]
+    assert sink_a.stats.order_updates == sink_b.stats.order_updates == 1, "each connection counts its own"
+    assert desk.stats.duplicates == 1
 
 
 def _message(*ticks: tuple[int, int]) -> bytes:
