@@ -331,7 +331,12 @@ def test_monitoring_profile_fires_and_resolves_the_silent_feed_alert(compose_sta
     assert up.returncode == 0, up.stderr[-3000:]
     prometheus = f"http://127.0.0.1:{compose_stack.env['PROMETHEUS_HOST_PORT']}"
     alertmanager = f"http://127.0.0.1:{compose_stack.env['ALERTMANAGER_HOST_PORT']}"
-    wait_until(lambda: _scraped(prometheus, "kite_last_tick_timestamp_seconds"), 120, "tick times scraped")
+    try:
+        wait_until(lambda: _scraped(prometheus, "kite_last_tick_timestamp_seconds"), 120, "tick times scraped")
+    except AssertionError:
+        print(compose_stack.run("--profile", "monitoring", "logs", "--tail=20", "prometheus").stdout)
+        targets = _api(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
+        raise AssertionError([(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]) from None
     wait_until(lambda: _scraped(prometheus, "kite:market_open==1"), 30, "the drill calendar's rules")
     assert _silent_feeds(prometheus) == set(), "ticks flow: no feed is silent"
 
