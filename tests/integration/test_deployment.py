@@ -332,7 +332,7 @@ def test_monitoring_profile_fires_and_resolves_the_silent_feed_alert(compose_sta
     prometheus = f"http://127.0.0.1:{compose_stack.env['PROMETHEUS_HOST_PORT']}"
     alertmanager = f"http://127.0.0.1:{compose_stack.env['ALERTMANAGER_HOST_PORT']}"
     try:
-        wait_until(lambda: _scraped(prometheus, "kite_last_tick_timestamp_seconds"), 120, "tick times scraped")
+        wait_until(lambda: _scraped(prometheus, "kite_last_tick_timestamp_seconds"), 120, "tick times")
     except AssertionError:
         print(compose_stack.run("--profile", "monitoring", "logs", "--tail=20", "prometheus").stdout)
         targets = _api(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
