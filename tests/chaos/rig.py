@@ -351,6 +351,7 @@ class Rig:
             return max((i for i, r in enumerate(self.runs) if r.started <= at), default=0)
 
         in_kafka_by_run = Counter(run_of(sent_ticks[k]) for k in tick_keys if k in sent_ticks)
+        sent_by_run = Counter(run_of(c) for c in sent_ticks.values())
         lost_by_run = Counter(run_of(c) for k, c in sent_ticks.items() if k not in tick_keys)
         for i, run in enumerate(self.runs):
             acked = _acked(run)
@@ -363,6 +364,13 @@ class Rig:
                 t.notes.append(f"run {i}: {lost_by_run[i]} ticks unacknowledged at SIGKILL lost")
             else:
                 t.lost_allowed += int(acked["conflated"] + acked["unacked_at_exit"])
+                if run.final is not None:
+                    # Sent to the run after it stopped reading (Kite does not replay those): counted, as
+                    # the difference between what was sent on its connections and what it read.
+                    unread = max(0, sent_by_run[i] - int(run.final.get("ticks", 0)))
+                    t.lost_allowed += unread
+                    if unread:
+                        t.notes.append(f"run {i}: {unread} ticks sent after it stopped reading")
         return t
 
 
