@@ -389,7 +389,8 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     )
     config = SinkConfig.of(settings, "bench-floor")
     producer = Producer(config.producer)
-    headers, acked, settled, probes = serializers.headers()["tick"], [0], [0], []
+    headers, acked, settled = serializers.headers()["tick"], [0], [0]
+    probes: list[float] = []
 
     def on_ack(err: Any, msg: Any) -> None:
         acked[0] += err is None
