@@ -55,15 +55,25 @@ class Scrape:
 
 @dataclass(frozen=True, slots=True)
 class Connection:
+    """One Kite WebSocket (with KITE_LINES=2, each shard has two: line 0 and line 1)."""
+
     connection: str
+    line: str
     state: str  # up | down | token refused
     ticks_per_second: float | None  # None: a single scrape
-    delivered_per_second: float | None
-    in_flight: float
-    held: float
     reconnects: float
     failures: dict[str, float]  # unexpected errors, by reason
     last_message_seconds_ago: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One producer: what the lines of a shard read goes through it to Kafka."""
+
+    shard: str
+    delivered_per_second: float | None
+    in_flight: float
+    held: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,7 @@ class Report:
     healthy: bool
     health: str
     connections: list[Connection]
+    shards: list[Shard]
     order_log: dict[str, float | None]
     feeds: list[Feed]
     threads_down: list[str]
@@ -114,38 +125,49 @@ def _rate(first: Scrape, second: Scrape | None, name: str, label: str) -> dict[s
     }
 
 
+def _numbered(names: Iterable[str]) -> list[str]:
+    return sorted(set(names), key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
+
+
 def _connections(first: Scrape, second: Scrape | None, now: float) -> list[Connection]:
     latest = second or first
     up = latest.by("kite_connection_up", "connection")
+    lines = {
+        labels.get("connection", ALL): labels.get("line", "-")
+        for labels, _ in latest.samples.get("kite_connection_up", [])
+    }
     refused = latest.by("kite_access_token_refused", "connection")
     ticks = _rate(first, second, "kite_ticks_received_total", "connection")
-    delivered = _rate(first, second, "records_delivered_total", "connection")
-    in_flight = latest.by("records_in_flight", "connection")
-    held = latest.by("ticks_held", "connection")
     reconnects = latest.by("reconnects_total", "connection")
     last_message = latest.by("kite_last_message_timestamp_seconds", "connection")
     failures: dict[str, dict[str, float]] = defaultdict(dict)
     for labels, value in latest.samples.get("connection_failures_total", []):
         if value:
             failures[labels.get("connection", ALL)][labels.get("reason", "?")] = value
-    names = sorted({*up, *in_flight, *refused}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else c))
-    rows = []
-    for c in names:
-        state = "token refused" if refused.get(c) else "up" if up.get(c) else "down"
-        rows.append(
-            Connection(
-                c,
-                state,
-                None if ticks is None else ticks.get(c, 0.0),
-                None if delivered is None else delivered.get(c, 0.0),
-                in_flight.get(c, 0.0),
-                held.get(c, 0.0),
-                reconnects.get(c, 0.0),
-                failures.get(c, {}),
-                now - last_message[c] if c in last_message else None,
-            )
+    return [
+        Connection(
+            c,
+            lines.get(c, "-"),
+            "token refused" if refused.get(c) else "up" if up.get(c) else "down",
+            None if ticks is None else ticks.get(c, 0.0),
+            reconnects.get(c, 0.0),
+            failures.get(c, {}),
+            now - last_message[c] if c in last_message else None,
         )
-    return rows
+        for c in _numbered([*up, *refused])
+    ]
+
+
+def _shards(first: Scrape, second: Scrape | None) -> list[Shard]:
+    latest = second or first
+    delivered = _rate(first, second, "records_delivered_total", "shard")
+    in_flight, held = latest.by("records_in_flight", "shard"), latest.by("ticks_held", "shard")
+    return [
+        Shard(
+            s, None if delivered is None else delivered.get(s, 0.0), in_flight.get(s, 0.0), held.get(s, 0.0)
+        )
+        for s in _numbered(in_flight)
+    ]
 
 
 def _threads_down(scrape: Scrape) -> list[str]:
@@ -198,6 +220,7 @@ def build_report(
         health[0] == 200,
         health[1].strip(),
         _connections(first, second, wall),
+        _shards(first, second),
         order_log,
         feeds,
         _threads_down(latest),
@@ -227,25 +250,13 @@ def render(report: Report) -> str:
     state = "healthy" if report.healthy else "NOT HEALTHY"
     lines = [f"connector {report.url}: {state} ({report.health})", ""]
     lines += _table(
-        [
-            "connection",
-            "state",
-            "ticks/s",
-            "acked/s",
-            "in flight",
-            "held",
-            "reconnects",
-            "last message",
-            "failures",
-        ],
+        ["connection", "line", "state", "ticks/s", "reconnects", "last message", "failures"],
         (
             [
                 c.connection,
+                c.line,
                 c.state,
                 _num(c.ticks_per_second),
-                _num(c.delivered_per_second),
-                _num(c.in_flight),
-                _num(c.held),
                 _num(c.reconnects),
                 "-" if c.last_message_seconds_ago is None else f"{c.last_message_seconds_ago:.1f} s ago",
                 ", ".join(f"{r} x{n:.0f}" for r, n in sorted(c.failures.items())) or "none",
@@ -253,6 +264,10 @@ def render(report: Report) -> str:
             for c in report.connections
         ),
     )
+    lines += ["", *_table(
+        ["shard", "acked/s", "in flight", "held"],
+        ([s.shard, _num(s.delivered_per_second), _num(s.in_flight), _num(s.held)] for s in report.shards),
+    )]  # fmt: skip
     log = report.order_log
     lines += [
         "",
