@@ -26,6 +26,8 @@ from tests.promql import PROMETHEUS_OWN, queried_names
 
 pytestmark = pytest.mark.integration
 
+# one bundled instrument of each exchange segment the simulator has
+SEGMENTS = {EXCHANGES[i.instrument_token & 0xFF]: i.instrument_token for i in bundled_instruments()}
 # what each metric type exports besides its own name
 _SUFFIXES = {
     "counter": ("_total",),
@@ -80,10 +82,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     """The simulator, `kite-connector run` and `kite-connector candles`, each exporting its metrics."""
     tmp = tmp_path_factory.mktemp("operations")
-    one_per_segment = {
-        EXCHANGES[i.instrument_token & 0xFF]: i.instrument_token for i in bundled_instruments()
-    }
-    instruments = ",".join(f"{token}@full" for token in one_per_segment.values())
+    instruments = ",".join(f"{token}@full" for token in SEGMENTS.values())
     metrics, candles_metrics = free_port(), free_port()
     suffix = uuid.uuid4().hex[:8]
     config = SimulatorConfig(port=0, http_port=0, rate=5, order_rate=1)
@@ -153,10 +152,16 @@ def test_status_reads_a_live_connector(live: Live) -> None:
     assert report["healthy"] is True and report["health"] == "ok"
     (connection,) = report["connections"]
     assert connection["state"] == "up" and connection["ticks_per_second"] > 0
-    assert connection["delivered_per_second"] > 0 and connection["failures"] == {}
+    assert connection["failures"] == {} and connection["last_message_seconds_ago"] < 5
+    (shard,) = report["shards"]
+    assert shard["delivered_per_second"] > 0
+    assert report["order_log"]["pending"] is not None and report["threads_down"] == []
+    # kite_last_tick_timestamp_seconds, the silent-feed alert's input: every exchange subscribed, fresh
+    feeds = {f["exchange"]: f["last_tick_seconds_ago"] for f in report["feeds"]}
+    assert feeds.keys() == set(SEGMENTS) and max(feeds.values()) < 5, feeds
 
     table = subprocess.run([*command, "--interval", "0"], capture_output=True, text=True, timeout=30)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0] == f"connector {live.connector}: healthy (ok)"
-    assert lines[2].split()[:3] == ["connection", "state", "ticks/s"] and lines[3].split()[1] == "up"
+    assert lines[2].split()[:4] == ["connection", "line", "state", "ticks/s"] and lines[3].split()[2] == "up"
