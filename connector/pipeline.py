@@ -98,7 +98,7 @@ class Pipeline:
                 data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
             )
             if done is not None:  # a well-formed message, encoded in one native call
-                records, ltp, quote, full = done
+                records, ltp, quote, full, _segments = done  # _segments: see serde.Transcoded
                 counts = stats.ticks
                 for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
                     if count:

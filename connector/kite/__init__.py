@@ -24,6 +24,7 @@ from connector.kite._records import (
     Mode,
     OrderUpdate,
     Tick,
+    exchanges_of,
     pack_depth,
     price_divisor,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "encode_message",
     "encode_packet",
     "encode_text",
+    "exchanges_of",
     "mode_message",
     "pack_depth",
     "parse_binary",

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from connector.kite._layout import DEPTH_LEVEL, DEPTH_LEVELS, SEGMENTS, segment
@@ -19,6 +20,7 @@ __all__ = [
     "Mode",
     "OrderUpdate",
     "Tick",
+    "exchanges_of",
     "pack_depth",
     "price_divisor",
 ]
@@ -34,6 +36,12 @@ _EXCHANGE_NAMES = tuple(segment(code).exchange for code in range(256))
 _DIVISORS = tuple(segment(code).divisor for code in range(256))
 _TRADABLE = tuple(segment(code).tradable for code in range(256))
 _SIDE = len(DEPTH_LEVEL) * DEPTH_LEVELS  # items of Tick.depth a side: (quantity, price, orders) a level
+
+
+@lru_cache(maxsize=1024)
+def exchanges_of(segments: int) -> tuple[str, ...]:
+    """The exchanges of a segment mask (bit ``s`` set: a tick of segment ``s``), as transcoders return it."""
+    return tuple(_EXCHANGE_NAMES[s] for s in range(256) if segments >> s & 1)
 
 
 def price_divisor(instrument_token: int) -> float:
