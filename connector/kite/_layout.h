@@ -132,7 +132,7 @@ enum { KITE_F_INSTRUMENT_TOKEN, KITE_F_MODE, KITE_F_TRADABLE, KITE_F_LAST_PRICE,
     X(DEPTH_BUY, DEPTH) \
     X(DEPTH_SELL, DEPTH) \
     X(RECEIVED, NONE)
-#define KITE_RECORD_MAX_BYTES 520 /* with the depth of a packet */
+#define KITE_RECORD_MAX_BYTES 518 /* with the depth of a packet */
 
 /* Exchange segments by code (the token's low byte): price divisor, tradable, exchange name. */
 typedef struct { double divisor; int tradable; int name_len; const char *name; } kite_segment;

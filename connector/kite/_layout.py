@@ -29,6 +29,7 @@ __all__ = [
     "Column",
     "Field",
     "Kind",
+    "LevelField",
     "Packet",
     "Segment",
     "carried",
@@ -157,7 +158,7 @@ FIELDS = (
 def carried(packet: Packet) -> list[tuple[int, Field]]:
     """(offset, field) of each field ``packet`` carries, in byte order."""
     at = PACKETS.index(packet)
-    return sorted((f.offsets[at], f) for f in FIELDS if f.offsets[at] is not None)  # type: ignore[misc]
+    return sorted(((off, f) for f in FIELDS if (off := f.offsets[at]) is not None), key=lambda pair: pair[0])
 
 
 class Column(NamedTuple):

@@ -53,10 +53,11 @@ _DERIVED = {
     "price_divisor": "DIVISOR",
     "received_at": "RECEIVED",
 }
-# Most bytes an Avro value of each writer takes (varints of 64-bit values take 10).
+# Most bytes an Avro value of each writer takes (a varint of a 64-bit value takes 10). A side of the depth
+# is a union index, a block count, its levels (a double for the price, varints else) and the end of blocks.
+_SIDE_BYTES = 1 + 10 + DEPTH_LEVELS * sum(8 if f.kind is Kind.PRICE else 10 for f in DEPTH_LEVEL) + 1
 _MAX_BYTES = {"LONG": 10, "OPT_LONG": 11, "DOUBLE": 8, "OPT_DOUBLE": 9, "MODE": 1, "BOOL": 1, "SEGMENT": 2,
-              "DIVISOR": 8, "RECEIVED": 10, "DEPTH_BUY": 13 + 28 * DEPTH_LEVELS}  # fmt: skip
-_MAX_BYTES["DEPTH_SELL"] = _MAX_BYTES["DEPTH_BUY"]
+              "DIVISOR": 8, "RECEIVED": 10, "DEPTH_BUY": _SIDE_BYTES, "DEPTH_SELL": _SIDE_BYTES}  # fmt: skip
 
 
 def _c(name: str) -> str:
