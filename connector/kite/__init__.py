@@ -3,7 +3,8 @@
 Server → client: :func:`parse_binary` (tick packets) and :func:`parse_text` (order updates, errors,
 messages). Client → server: :func:`subscribe_message`, :func:`unsubscribe_message`, :func:`mode_message`
 and their inverse :func:`parse_client_message`. The encoders (:func:`encode_message`, :func:`encode_text`)
-produce what Kite would send, for the simulator and tests. See ``docs/protocol.md`` for the byte layout.
+produce what Kite would send, for the simulator and tests. The byte layout is declared once, in
+``_layout.py``, from which the Python and C code are derived; ``docs/protocol.md`` shows it.
 """
 
 from connector.kite._binary import encode_message, encode_packet, parse_binary
