@@ -69,20 +69,23 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "decode(message: bytes, Tick: tuple subclass, (ltp, quote, full))");
         return NULL;
     }
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t count = kite_message_count(d, PyBytes_GET_SIZE(args[0]));
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]), *p;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), count = kite_packet_count(d, size), off = 2;
     if (count < 0) Py_RETURN_NONE;
     PyObject *out = PyList_New(count);
     if (!out) return NULL;
-    Py_ssize_t off = 2;
+    /* One pass: a malformed message drops the ticks built so far. */
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t len = (Py_ssize_t)kite_be16(d + off);
-        PyObject *t = tick((PyTypeObject *)args[1], args[2], d + off + 2, kite_packet_kind(len));
+        int kind = kite_next_packet(d, size, &off, &p);
+        if (kind < 0) goto malformed;
+        PyObject *t = tick((PyTypeObject *)args[1], args[2], p, kind);
         if (!t) { Py_DECREF(out); return NULL; }
         PyList_SET_ITEM(out, i, t);
-        off += 2 + len;
     }
-    return out;
+    if (off == size) return out;
+malformed:
+    Py_DECREF(out);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {

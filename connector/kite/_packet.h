@@ -39,19 +39,27 @@ static inline int kite_packet_kind(Py_ssize_t len) {
     }
 }
 
-/* The packet count of a well-formed binary message (every packet of a known length, nothing left over
- * after the last), or -1. A heartbeat (under 2 bytes) is not well formed here. */
-static inline Py_ssize_t kite_message_count(const unsigned char *d, Py_ssize_t size) {
+/* A binary message is well formed when its packet count fits in it, kite_next_packet finds each packet,
+ * and nothing is left after the last. Heartbeats (under 2 bytes) are not. */
+
+/* The packet count of the message, or -1 when it cannot hold that many packets. */
+static inline Py_ssize_t kite_packet_count(const unsigned char *d, Py_ssize_t size) {
     if (size < 2) return -1;
-    Py_ssize_t count = (Py_ssize_t)kite_be16(d), off = 2;
-    if (count > (size - 2) / (2 + KITE_MIN_PACKET)) return -1;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (off + 2 > size) return -1;
-        Py_ssize_t len = (Py_ssize_t)kite_be16(d + off);
-        if (kite_packet_kind(len) < 0 || off + 2 + len > size) return -1;
-        off += 2 + len;
-    }
-    return off == size ? count : -1;
+    Py_ssize_t count = (Py_ssize_t)kite_be16(d);
+    return count > (size - 2) / (2 + KITE_MIN_PACKET) ? -1 : count;
+}
+
+/* The kind of the packet whose length prefix is at *off, pointed to by *packet, *off then moved past it;
+ * or -1 when it runs past the end or no kind has its length. */
+static inline int kite_next_packet(const unsigned char *d, Py_ssize_t size, Py_ssize_t *off,
+                                   const unsigned char **packet) {
+    if (*off + 2 > size) return -1;
+    Py_ssize_t len = (Py_ssize_t)kite_be16(d + *off);
+    int kind = kite_packet_kind(len);
+    if (kind < 0 || *off + 2 + len > size) return -1;
+    *packet = d + *off + 2;
+    *off += 2 + len;
+    return kind;
 }
 
 #define KITE_READ_U32(F, at) t->i[KITE_F_##F] = kite_be32(p + (at));

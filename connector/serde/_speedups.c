@@ -241,28 +241,29 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
     long long received, window;
     if (as_long(args[1], &received) < 0 || as_long(args[3], &window) < 0) return NULL;
     PyObject *tokens = args[4] == Py_None ? NULL : args[4];
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t count = kite_message_count(d, PyBytes_GET_SIZE(args[0]));
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]), *p;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), count = kite_packet_count(d, size), off = 2;
     if (count <= 0) Py_RETURN_NONE;
     Py_ssize_t prefix_len = PyBytes_GET_SIZE(args[2]);
     const char *prefix = PyBytes_AS_STRING(args[2]);
     PyObject *records = PyList_New(count);
     if (!records) return NULL;
-    Py_ssize_t modes[KITE_MODES] = {0}, off = 2;
+    Py_ssize_t modes[KITE_MODES] = {0};
     unsigned long long segments[4] = {0};
     Buf b = {.len = 0, .cap = sizeof b.local};
     b.p = b.local;
+    /* One pass: a malformed message drops the records built so far. */
     for (Py_ssize_t i = 0; i < count; i++) {
-        Py_ssize_t len = (Py_ssize_t)kite_be16(d + off);
+        int kind = kite_next_packet(d, size, &off, &p);
+        if (kind < 0) { Py_CLEAR(records); break; }
         kite_tick t;
-        kite_read(d + off + 2, kite_packet_kind(len), &t);
-        off += 2 + len;
+        kite_read(p, kind, &t);
         if (tokens) {
             PyObject *token = PyLong_FromLongLong(t.i[KITE_F_INSTRUMENT_TOKEN]);
             int subscribed = token ? PySet_Contains(tokens, token) : -1;
             Py_XDECREF(token);
             if (subscribed < 0) goto fail;
-            if (!subscribed) { Py_DECREF(records); records = NULL; break; }
+            if (!subscribed) { Py_CLEAR(records); break; }
         }
         b.len = 0;
         if (grow(&b, prefix_len) < 0) goto fail;
@@ -279,6 +280,7 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyList_SET_ITEM(records, i, item);
     }
     if (b.p != b.local) PyMem_Free(b.p);
+    if (records && off != size) Py_CLEAR(records);
     if (!records) Py_RETURN_NONE;
     PyObject *mask = segment_mask(segments);
     if (!mask) { Py_DECREF(records); return NULL; }
