@@ -123,9 +123,9 @@ def _column(c: Column, full: bool, index: dict[str, int], sides: list[str]) -> t
         return ("Bd", value) if full else ("", f"opt_double({value})")
     if c.type in ("long?", "timestamp-millis?"):
         return "", f'b"\\x02", varint({value})' if full else f"opt_long({value})"
-    if c.type == "DepthLevel[]?":  # depth_buy, then depth_sell: the halves of Tick.depth
+    if c.type == "DepthLevel[]?":  # depth_buy, then depth_sell: the halves of Tick.depth (null: no call)
         sides.append(c.name)
-        return "", f"depth_side(t.depth, {len(sides) - 1}, d)"
+        return "", f'b"\\x00" if t.depth is None else depth_side(t.depth, {len(sides) - 1}, d)'
     raise ValueError(f"no Avro writer for {c}")
 
 
@@ -167,7 +167,8 @@ def _encoder() -> Callable[[Tick, int], bytes]:
     full_sides: list[str] = []
     generic = _joined([_column(c, False, index, generic_sides) for c in rest], namespace)
     full = _joined([_column(c, True, index, full_sides) for c in rest], namespace)
-    optional = sorted({index[c.tick] for c in rest if c.type.endswith("?") and c.tick})
+    # Whether every optional field is there: the depth first, the one most ticks lack, by identity.
+    optional = sorted({index[c.tick] for c in rest if c.type.endswith("?") and c.tick and c.tick != "depth"})
     if optional != list(range(optional[0], optional[-1] + 1)):
         raise ValueError("the optional fields of Tick must be contiguous")
     source = (
@@ -175,7 +176,7 @@ def _encoder() -> Callable[[Tick, int], bytes]:
         + f"""
 def function(t, received_at_ms):
     d = divisors[t.instrument_token & 0xFF]
-    if None not in t[{optional[0]}:{optional[-1] + 1}]:
+    if t.depth is not None and None not in t[{optional[0]}:{optional[-1] + 1}]:
         return b"".join((head(t.instrument_token), {full}))
     return b"".join((head(t.instrument_token), {generic}))
 """
