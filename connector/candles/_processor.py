@@ -35,42 +35,14 @@ from confluent_kafka import (
 from connector.candles._avro import serializer
 from connector.candles._bars import PartitionBars, parse_intervals
 from connector.candles._decode import TickDecoder
-from connector.config import Setting, flag, non_negative_float, positive_int
+from connector.config import CandlesSettings, by_name
 from connector.errors import ConfigError, ConnectorError, SerializationError, SinkError
 from connector.serde import AvroReader, DeadLetter
 
-__all__ = ["CANDLES_SETTINGS", "CandleProcessor", "serve"]
+__all__ = ["CandleProcessor", "serve"]
 
 log = logging.getLogger("connector.candles")
 
-
-CANDLES_SETTINGS = (
-    Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
-    Setting("KAFKA_TOPIC_TICKS", "kite.ticks", "ticks topic to read"),
-    Setting("CANDLES_INTERVALS", "1m", "comma-separated bar intervals dividing a day: 1m,5m,15m,1h,1d, ..."),
-    Setting("CANDLES_TOPIC_PREFIX", "kite.candles.", "bars go to <prefix><interval>, e.g. kite.candles.1m"),
-    Setting("CANDLES_LATE_TOPIC", "kite.candles.late", "ticks that came after their bar closed"),
-    Setting("CANDLES_STATE_TOPIC", "kite.candles.state", "compacted topic of open-bar state (internal)"),
-    Setting("KAFKA_TOPIC_DEAD_LETTERS", "kite.dead_letters", "where undecodable ticks go (raw bytes kept)"),
-    Setting("CANDLES_GRACE_MS", 2000, "a bar closes when a tick this much past its end arrives", int),
-    Setting(
-        "CANDLES_IDLE_SECONDS",
-        10.0,
-        "a partition with no tick for this long lets its watermark follow the wall clock (0: never)",
-        non_negative_float,
-    ),
-    Setting("CANDLES_GROUP", "kite-candles", "consumer group shared by the instances"),
-    Setting("CANDLES_INSTANCE_ID", None, "unique per instance, stable across restarts (default: host name)"),
-    Setting("CANDLES_EXACTLY_ONCE", True, "Kafka transactions (false: at-least-once, for comparison)", flag),
-    Setting("CANDLES_COMMIT_INTERVAL_MS", 200, "how often a transaction commits (bars show up then)", int),
-    Setting("CANDLES_FROM_BEGINNING", False, "start at the earliest tick if the group has no offset", flag),
-    Setting("CANDLES_SESSION_TIMEOUT_MS", 10000, "consumer group session timeout", positive_int),
-    Setting("CANDLES_TRANSACTION_TIMEOUT_MS", 10000, "a dead instance's open transaction aborts after", int),
-    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of candle and late topics created at start", int),
-    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", int),
-    Setting("KAFKA_FRAMING", "single-object", "Avro framing of bars", choices=("single-object", "confluent")),
-    Setting("SCHEMA_REGISTRY_URL", None, "Confluent Schema Registry URL (confluent framing, or to read it)"),
-)
 
 _KAFKA_TIMEOUT = 30.0
 _STATS_EVERY = 30.0
@@ -506,7 +478,7 @@ class CandleProcessor:
         consumer.unassign()
 
 
-def serve(v: dict[str, Any]) -> int:
+def serve(settings: CandlesSettings) -> int:
     """Run the processor until SIGTERM/SIGINT, then commit what is pending and exit 0."""
     stop = Event()
 
@@ -516,5 +488,5 @@ def serve(v: dict[str, Any]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    CandleProcessor(v).run(stop)
+    CandleProcessor(by_name(settings)).run(stop)
     return 0

@@ -16,6 +16,7 @@ from connector.kite._client import (
     subscribe_message,
     unsubscribe_message,
 )
+from connector.kite._ids import packet_ids
 from connector.kite._records import (
     EXCHANGES,
     INDICES_SEGMENT,
@@ -48,6 +49,7 @@ __all__ = [
     "exchanges_of",
     "mode_message",
     "pack_depth",
+    "packet_ids",
     "parse_binary",
     "parse_client_message",
     "parse_text",

@@ -12,15 +12,15 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from connector.config import resolve
-from connector.consume import CONSUME_SETTINGS, LiveView, consume
+from connector.config import ConsumeSettings
+from connector.consume import LiveView, consume
 from connector.kite import encode_message, parse_binary
 from connector.serde import build_serializers
 from tests.conftest import fixture_packet
@@ -219,9 +219,9 @@ def _produce_known(bootstrap: str, topic: str) -> None:
     assert producer.flush(30) == 0
 
 
-def _consume_values(bootstrap: str, topic: str, **extra: str) -> dict[str, Any]:
+def _consume_values(bootstrap: str, topic: str, **extra: str) -> ConsumeSettings:
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "CONSUME_TOPICS": topic, "CONSUME_FROM_BEGINNING": "true"}
-    return resolve(CONSUME_SETTINGS, environ={**env, **extra})
+    return ConsumeSettings.load(environ={**env, **extra})
 
 
 def test_consume_cli_prints_exact_json_and_reports_bad_records(kafka_bootstrap: str) -> None:
