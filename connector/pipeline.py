@@ -13,6 +13,7 @@ from connector.kite import KiteError, KiteMessage, Tick, exchanges_of, packet_id
 from connector.logs import sample
 from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
 from connector.serde import DeadLetter, Serializers, record_key, record_timestamp, transcode
+from connector.serde._transcode import Transcoder
 from connector.sink import KafkaSink
 from connector.stats import ConnectionStats, ShardStats
 
@@ -62,7 +63,7 @@ class Pipeline:
         self._keys: dict[int, bytes] = {}
         # The native path writes the framing prefix of the Tick serializer (either framing) before each body.
         self._tick_prefix = serializers.tick.prefix
-        self._transcode = transcode
+        self._transcode: Transcoder | None = transcode  # None: the generic path only (tests)
 
     def service(self) -> float | None:
         """After each socket read (and while idle): order updates made durable and produced, acks served."""
