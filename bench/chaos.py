@@ -1,6 +1,6 @@
 """The chaos scenarios as a table: one row per scenario, counted record by record.
 
-    python bench/chaos.py [--groups connector,paused,ha,broker-kill,cluster]
+    python bench/chaos.py [--groups connector,lines,paused,ha,broker-kill,cluster]
 
 Each scenario streams 5,000 ticks/s and about 5 order updates/s from the simulator (its own process)
 through the connector (its own process) into Kafka (containers from KITE_KAFKA_IMAGE), injects its fault,
@@ -29,7 +29,7 @@ from tests.chaos.brokers import kafka_cluster, single_broker
 from tests.chaos.ha import HA_HEADER, HaTally, ha_faults
 from tests.chaos.rig import HEADER, Tally
 
-GROUPS = ("connector", "paused", "ha", "broker-kill", "cluster")  # the broker SIGKILL comes last
+GROUPS = ("connector", "lines", "paused", "ha", "broker-kill", "cluster")  # the broker SIGKILL comes last
 
 
 def main() -> int:
@@ -53,6 +53,8 @@ def main() -> int:
                         ha_rows += ha_faults(broker, work).values()
                     elif group == "connector":
                         rows += scenarios.connector_faults(broker, work).values()
+                    elif group == "lines":
+                        rows += scenarios.two_lines(broker, work).values()
                     elif group == "paused":
                         rows += scenarios.broker_paused(broker, work).values()
                     else:

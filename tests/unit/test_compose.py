@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _environment(path: Path, service: str) -> dict[str, str]:
-    """``KEY: value`` lines of ``service``'s environment block (the files keep one setting per line)."""
-    text = path.read_text()
-    block = text[text.index(f"\n  {service}:\n") :]
-    block = block[block.index("    environment:\n") + len("    environment:\n") :]
-    env = {}
-    for line in block.splitlines():
-        if not line.startswith("      "):
-            break
-        found = re.match(r"\s+([A-Z][A-Z0-9_]*): (.*)$", line)
-        if found:
-            env[found.group(1)] = found.group(2)
-    return env
+def _services(name: str) -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())["services"]
+    return services
 
 
 def test_the_standby_is_configured_as_the_connector_is_and_both_join_one_set() -> None:
-    base = _environment(ROOT / "docker-compose.yml", "connector")
-    primary = _environment(ROOT / "docker-compose.ha.yml", "connector")
-    standby = _environment(ROOT / "docker-compose.ha.yml", "connector-standby")
-    assert {k: v for k, v in standby.items() if not k.startswith("HA_")} == base
+    base = _services("docker-compose.yml")["connector"]
+    override = _services("docker-compose.ha.yml")
+    primary, standby = override["connector"]["environment"], override["connector-standby"]["environment"]
+    assert {k: v for k, v in standby.items() if not k.startswith("HA_")} == base["environment"]
+    for shared in ("HA_GROUP", "HA_SESSION_TIMEOUT_MS"):
+        assert primary[shared] == standby[shared]
     assert primary["HA_INSTANCE_ID"] != standby["HA_INSTANCE_ID"]
-    text = (ROOT / "docker-compose.ha.yml").read_text()
-    assert text.count("<<: *ha") == 2, "HA_GROUP and the session timeout: the same for both"
+    assert override["connector-standby"]["volumes"] != base["volumes"], "an order log of its own"
+    assert override["connector-standby"]["command"] == base["command"]
