@@ -472,7 +472,8 @@ class RunSettings(Settings):
     )
     ha_buffer_max_bytes: int = setting(
         268_435_456,
-        "and at most this many bytes per shard (also the active's bound on uncommitted records)",
+        "a standby's buffer holds at most this many bytes per shard; an active's uncommitted records too "
+        "(reading stops there)",
         positive_int,
     )
     ha_commit_interval_ms: int = setting(
