@@ -266,10 +266,11 @@ def _sigstop(rig: HaRig) -> HaTally:
         tally.failures.append(f"the resumed active did not exit non-zero by itself (exit {code})")
     tally.notes.append(f"the resumed old active exited {code}")
     cutoff = stopped[0] * 1000
-    tally.late_from_stopped = sum(
-        1
-        for _, v, h in rig.records
-        if h.get("kite.instance") == b"a-0" and _ms(v.get("received_at")) >= cutoff
+    own = [_ms(v.get("received_at")) for _, v, h in rig.records if h.get("kite.instance") == b"a-0"]
+    tally.late_from_stopped = sum(1 for at in own if at >= cutoff)
+    tally.notes.append(
+        f"of the stopped active's {len(own):,} visible records, {tally.late_from_stopped} were received "
+        f"after it was stopped (the last {(cutoff - max(own, default=cutoff)) / 1000:.2f} s before)"
     )
     return tally
 
