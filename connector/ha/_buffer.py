@@ -121,6 +121,16 @@ class RecordBuffer:
         self._sent = self._head
         return count
 
+    def drop_waiting(self, doomed: Callable[[Entry], bool]) -> list[Entry]:
+        """Remove the entries not yet handed to the producer that ``doomed`` picks (records Kafka refuses
+        for good); returns them."""
+        waiting = self._items[self._sent :]
+        dropped = [e for e in waiting if doomed(e)]
+        if dropped:
+            self._items[self._sent :] = [e for e in waiting if not doomed(e)]
+            self.bytes -= sum(e.size for e in dropped)
+        return dropped
+
     def _compact(self) -> None:
         head = self._head
         if head > 4096 and head * 2 > len(self._items):

@@ -39,6 +39,7 @@ class HaCollector(Collector):
             ("ha_fenced", "Producers fenced by another instance's takeover", s.fenced),
             ("ha_transaction_commits", "Transactions committed", s.commits),
             ("ha_transaction_aborts", "Transactions aborted (their records produced again)", s.aborts),
+            ("ha_records_refused", "Records Kafka refused for good, left out of the stream", s.refused),
         ):
             counter = CounterMetricFamily(name, doc)
             counter.add_metric([], value)

@@ -42,6 +42,16 @@ log = sample(logging.getLogger("connector.ha"))
 TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT = 5.0  # one attempt of init/commit/abort; a retriable timeout is retried
 _BATCH = 1000  # entries taken from the buffer per lock
+# Delivery errors that say Kafka will never take this record (a delivery report's KafkaError never says
+# retriable: the code decides). Anything else, a timeout included, is produced again after the abort.
+_REFUSED = frozenset(
+    (
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_TIMESTAMP,
+    )
+)
 
 
 class Role(enum.Enum):
@@ -107,13 +117,18 @@ class HaSink:
         self._topics = config.sink.topics
         self.role = Role.STANDBY
         self.prepared = threading.Event()
-        self.activated = threading.Event()
         self._txn = _Txn.NONE
         self._txn_started = 0.0
         self._expired_at = 0.0
         self._replaying = threading.local()  # .orders: this thread hands over the standby's order updates
         self.stopping = False
         self._failure: str | None = None
+        # Kafka refused a record of the open transaction for good. A whole batch fails with it, so which
+        # one is not known: the aborted transaction's records go in halving transactions until it is alone.
+        self._refused, self._refusal = False, KafkaError(KafkaError.NO_ERROR)
+        self._txn_size = 0  # records produced into the open transaction
+        self._suspects = 0  # waiting records, from the front, still produced in probing transactions
+        self._culprit = 0  # the first this many suspects hold a refused record (0: the rest is tried whole)
         self.producer = Producer(
             {**config.producer(), "error_cb": self._on_error}, logger=sample(logging.getLogger("librdkafka"))
         )
@@ -171,13 +186,13 @@ class HaSink:
         self._append(entries, now)
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
-        self._append_one(self._topics.dead_letters, key, value, timestamp_ms, "dead_letter",
-                         self._dead_letter_ident(value), None)  # fmt: skip
+        ident = self._dead_letter_ident(value)
+        self._append_one(self._topics.dead_letters, key, value, timestamp_ms, "dead_letter", ident)
 
     def produce_gap(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         """A standby's silence says nothing of what the active received: only an active reports gaps."""
         if self.role is Role.ACTIVE:
-            self._append_one(self._topics.gaps, key, value, timestamp_ms, "gap", None, None)
+            self._append_one(self._topics.gaps, key, value, timestamp_ms, "gap", None)
 
     def produce(
         self,
@@ -194,22 +209,15 @@ class HaSink:
         all_headers: Headers = [*(headers or ()), self._instance]
         if getattr(self._replaying, "orders", False):
             all_headers.append(REPLAYED)
-        self._append([Entry(topic, key, value, timestamp_ms, all_headers, None, self._clock(), on_done)],
-                     self._clock())  # fmt: skip
+        now = self._clock()
+        self._append([Entry(topic, key, value, timestamp_ms, all_headers, None, now, on_done)], now)
 
     def _append_one(
-        self,
-        topic: str,
-        key: bytes,
-        value: bytes,
-        ts: int,
-        kind: str,
-        ident: Ident | None,
-        done: OnDone | None,
+        self, topic: str, key: bytes, value: bytes, timestamp_ms: int, kind: str, ident: Ident | None
     ) -> None:
         now = self._clock()
         headers: Headers = [*(self._headers.get(kind) or ()), self._instance]
-        self._append([Entry(topic, key, value, ts, headers, ident, now, done)], now)
+        self._append([Entry(topic, key, value, timestamp_ms, headers, ident, now)], now)
 
     def _append(self, entries: list[Entry], now: float) -> None:
         role = self.role
@@ -244,7 +252,6 @@ class HaSink:
         self.ha.present += before - replay
         self.ha.replayed += replay
         self.role = Role.ACTIVE
-        self.activated.set()
         self._wake.set()
         return replay
 
@@ -282,6 +289,7 @@ class HaSink:
                 self._fail(f"init_transactions failed: {error.str()}")
             else:
                 log.warning("shard %d: init_transactions: %s; trying again", self.shard, error.str())
+                self._wake.wait(0.5)
             return
         log.info("shard %d: producer id in %.0f ms", self.shard, (time.monotonic() - started) * 1000)
         self.role = Role.READY
@@ -301,22 +309,33 @@ class HaSink:
             self._abort()
         if self._txn in (_Txn.NONE, _Txn.OPEN):
             self._pump()
-        if self._txn is _Txn.OPEN and self._clock() - self._txn_started >= self.config.commit_interval:
+        due = self._clock() - self._txn_started >= self.config.commit_interval
+        if self._txn is _Txn.OPEN and (due or self._probe_full()):
             self._commit()
+
+    def _probe_size(self) -> int:
+        """Records the open transaction may hold while probing for a refused record (0: not probing)."""
+        return (self._culprit + 1) // 2 if self._culprit else self._suspects
+
+    def _probe_full(self) -> bool:
+        return self._suspects > 0 and self._txn_size >= self._probe_size()
 
     def _pump(self) -> None:
         """Produce waiting entries into the open transaction (one is begun first), up to the bound."""
         stats, bound, producer = self.stats, self.config.sink.max_in_flight, self.producer
         while self.role is Role.ACTIVE and stats.in_flight < bound:
+            limit = min(_BATCH, bound - stats.in_flight)
+            if self._suspects:
+                limit = min(limit, self._probe_size() - self._txn_size)
             with self._lock:
-                batch = self.buffer.take(min(_BATCH, bound - stats.in_flight))
+                batch = self.buffer.take(max(0, limit))
             if not batch:
                 return
-            if self._txn is _Txn.NONE:
-                producer.begin_transaction()
-                self._txn, self._txn_started = _Txn.OPEN, self._clock()
-            done = 0
+            done, failed = 0, None
             try:
+                if self._txn is _Txn.NONE:
+                    producer.begin_transaction()
+                    self._txn, self._txn_started = _Txn.OPEN, self._clock()
                 for e in batch:
                     producer.produce(
                         e.topic, e.value, e.key, -1, self._delivered, None, e.timestamp_ms, e.headers
@@ -326,14 +345,35 @@ class HaSink:
             except BufferError:  # librdkafka's queue is full: the rest waits for the next round
                 producer.poll(0.01)
             except KafkaException as exc:
-                self._kafka_error(exc, "produce")
-            finally:
-                stats.in_flight += done
-                if done < len(batch):
-                    with self._lock:
-                        self.buffer.unsend(len(batch) - done)
+                failed = exc
+            stats.in_flight += done
+            self._txn_size += done
+            if done < len(batch):
+                with self._lock:
+                    self.buffer.unsend(len(batch) - done)
+            if failed is not None and failed.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+                stats.failed[batch[done].topic] += 1
+                self._drop(batch[done], failed.args[0])  # larger than the producer takes: it never will
+                continue
+            if failed is not None:
+                self._kafka_error(failed, "produce")  # may abort: the buffer rewinds after the unsend
             if done < len(batch):
                 return
+
+    def _drop(self, entry: Entry, error: KafkaError) -> None:
+        """A record Kafka refuses for good leaves the buffer (its failures are counted already). An order
+        update is not acknowledged: it stays in the order log, produced again at the next start."""
+        with self._lock:
+            self.buffer.drop_waiting(lambda e: e is entry)
+        self.ha.refused += 1
+        log.error(
+            "shard %d: a %d byte record for %s refused by Kafka for good (%s): %s",
+            self.shard,
+            len(entry.value),
+            entry.topic,
+            error.str(),
+            "it stays in the order log" if entry.on_done is not None else "dropped",
+        )
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         stats = self.stats
@@ -347,6 +387,8 @@ class HaSink:
         stats.failed[topic] += 1  # the commit then fails: the transaction is aborted and produced again
         if err.fatal():
             self._fenced(err)
+        elif err.code() in _REFUSED:  # produced again it would fail again, and abort every transaction
+            self._refused, self._refusal = True, err
 
     def _commit(self) -> None:
         try:
@@ -354,10 +396,13 @@ class HaSink:
         except KafkaException as exc:
             self._kafka_error(exc, "commit")
             return
-        self._txn = _Txn.NONE
+        self._txn, self._txn_size = _Txn.NONE, 0
         with self._lock:
             done = self.buffer.commit()
         self.ha.commits += 1
+        if self._suspects:  # clean: a refused record is among the suspects after them
+            self._suspects = max(0, self._suspects - len(done))
+            self._culprit = max(0, self._culprit - len(done))
         now = time.perf_counter()
         observe = self._observe
         for entry in done:
@@ -372,21 +417,29 @@ class HaSink:
         except KafkaException as exc:
             self._kafka_error(exc, "abort")
             return
-        self._txn = _Txn.NONE
+        self._txn, self._txn_size = _Txn.NONE, 0
         with self._lock:
             again = self.buffer.rewind()
+            first = self.buffer.take(1)
+            self.buffer.unsend(len(first))
         self.ha.aborts += 1
         log.warning("shard %d: transaction aborted; its %d records are produced again", self.shard, again)
+        if self._refused and again == 1 and first:  # alone in its transaction: Kafka refuses this one
+            self._drop(first[0], self._refusal)
+            self._suspects, self._culprit = max(0, self._suspects - 1), 0
+        elif self._refused:
+            self._suspects, self._culprit = max(self._suspects, again), again
+        self._refused = False
 
     def _kafka_error(self, exc: KafkaException, during: str) -> None:
         error: KafkaError = exc.args[0]
         if error.fatal() or error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             self._fenced(error)
-        elif error.txn_requires_abort():
+        elif error.txn_requires_abort() and during != "abort":
             log.warning("shard %d: %s failed (%s): aborting the transaction", self.shard, during, error.str())
             self._txn = _Txn.ABORTING
             self._abort()
-        elif error.retriable():
+        elif error.retriable() or error.txn_requires_abort():
             log.warning("shard %d: %s: %s; trying again", self.shard, during, error.str())
             if during in ("commit", "abort"):
                 self._txn = _Txn.COMMITTING if during == "commit" else _Txn.ABORTING

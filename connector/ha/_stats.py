@@ -16,4 +16,5 @@ class HaStats:
     fenced: int = 0  # producers fenced by another instance's takeover
     commits: int = 0
     aborts: int = 0  # transactions aborted (their records produced again from the buffer)
+    refused: int = 0  # records Kafka refused for good, left out (order updates stay in the order log)
     last_takeover_seconds: float | None = None  # lease acquired → producing live

@@ -3,6 +3,8 @@ a takeover fences the old active and writes exactly what Kafka lacks, once each,
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -346,3 +348,25 @@ def test_a_standbys_producer_does_not_fence_the_active(kafka_bootstrap: str, tmp
     assert standby.stats.produced.total() == 0 and standby.close(1) == 0
     ticks = _read_committed(kafka_bootstrap, ha.topics.ticks)
     assert Counter(header(h, INSTANCE_HEADER) for h in ticks) == {b"active": 10}
+
+
+def test_a_record_the_broker_refuses_is_found_and_dropped_and_the_rest_produced_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    ha = _Set(kafka_bootstrap, tmp_path)
+    admin = {"bootstrap.servers": kafka_bootstrap}
+    small = f"small-{uuid.uuid4().hex[:8]}"
+    ensure_topics(admin, [TopicSpec(small, 1, 1, {"max.message.bytes": "2000"})])
+    sink = ha.sink("active")
+    sink.prepare()
+    sink._init_transactions()
+    sink.activate(set())
+    now = time.time_ns() // 1_000_000
+    ticks = _ticks(range(10), now)
+    ticks[4] = (ticks[4][0], os.urandom(5000), now, ticks[4][3])  # the client takes it, the broker not
+    sink._topics = dataclasses.replace(sink._topics, ticks=small)
+    sink.produce_tick_records(ticks, 0.0)
+    assert sink.close(60) == 0 and sink.failure() is None
+    assert sink.ha.refused == 1 and sink.ha.aborts == 3, "10 records, then 0-4, then 4 alone: halving"
+    ids = Counter(header(h, TICK_ID_HEADER) for h in _read_committed(kafka_bootstrap, small))
+    assert ids == {b"%d" % n: 1 for n in range(10) if n != 4}, "the others once each"

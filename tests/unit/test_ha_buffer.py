@@ -77,3 +77,13 @@ def test_indices_survive_compaction_over_a_long_run() -> None:
         del taken
     produced += _keys(buffer.take(10**6))
     assert produced == list(range(30_000))
+
+
+def test_records_kafka_refuses_for_good_leave_the_waiting_ones() -> None:
+    buffer = RecordBuffer(30, 1 << 30)
+    for n in range(6):
+        buffer.append(_entry(n))
+    buffer.take(2)
+    dropped = buffer.drop_waiting(lambda e: int(e.key) in (1, 3, 4))
+    assert _keys(dropped) == [3, 4], "what is in the open transaction stays"
+    assert _keys(buffer.take(10)) == [2, 5] and len(buffer) == 4

@@ -6,13 +6,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from connector.errors import SinkError
 from connector.ha import INSTANCE_HEADER, REPLAYED, TICK_ID_HEADER, HaSink, HaSinkConfig, HaStats, Role
 from connector.stats import ShardStats
-from tests.unit.helpers import sink_config
+from tests.unit.helpers import MOCK_CLUSTER, sink_config
 
 TS = 1_700_000_000_000
 
@@ -26,11 +28,13 @@ class Clock:
 
 
 def _sink(
-    clock: Callable[[], float] | None = None, buffer_seconds: float = 30, max_bytes: int = 1 << 30
+    clock: Callable[[], float] | None = None,
+    buffer_seconds: float = 30,
+    max_bytes: int = 1 << 30,
+    producer: dict[str, str] | None = None,
 ) -> HaSink:
-    config = HaSinkConfig(
-        sink_config(), "kite-connector.test.0", "instance-a", 0.1, buffer_seconds, max_bytes
-    )
+    kafka = sink_config({**MOCK_CLUSTER, **(producer or {})})
+    config = HaSinkConfig(kafka, "kite-connector.test.0", "instance-a", 0.1, buffer_seconds, max_bytes)
     return HaSink(0, config, ShardStats(), HaStats(), {}, lambda value: None, clock=clock or Clock())
 
 
@@ -118,3 +122,87 @@ def _until(done: Callable[[], bool], timeout: float = 30.0) -> bool:
             return False
         tick.wait(0.05)
     return True
+
+
+def test_a_record_larger_than_the_producer_takes_is_dropped_and_the_rest_committed() -> None:
+    sink = _sink(producer={"message.max.bytes": "2000"})
+    sink.prepare()
+    sink._init_transactions()
+    sink.activate(set())
+    ticks = _ticks(0, 5)
+    ticks[2] = (b"2", b"x" * 5000, TS, [])
+    sink.produce_tick_records(ticks, 0.0)
+    assert sink.close(30) == 0 and sink.failure() is None
+    assert (sink.stats.delivered.total(), sink.stats.failed.total(), sink.ha.refused) == (4, 1, 1)
+
+
+class _Message:
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+    def topic(self) -> str:
+        return "kite.ticks"
+
+
+class _Broker:
+    """Stands in for a transactional producer where the mock cluster cannot: a transaction whose records
+    include one in ``refused`` fails whole at commit (as a refused batch does), with ``code``; so do the
+    first ``timeouts`` commits, with a delivery timeout."""
+
+    def __init__(self, refused: set[bytes], timeouts: int = 0) -> None:
+        self.refused, self.timeouts = refused, timeouts
+        self.open: list[tuple[bytes, Callable[[KafkaError | None, _Message], None]]] = []
+        self.committed: list[bytes] = []
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes, partition: int, callback: Any, *rest: Any
+    ) -> None:
+        self.open.append((value, callback))
+
+    def begin_transaction(self) -> None:
+        assert not self.open
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.open.clear()
+
+    def commit_transaction(self, timeout: float) -> None:
+        records, self.open = self.open, []
+        timed_out = self.timeouts > 0
+        self.timeouts -= timed_out
+        code = KafkaError._MSG_TIMED_OUT if timed_out else KafkaError.MSG_SIZE_TOO_LARGE
+        failed = timed_out or any(value in self.refused for value, _ in records)
+        for value, callback in records:
+            callback(KafkaError(code) if failed else None, _Message(value))
+        if failed:
+            self.open = records  # aborted by the sink next
+            raise KafkaException(KafkaError(code, txn_requires_abort=True))
+        self.committed += [value for value, _ in records]
+
+
+def _active_on(broker: _Broker) -> HaSink:
+    sink = _sink()
+    sink.producer = broker  # type: ignore[assignment]
+    sink.activate(set())
+    return sink
+
+
+@pytest.mark.parametrize("refused", [{3}, {0, 1, 2}, {3, 17, 18, 39}, set(range(40))])
+def test_records_kafka_refuses_are_found_by_halving_and_only_they_are_left_out(refused: set[int]) -> None:
+    broker = _Broker({b"tick-%d" % n for n in refused})
+    sink = _active_on(broker)
+    sink.produce_tick_records(_ticks(0, 40), 0.0)
+    assert sink.close(30) == 0 and sink.failure() is None
+    assert broker.committed == [b"tick-%d" % n for n in range(40) if n not in refused], "once, in order"
+    assert sink.ha.refused == len(refused)
+    assert sink.ha.aborts <= len(refused) * 2 * 6 + 1, "a halving search, not one transaction per record"
+
+
+def test_a_delivery_timeout_is_never_taken_for_a_refusal() -> None:
+    broker = _Broker(set(), timeouts=5)
+    sink = _active_on(broker)
+    sink.produce_tick_records(_ticks(0, 1), 0.0)  # alone in its transaction, which times out, 5 times
+    assert sink.close(30) == 0
+    assert broker.committed == [b"tick-0"] and sink.ha.refused == 0 and sink.ha.aborts == 5
