@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -14,7 +15,7 @@ from prometheus_client.registry import Collector
 from connector._http import reply
 from connector.stats import Stats
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["Exposed", "Metrics", "MetricsServer"]
 
 
 class _StatsCollector(Collector):
@@ -169,8 +170,16 @@ class Metrics:
         return True, "ok"
 
 
+class Exposed(Protocol):
+    """What :class:`MetricsServer` serves: a registry for /metrics and a verdict for /healthz."""
+
+    registry: CollectorRegistry
+
+    def healthy(self) -> tuple[bool, str]: ...
+
+
 class MetricsServer:
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    def __init__(self, metrics: Exposed, host: str, port: int) -> None:
         outer = metrics
 
         class Handler(BaseHTTPRequestHandler):
