@@ -356,8 +356,8 @@ class CandleProcessor:
         reason = self.blind.reason(now)
         self.status.blind = reason
         hold = self.blind.seconds
-        log.error("%s; reading stopped, exiting in %.0f s (does SCHEMA_REGISTRY_URL match the connector's?)",
-                  reason, hold)  # fmt: skip
+        log.error("%s; reading stopped, exiting in %.0f s (are KAFKA_TOPIC_TICKS and SCHEMA_REGISTRY_URL the "
+                  "connector's?)", reason, hold)  # fmt: skip
         self._abandon(retry=True)
         stop.wait(hold)
         raise ProcessorFailed(reason)

@@ -31,6 +31,9 @@ log = sample(logging.getLogger("connector.candles.transactions"))
 T = TypeVar("T")
 _FIRST_DELAY = 0.1
 _MAX_DELAY = 2.0
+# A call that works within this long after a retry is routine (init_transactions while the coordinator
+# loads or aborts a crashed predecessor's transaction): logged at INFO; past it, at WARNING.
+_ROUTINE_SECONDS = 2.0
 
 
 class AbortRequired(Exception):
@@ -67,6 +70,7 @@ class TransactionCalls:
 
     def __call__(self, name: str, call: Callable[[], T]) -> T:
         """``call()``'s result; raises :class:`AbortRequired` or :class:`ProcessorFailed`."""
+        started = self.clock()
         first_failure: float | None = None
         delay = _FIRST_DELAY
         while True:
@@ -91,7 +95,8 @@ class TransactionCalls:
                     ) from None
                 self.status.counts.retries[name] += 1
                 self.status.retrying = f"{name} retried for {waited:.0f} s: {describe(err)}"
-                log.warning("%s failed with a retriable error, retrying: %s", name, describe(err))
+                level = logging.INFO if now - started < _ROUTINE_SECONDS else logging.WARNING
+                log.log(level, "%s failed with a retriable error, retrying: %s", name, describe(err))
                 self.sleep(min(delay, self.budget - waited))
                 delay = min(delay * 2, _MAX_DELAY)
                 continue
