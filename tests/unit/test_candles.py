@@ -4,7 +4,9 @@ the processor's transaction error handling, blindness, health and metrics."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -463,3 +465,16 @@ def test_a_registry_that_does_not_answer_is_not_a_bad_record() -> None:
         RegistryError, match=r"did not give schema id 999 \(ConnectionRefusedError: .*Connection refused"
     ):
         TickDecoder(AvroReader(registry_client=Unreachable())).decode(unknown)
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_every_compose_service_that_touches_the_topics_takes_the_framing_from_one_place(name: str) -> None:
+    """The candle service once ran without the registry the connector wrote through (issue 20)."""
+    text = (Path(__file__).resolve().parents[2] / name).read_text()
+    for variable in ("KAFKA_FRAMING", "SCHEMA_REGISTRY_URL"):
+        keys = re.findall(rf"^ +{variable}:", text, re.MULTILINE)
+        assert len(keys) == 1, f"{name}: {variable} is set once, in x-registry-env"
+    services = re.split(r"\n  (\S+):\n", text.split("\nservices:\n", 1)[1])
+    blocks = dict(zip(services[1::2], services[2::2], strict=True))
+    for service in ("connector", "candles", "consumer"):
+        assert "<<: *registry-env" in blocks[service], f"{name}: {service} lacks <<: *registry-env"
