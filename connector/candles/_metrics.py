@@ -81,7 +81,7 @@ class _Collector(Collector):
             "Wall clock minus the oldest partition watermark",
             s.watermark_lag_seconds,
         )
-        yield _gauge("thread_up", "1 while the thread runs", int(s.running), {"thread": "candles"})
+        yield _gauge("thread_up", "1 while the thread runs", int(s.running), {"thread": "processor"})
 
 
 class CandleMetrics:

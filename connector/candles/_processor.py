@@ -99,8 +99,14 @@ CANDLES_SETTINGS = (
     Setting(
         "CANDLES_BLIND_SECONDS",
         30.0,
-        f"every tick read for this long (at least {BLIND_MIN_RECORDS}) undecodable: /healthz 503, reading "
-        "stops, and as long again later the processor exits 3 (0: never)",
+        f"every tick read for this long (at least {BLIND_MIN_RECORDS}) undecodable is blindness: reading "
+        "stops, /healthz answers 503 (0: never)",
+        non_negative_float,
+    ),
+    Setting(
+        "CANDLES_BLIND_EXIT_SECONDS",
+        120.0,
+        "once blind, report it (/healthz, candles_undecodable_window) for this long, then exit 3",
         non_negative_float,
     ),
     Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of candle and late topics created at start", int),
@@ -154,6 +160,7 @@ class CandleProcessor:
         self.counts = self.status.counts
         self.cycle = Counts()  # what the open transaction wrote; counted once it commits
         self.blind = BlindWatch(v["CANDLES_BLIND_SECONDS"], BLIND_MIN_RECORDS)
+        self.blind_exit: float = v["CANDLES_BLIND_EXIT_SECONDS"]
         self.retry_seconds: float = v["CANDLES_TRANSACTION_RETRY_SECONDS"]
         self.txn = TransactionCalls(self.retry_seconds, self.status)
         # commit and abort are resumable: a call that times out while the transaction can still complete
@@ -352,14 +359,13 @@ class CandleProcessor:
 
     def _stop_blind(self, now: float, stop: Event) -> None:
         """Every tick of a whole window was undecodable: abort the open transaction, stop reading, report it
-        (gauge, /healthz) for as long again, then fail."""
+        (gauge, /healthz) for CANDLES_BLIND_EXIT_SECONDS, long enough for an alert to fire, then fail."""
         reason = self.blind.reason(now)
         self.status.blind = reason
-        hold = self.blind.seconds
         log.error("%s; reading stopped, exiting in %.0f s (are KAFKA_TOPIC_TICKS and SCHEMA_REGISTRY_URL the "
-                  "connector's?)", reason, hold)  # fmt: skip
+                  "connector's?)", reason, self.blind_exit)  # fmt: skip
         self._abandon(retry=True)
-        stop.wait(hold)
+        stop.wait(self.blind_exit)
         raise ProcessorFailed(reason)
 
     def _observe(self) -> None:

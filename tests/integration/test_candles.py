@@ -459,7 +459,9 @@ def test_a_confluent_framed_ticks_topic_without_a_registry_stops_the_start(env: 
 
 def test_a_blind_stream_is_reported_then_ends_the_process(env: Env) -> None:
     port = free_port()
-    proc = _start_and_wait(env, "solo", CANDLES_BLIND_SECONDS="2", CANDLES_METRICS_PORT=str(port))
+    proc = _start_and_wait(
+        env, "solo", CANDLES_BLIND_SECONDS="2", CANDLES_BLIND_EXIT_SECONDS="3", CANDLES_METRICS_PORT=str(port)
+    )
     assert _get(port, "/healthz") == (200, "ok")
     records = _confluent_framed(200)
 
@@ -483,8 +485,8 @@ def test_a_blind_stream_is_reported_then_ends_the_process(env: Env) -> None:
 def test_a_restart_right_after_sigkill_retries_init_transactions(env: Env) -> None:
     """The killed instance leaves a transaction open; its successor's init_transactions meets it while the
     coordinator aborts it (CONCURRENT_TRANSACTIONS, retriable), retries, and goes on exactly once."""
-    stream = _stream(6000, seed=4)
-    sender = _send(env, stream, 12)
+    stream = _stream(4000, seed=4)
+    sender = _send(env, stream, 8)
     port = free_port()
     # Long cycles: a kill lands in a transaction that has written bars, so the coordinator holds it open.
     slow = {"CANDLES_COMMIT_INTERVAL_MS": "3000", "CANDLES_TRANSACTION_TIMEOUT_MS": "10000"}
@@ -592,12 +594,12 @@ def test_an_abort_meeting_a_paused_broker_is_retried_and_endless_aborts_end_the_
 
 
 def test_a_fenced_processor_exits_3_in_one_line_and_its_successor_loses_nothing(env: Env) -> None:
-    stream = _stream(6000, seed=10)
-    _produce(env, stream[:3000])
+    stream = _stream(4000, seed=10)
+    _produce(env, stream[:2000])
     proc = _start_and_wait(env, "solo")
     rival = Producer({"bootstrap.servers": env.bootstrap, "transactional.id": f"{env.group}-solo"})
     rival.init_transactions(30)  # a newer instance with the same transactional id: the running one is fenced
-    sender = _send(env, stream[3000:], 4)  # ticks to read: its next transaction meets the fence
+    sender = _send(env, stream[2000:], 4)  # ticks to read: its next transaction meets the fence
     assert proc.wait(30) == 3
     log = _log(env, "solo")
     critical = [line for line in log.splitlines() if " CRITICAL " in line]

@@ -425,7 +425,7 @@ def test_metrics_export_the_planned_names() -> None:
         "candles_undecodable_window 1.0",
         "candles_consumer_lag_records 12.0",
         "candles_watermark_lag_seconds 1.5",
-        'thread_up{thread="candles"} 1.0',
+        'thread_up{thread="processor"} 1.0',
     ]:
         assert line in text.splitlines(), line
     assert CandleMetrics(status).healthy() == (False, "blind: x")
