@@ -21,7 +21,7 @@ RUN /opt/venv/bin/pip install /src \
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/venv /opt/venv
 RUN useradd --uid 10001 --create-home --home-dir /home/connector connector \
- && mkdir -p /home/connector/spool && chown connector /home/connector/spool
+ && mkdir -p /home/connector/order-log && chown connector /home/connector/order-log
 USER connector
 WORKDIR /home/connector
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1

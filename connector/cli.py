@@ -10,14 +10,20 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 from connector import kite
-from connector.config import RUN_SETTINGS, SIMULATOR_SETTINGS, RunSettings, Setting, add_arguments, resolve
-from connector.consume import CONSUME_SETTINGS
+from connector.config import (
+    CandlesSettings,
+    ConsumeSettings,
+    LoginSettings,
+    MarketSettings,
+    RunSettings,
+    Settings,
+    SimulatorSettings,
+)
 from connector.errors import ConnectorError, MalformedFrame
-from connector.login import LOGIN_SETTINGS
 from connector.logs import setup_logging
 
 __all__ = ["main"]
@@ -69,30 +75,32 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from connector.instruments import read_instruments
     from connector.simulator import Simulator, SimulatorConfig, bundled_instruments, synthetic_instruments
 
-    v = resolve(SIMULATOR_SETTINGS, args)
+    v = SimulatorSettings.load(args)
     instruments = (
-        read_instruments(v["SIM_INSTRUMENTS_FILE"]) if v["SIM_INSTRUMENTS_FILE"] else bundled_instruments()
+        read_instruments(v.sim_instruments_file) if v.sim_instruments_file else bundled_instruments()
     )
-    instruments += synthetic_instruments(v["SIM_SYNTHETIC_INSTRUMENTS"])
+    instruments += synthetic_instruments(v.sim_synthetic_instruments)
     config = SimulatorConfig(
-        api_key=v["KITE_API_KEY"],
-        access_token=v["KITE_ACCESS_TOKEN"],
-        api_secret=v["KITE_API_SECRET"],
-        host=v["SIM_HOST"],
-        port=v["SIM_PORT"],
-        http_port=None if v["SIM_HTTP_PORT"] < 0 else v["SIM_HTTP_PORT"],
-        rate=v["SIM_RATE"],
-        max_rate=v["SIM_MAX_RATE"],
-        packets_per_message=v["SIM_PACKETS_PER_MESSAGE"],
-        order_rate=v["SIM_ORDER_RATE"],
-        drop_every=v["SIM_DROP_EVERY"],
-        malformed_probability=v["SIM_MALFORMED_PROBABILITY"],
-        stall_every=v["SIM_STALL_EVERY"],
-        stall_seconds=v["SIM_STALL_SECONDS"],
-        seed=v["SIM_SEED"],
-        sent_log=v["SIM_SENT_LOG"],
-        replay_ticks=v["SIM_REPLAY_TICKS"],
-        order_hide_every=v["SIM_ORDER_HIDE_EVERY"],
+        api_key=v.kite_api_key,
+        access_token=v.kite_access_token,
+        api_secret=v.kite_api_secret,
+        host=v.sim_host,
+        port=v.sim_port,
+        http_port=None if v.sim_http_port < 0 else v.sim_http_port,
+        rate=v.sim_rate,
+        max_rate=v.sim_max_rate,
+        packets_per_message=v.sim_packets_per_message,
+        order_rate=v.sim_order_rate,
+        jitter_ms=v.sim_jitter_ms,
+        drop_every=v.sim_drop_every,
+        malformed_probability=v.sim_malformed_probability,
+        stall_every=v.sim_stall_every,
+        stall_seconds=v.sim_stall_seconds,
+        fault_connections=v.sim_fault_connections or (),
+        seed=v.sim_seed,
+        sent_log=v.sim_sent_log,
+        replay_ticks=v.sim_replay_ticks,
+        order_hide_every=v.sim_order_hide_every,
     )
     simulator = Simulator(config, instruments)
 
@@ -121,21 +129,55 @@ def _cmd_consume(args: argparse.Namespace) -> int:
     from connector.consume import consume
 
     with contextlib.suppress(BrokenPipeError):  # e.g. piped into `head`
-        consume(resolve(CONSUME_SETTINGS, args), sys.stdout, sys.stderr)
+        consume(ConsumeSettings.load(args), sys.stdout, sys.stderr)
     return 0
 
 
 def _cmd_candles(args: argparse.Namespace) -> int:
-    from connector.candles import CANDLES_SETTINGS, serve
+    from connector.candles import serve
 
-    return serve(resolve(CANDLES_SETTINGS, args))
+    return serve(CandlesSettings.load(args))
 
 
 def _cmd_login(args: argparse.Namespace) -> int:
     from connector.login import login
 
-    login(resolve(LOGIN_SETTINGS, args))
+    login(LoginSettings.load(args))
     return 0
+
+
+def _cmd_market_calendar(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from connector.market import BUNDLED_CALENDAR, EXCHANGES, load_calendar, prometheus_rules
+
+    path = MarketSettings.load(args).market_calendar_file
+    calendar = load_calendar(path)
+    if args.prometheus_rules:
+        sys.stdout.write(prometheus_rules(calendar, path or BUNDLED_CALENDAR, args.always_open))
+        return 0
+    now = datetime.now(UTC)
+    upcoming = calendar.sessions(now, now + timedelta(days=14))
+    for exchange in EXCHANGES:
+        session = next((s for s in upcoming if s.exchange == exchange), None)
+        if session is None:
+            print(f"{exchange:8} no session in the next 14 days")
+        elif session.open <= now:
+            print(f"{exchange:8} open until {session.close:%a %Y-%m-%d %H:%M} IST")
+        else:
+            print(f"{exchange:8} closed, opens {session.open:%a %Y-%m-%d %H:%M} IST")
+    # exchanges publish the next year's holidays in December
+    if (calendar.last_year() or 0) < now.year + (now.month == 12):
+        print(f"holidays are listed up to {calendar.last_year()}: add the next year's", file=sys.stderr)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from connector.market import load_calendar
+    from connector.status import run_status
+
+    calendar = load_calendar(MarketSettings.load(args).market_calendar_file)
+    return run_status(args.url, args.candles_url, args.interval, args.json, calendar, sys.stdout)
 
 
 def _subcommand(
@@ -143,10 +185,11 @@ def _subcommand(
     name: str,
     help: str,
     func: Callable[[argparse.Namespace], int],
-    settings: Iterable[Setting] = (),
+    settings: type[Settings] | None = None,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
-    add_arguments(parser, settings)
+    if settings is not None:
+        settings.add_arguments(parser)
     parser.set_defaults(func=func)
     return parser
 
@@ -163,33 +206,53 @@ def build_parser() -> argparse.ArgumentParser:
     _subcommand(
         sub, "decode", "decode base64 WebSocket messages (one per line) from stdin to JSON", _cmd_decode
     )
-    _subcommand(sub, "run", "stream Kite ticks and order updates into Kafka", _cmd_run, RUN_SETTINGS)
+    _subcommand(sub, "run", "stream Kite ticks and order updates into Kafka", _cmd_run, RunSettings)
     _subcommand(
         sub,
         "consume",
         "read the connector's topics and print decoded records",
         _cmd_consume,
-        CONSUME_SETTINGS,
+        ConsumeSettings,
     )
-    from connector.candles import CANDLES_SETTINGS
-
     _subcommand(
         sub,
         "candles",
         "turn the ticks topic into OHLCV bars (exactly once, in event time)",
         _cmd_candles,
-        CANDLES_SETTINGS,
+        CandlesSettings,
     )
     _subcommand(
         sub,
         "login",
         "exchange a Kite request_token for the day's access token file",
         _cmd_login,
-        LOGIN_SETTINGS,
+        LoginSettings,
     )
-    _subcommand(
-        sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SIMULATOR_SETTINGS
+    _subcommand(sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SimulatorSettings)
+    calendar = _subcommand(
+        sub,
+        "market-calendar",
+        "when each exchange trades next (IST), or the calendar as Prometheus recording rules",
+        _cmd_market_calendar,
+        MarketSettings,
     )
+    calendar.add_argument("--prometheus-rules", action="store_true", help="print the rule file")
+    calendar.add_argument(
+        "--always-open", action="store_true", help="rules recording every exchange as open (alerting drills)"
+    )
+    status = _subcommand(
+        sub,
+        "status",
+        "each connection's state, rates, in flight, order log and failures, from /healthz and /metrics",
+        _cmd_status,
+        MarketSettings,
+    )
+    status.add_argument("--url", default="http://127.0.0.1:9100", help="the connector's metrics address")
+    status.add_argument(
+        "--candles-url", help="the candle processor's metrics address, e.g. http://127.0.0.1:9101"
+    )
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between two scrapes (0: one)")
+    status.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
     return parser
 
 

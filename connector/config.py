@@ -1,33 +1,57 @@
-"""Configuration in one place: every setting is an environment variable and a CLI flag of the same name.
+"""Configuration in one place: one typed, frozen declaration per command.
 
-``KITE_API_KEY`` is also ``--kite-api-key``; a flag wins over the environment, the environment over the
-default. Values are parsed and checked at start-up; a bad one stops the process with a message naming
-the variable. Secret values are never echoed back, in errors or anywhere else.
+A command's settings are a frozen dataclass whose fields are declared with :func:`setting`. The field
+name in upper case is the environment variable (``kite_api_key`` is ``KITE_API_KEY``) and, in lower case
+with dashes, the flag (``--kite-api-key``); a flag wins over the environment, the environment over the
+default. Settings several commands share (the Kafka client, the Schema Registry, topic layout) are
+*groups*: a field holding another declaration, whose variables carry that group's ``PREFIX``.
+
+The loader, ``--help`` and the README's tables all read the same declaration (:meth:`Settings.declared`),
+so a name, a default or a help text is written once. Values are parsed and checked at start-up; a bad
+one raises :class:`ConfigError` naming the variable. Secret values are never echoed back: not in errors,
+not in ``repr``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from connector.errors import ConfigError
 
 __all__ = [
-    "RUN_SETTINGS",
-    "SIMULATOR_SETTINGS",
+    "CandlesSettings",
+    "ConsumeSettings",
+    "KafkaClient",
+    "LoginSettings",
+    "MarketSettings",
+    "Registry",
     "RunSettings",
     "Setting",
-    "add_arguments",
+    "Settings",
+    "SimulatorSettings",
+    "TopicLayout",
+    "by_name",
     "check_ws_url",
-    "resolve",
+    "flag",
+    "markdown_table",
+    "non_negative_float",
+    "non_negative_int",
+    "positive_int",
+    "update_readme",
 ]
 
+log = logging.getLogger("connector.config")
 
+
+# -- parsers: each raises ValueError with what a good value looks like ----------------------------------
 def flag(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -57,6 +81,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise ValueError("must be between 0 and 1")
+    return value
+
+
+def connection_numbers(text: str) -> tuple[int, ...]:
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def check_ws_url(url: str) -> None:
     """A ConfigError naming KITE_WS_URL unless ``url`` is a ws:// or wss:// URL with a host."""
     try:
@@ -72,21 +107,49 @@ def check_ws_url(url: str) -> None:
         )
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise ValueError("must be between 0 and 1")
-    return value
+# -- the declaration machinery ----------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    help: str
+    parse: Callable[[str], Any]
+    secret: bool
+    choices: tuple[str, ...]
+    aliases: tuple[str, ...]
+
+
+_SPEC, _GROUP = "kite.setting", "kite.group"
+
+
+def setting(
+    default: Any,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    *,
+    secret: bool = False,
+    choices: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (),
+) -> Any:
+    """A field that is also a setting. ``aliases`` are older names still read (with a warning)."""
+    spec = _Spec(help, parse, secret, choices, aliases)
+    return field(default=default, repr=not secret, metadata={_SPEC: spec})
+
+
+def group(cls: type[Settings]) -> Any:
+    """A field holding a group of settings shared between commands (see the module's docstring)."""
+    return field(default_factory=cls, metadata={_GROUP: cls})
 
 
 @dataclass(frozen=True, slots=True)
 class Setting:
+    """One declared setting, as the loader, ``--help`` and the README see it."""
+
     env: str
     default: Any
     help: str
-    parse: Callable[[str], Any] = str
-    secret: bool = False
-    choices: tuple[str, ...] = ()
+    parse: Callable[[str], Any]
+    secret: bool
+    choices: tuple[str, ...]
+    aliases: tuple[str, ...]
 
     @property
     def flag(self) -> str:
@@ -101,252 +164,292 @@ class Setting:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{self.env}={shown}: {exc}") from None
 
-
-def add_arguments(parser: argparse.ArgumentParser, settings: Iterable[Setting]) -> None:
-    for s in settings:
-        default = "(secret)" if s.secret else ("none" if s.default is None else s.default)
-        parser.add_argument(s.flag, dest=s.env, metavar=s.env, default=None,
-                            help=f"{s.help} [env {s.env}; default {default}]")  # fmt: skip
+    def shown_default(self) -> str:
+        if self.secret:
+            return "(secret)" if self.default else "(secret, none)"
+        return "—" if self.default is None else str(self.default)
 
 
-def resolve(
-    settings: Iterable[Setting],
-    args: argparse.Namespace | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """Setting name → parsed value, from flags, then the environment, then the default."""
-    environ = os.environ if environ is None else environ
+RawOf = Callable[[Setting], str | None]
+
+
+class Settings:
+    """Base of every declaration: loading, and the flattened list of its settings."""
+
+    __slots__ = ()
+    PREFIX: ClassVar[str] = ""
+
+    @classmethod
+    def declared(cls) -> tuple[Setting, ...]:
+        """Every setting of this declaration, groups flattened, in declaration order."""
+        return tuple(_walk(cls))
+
+    @classmethod
+    def load(
+        cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None, **fields: Any
+    ) -> Self:
+        """From flags, then the environment, then the defaults; ``fields`` (from Python: the embedding
+        API) replace whole fields. A bad value raises :class:`ConfigError`."""
+        env = os.environ if environ is None else environ
+
+        def raw_of(s: Setting) -> str | None:
+            raw = getattr(args, s.env, None) if args is not None else None
+            if raw is None:
+                raw = env.get(s.env)
+            for old in s.aliases if raw in (None, "") else ():
+                if env.get(old):
+                    log.warning("%s is deprecated: it is read as %s, set that instead", old, s.env)
+                    return env[old]
+            return raw
+
+        built: Self = _build(cls, raw_of, fields)
+        return built
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        for s in cls.declared():
+            help_text = f"{s.help} [env {s.env}; default {s.shown_default()}]"
+            parser.add_argument(s.flag, dest=s.env, metavar=s.env, default=None, help=help_text)
+
+
+def _entries(cls: type[Settings]) -> Iterator[tuple[str, Setting | type[Settings]]]:
+    """(field name, its setting or its group's declaration) of each field that is either."""
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if _GROUP in f.metadata:
+            yield f.name, f.metadata[_GROUP]
+        elif _SPEC in f.metadata:
+            spec: _Spec = f.metadata[_SPEC]
+            env = cls.PREFIX + f.name.upper()
+            yield (
+                f.name,
+                Setting(env, f.default, spec.help, spec.parse, spec.secret, spec.choices, spec.aliases),
+            )
+
+
+def _walk(cls: type[Settings]) -> Iterator[Setting]:
+    for _, entry in _entries(cls):
+        if isinstance(entry, Setting):
+            yield entry
+        else:
+            yield from _walk(entry)
+
+
+def _build(cls: type[Settings], raw_of: RawOf, fields: Mapping[str, Any]) -> Any:
+    values: dict[str, Any] = dict(fields)
+    for name, entry in _entries(cls):
+        if name in fields:
+            continue
+        if isinstance(entry, Setting):
+            raw = raw_of(entry)
+            values[name] = entry.default if raw in (None, "") else entry.convert(raw)
+        else:
+            values[name] = _build(entry, raw_of, {})
+    return cls(**values)
+
+
+def by_name(settings: Settings) -> dict[str, Any]:
+    """Setting name → value of ``settings`` (secrets included: never log this as it is)."""
     values: dict[str, Any] = {}
-    for s in settings:
-        raw = getattr(args, s.env, None) if args is not None else None
-        if raw is None:
-            raw = environ.get(s.env)
-        values[s.env] = s.default if raw in (None, "") else s.convert(raw)
+    for name, entry in _entries(type(settings)):
+        value = getattr(settings, name)
+        if isinstance(entry, Setting):
+            values[entry.env] = value
+        else:
+            values.update(by_name(value))
     return values
 
 
-SIMULATOR_SETTINGS = (
-    Setting("SIM_HOST", "127.0.0.1", "address the simulator listens on"),
-    Setting("SIM_PORT", 8765, "port the simulator listens on", int),
-    Setting("SIM_HTTP_PORT", 8766, "port of the simulator's login and instruments endpoints (-1: off)", int),
-    Setting("KITE_API_KEY", "simulator", "api_key the simulator accepts"),
-    Setting("KITE_ACCESS_TOKEN", "simulator-token", "access_token the simulator accepts", secret=True),
-    Setting("KITE_API_SECRET", "simulator-secret", "api_secret the login endpoint checks", secret=True),
-    Setting(
-        "SIM_RATE",
-        1.0,
-        "ticks per second per subscribed instrument (0: as fast as possible)",
-        non_negative_float,
-    ),
-    Setting("SIM_MAX_RATE", 0.0, "cap on ticks per second per connection (0: none)", non_negative_float),
-    Setting("SIM_PACKETS_PER_MESSAGE", 50, "tick packets per WebSocket message", non_negative_int),
-    Setting("SIM_ORDER_RATE", 0.2, "new orders per second per connection (0: none)", non_negative_float),
-    Setting(
-        "SIM_DROP_EVERY", 0.0, "drop each connection after this many seconds (0: never)", non_negative_float
-    ),
-    Setting("SIM_MALFORMED_PROBABILITY", 0.0, "chance that a message is sent malformed", _probability),
-    Setting("SIM_STALL_EVERY", 0.0, "stall sending every this many seconds (0: never)", non_negative_float),
-    Setting("SIM_STALL_SECONDS", 0.0, "how long a stall lasts", non_negative_float),
-    Setting("SIM_SEED", 0, "random seed: the same seed sends the same prices", int),
-    Setting(
-        "SIM_REPLAY_TICKS",
-        0,
-        "benchmark feed: send this many pre-encoded ticks per connection, then idle",
-        non_negative_int,
-    ),
-    Setting(
-        "SIM_ORDER_HIDE_EVERY",
-        0,
-        "leave every Nth final order update out of the socket (only GET /orders shows it; 0: none)",
-        non_negative_int,
-    ),
-    Setting("SIM_SENT_LOG", None, "write every record sent to this file (JSON lines), flushed per message"),
-    Setting("SIM_INSTRUMENTS_FILE", None, "instruments CSV (Kite dump format); default: the bundled one"),
-    Setting("SIM_SYNTHETIC_INSTRUMENTS", 1000, "made-up instruments added for load tests", non_negative_int),
-)
+def markdown_table(cls: type[Settings]) -> str:
+    """The README's table of ``cls``'s settings (a test keeps the README equal to it)."""
+    rows = ["| variable / flag | default | meaning |", "|---|---|---|"]
+    for s in cls.declared():
+        default = s.shown_default()
+        default = default if default.startswith(("(", "—")) else f"`{default}`"
+        text = s.help.replace("|", "&#124;").replace("<", "&lt;")
+        rows.append(f"| `{s.env}` / `{s.flag}` | {default} | {text} |")
+    return "\n".join(rows)
 
 
-RUN_SETTINGS = (
-    Setting("KITE_API_KEY", None, "Kite Connect api_key"),
-    Setting("KITE_ACCESS_TOKEN", None, "access token of the day", secret=True),
-    Setting("KITE_ACCESS_TOKEN_FILE", None, "file holding the access token, re-read when it changes"),
-    Setting(
-        "KITE_WS_URL",
-        "wss://ws.kite.trade",
-        "Kite ticker WebSocket URL (the simulator's in docker-compose)",
-    ),
-    Setting(
-        "KITE_INSTRUMENTS",
-        None,
-        "comma-separated tokens or EXCHANGE:TRADINGSYMBOL, each optionally @ltp|@quote|@full",
-    ),
-    Setting(
-        "KITE_MODE", "full", "mode of instruments that do not name one", choices=("ltp", "quote", "full")
-    ),
-    Setting("KITE_INSTRUMENTS_FILE", None, "instruments CSV (Kite's dump) for EXCHANGE:TRADINGSYMBOL names"),
-    Setting(
-        "KITE_INSTRUMENTS_URL",
-        None,
-        "download the instruments CSV from here at start (Kite: https://api.kite.trade/instruments)",
-    ),
-    Setting(
-        "KITE_WATCHDOG_SECONDS",
-        10.0,
-        "reconnect when no message (ticks or heartbeat) came for this long",
-        non_negative_float,
-    ),
-    Setting("KITE_RECONNECT_MAX_DELAY", 30.0, "cap of the reconnect backoff, seconds", non_negative_float),
-    Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
-    Setting("KAFKA_TOPIC_TICKS", "kite.ticks", "topic for ticks (key: instrument token)"),
-    Setting(
-        "KAFKA_TOPIC_ORDER_UPDATES", "kite.order_updates", "topic for order updates (key: instrument token)"
-    ),
-    Setting("KAFKA_TOPIC_DEAD_LETTERS", "kite.dead_letters", "topic for undecodable input (raw bytes kept)"),
-    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of topics created at start", positive_int),
-    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", positive_int),
-    Setting(
-        "KAFKA_COMPRESSION", "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
-    ),
-    Setting(
-        "KAFKA_LINGER_MS",
-        2,
-        "producer linger.ms: how long a batch waits for more records (a floor under latency)",
-        non_negative_int,
-    ),
-    Setting(
-        "KAFKA_DELIVERY_TIMEOUT_MS",
-        300_000,
-        "give up on a record after this long (0: never)",
-        non_negative_int,
-    ),
-    Setting("KAFKA_FRAMING", "single-object", "Avro framing", choices=("single-object", "confluent")),
-    Setting("SCHEMA_REGISTRY_URL", None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent)"),
-    Setting(
-        "MAX_IN_FLIGHT",
-        50_000,
-        "records produced but not yet acknowledged, at most (per connection)",
-        positive_int,
-    ),
-    Setting(
-        "LOW_WATER_MARK",
-        0,
-        "block policy resumes reading below this many in flight (0: half of MAX_IN_FLIGHT)",
-        non_negative_int,
-    ),
-    Setting("BACKPRESSURE_POLICY", "block", "when MAX_IN_FLIGHT is reached", choices=("block", "conflate")),
-    Setting(
-        "TICK_BACKLOG",
-        100_000,
-        "block policy: ticks that wait, in order, while MAX_IN_FLIGHT is reached; when full, reading stops",
-        positive_int,
-    ),
-    Setting(
-        "FLUSH_TIMEOUT_SECONDS",
-        10.0,
-        "on shutdown, wait this long for Kafka to acknowledge",
-        non_negative_float,
-    ),
-    Setting(
-        "SPOOL_DIR",
-        "spool",
-        "directory of the order-update write-ahead log (each update kept until Kafka acknowledges it)",
-    ),
-    Setting(
-        "KITE_API_URL",
-        None,
-        "Kite REST API for order reconciliation (GET /orders); unset: https://api.kite.trade when "
-        "KITE_WS_URL is Kite's own, no reconciliation otherwise",
-    ),
-    Setting(
-        "ORDER_RECONCILE_INTERVAL_SECONDS",
-        60.0,
-        "fetch Kite's order book this often (and after every reconnect) to publish missed order updates "
-        "(0: only after reconnects)",
-        non_negative_float,
-    ),
-    Setting("METRICS_HOST", "0.0.0.0", "address of /metrics and /healthz"),
-    Setting("METRICS_PORT", 9100, "port of /metrics and /healthz (0: off)", non_negative_int),
-    Setting(
-        "TICK_TIMESTAMP_WINDOW_SECONDS",
-        600.0,
-        "a tick's exchange time further than this from its receive time is not used as its Kafka timestamp "
-        "(the receive time is; the record keeps both)",
-        non_negative_float,
-    ),
-    Setting(
-        "DEAD_LETTER_MAX_BYTES",
-        262_144,
-        "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
-        positive_int,
-    ),
-    Setting(
-        "CONNECTION_FAILURE_LIMIT",
-        5,
-        "a connection failing (an unexpected error, not a disconnect) more often than this within "
-        "CONNECTION_FAILURE_WINDOW_SECONDS makes `run` exit non-zero, for the restart policy to act",
-        positive_int,
-    ),
-    Setting(
-        "CONNECTION_FAILURE_WINDOW_SECONDS",
-        600.0,
-        "the window of CONNECTION_FAILURE_LIMIT, seconds",
-        non_negative_float,
-    ),
-    Setting(
-        "SCHEMA_REGISTRY_TIMEOUT_SECONDS",
-        60.0,
-        "at start, wait this long for an unreachable registry",
-        non_negative_float,
-    ),
-)
+# -- groups shared by several commands --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class KafkaClient(Settings):
+    """How every Kafka client of the process connects (producer, consumer, admin)."""
 
+    PREFIX: ClassVar[str] = "KAFKA_"
+    bootstrap_servers: str = setting("localhost:9092", "Kafka bootstrap servers")
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties common to every client."""
+        return {"bootstrap.servers": self.bootstrap_servers}
+
+
+@dataclass(frozen=True, slots=True)
+class Registry(Settings):
+    """The Confluent-compatible Schema Registry, for writing and reading the Confluent framing."""
+
+    PREFIX: ClassVar[str] = "SCHEMA_REGISTRY_"
+    url: str | None = setting(
+        None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent; to read Confluent-framed topics)"
+    )
+    timeout_seconds: float = setting(
+        60.0, "at start, wait this long for an unreachable registry", non_negative_float
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLayout(Settings):
+    """Partitions and replication of the topics a command creates at start."""
+
+    PREFIX: ClassVar[str] = "KAFKA_"
+    topic_partitions: int = setting(6, "partitions of topics created at start", positive_int)
+    replication_factor: int = setting(1, "replication factor of topics created at start", positive_int)
+
+
+@dataclass(frozen=True, slots=True)
+class MarketSettings(Settings):
+    """``kite-connector market-calendar`` and ``status``: when the exchanges trade."""
+
+    market_calendar_file: str | None = setting(
+        None,
+        "holidays file, lines of `YYYY-MM-DD EXCHANGE[,EXCHANGE...] description` "
+        "(default: the bundled connector/market/holidays.txt)",
+    )
+
+
+_FRAMINGS = ("single-object", "confluent")
+
+
+# -- kite-connector run ------------------------------------------------------------------------------------
 KITE_API = "https://api.kite.trade"
+KITE_CONNECTIONS = 3  # WebSocket connections Kite allows per api_key
 _KAFKA_MESSAGE_LIMIT = 1_000_000  # librdkafka's default message.max.bytes: a dead letter must fit in it
 
 
 @dataclass(frozen=True, slots=True)
-class RunSettings:
-    """The settings of ``kite-connector run`` (and of the embedding API), parsed and checked once.
+class RunSettings(Settings):
+    """``kite-connector run`` (and the embedding API)."""
 
-    Field names are the setting names in lower case; :meth:`load` reads flags and the environment.
-    """
-
-    kite_api_key: str
-    kite_access_token: str | None = field(default=None, repr=False)
-    kite_access_token_file: str | None = None
-    kite_ws_url: str = "wss://ws.kite.trade"
-    kite_instruments: str | None = None
-    kite_mode: str = "full"
-    kite_instruments_file: str | None = None
-    kite_instruments_url: str | None = None
-    kite_watchdog_seconds: float = 10.0
-    kite_reconnect_max_delay: float = 30.0
-    kafka_bootstrap_servers: str = "localhost:9092"
-    kafka_topic_ticks: str = "kite.ticks"
-    kafka_topic_order_updates: str = "kite.order_updates"
-    kafka_topic_dead_letters: str = "kite.dead_letters"
-    kafka_topic_partitions: int = 6
-    kafka_replication_factor: int = 1
-    kafka_compression: str = "lz4"
-    kafka_linger_ms: int = 2
-    kafka_delivery_timeout_ms: int = 300_000
-    kafka_framing: str = "single-object"
-    schema_registry_url: str | None = None
-    schema_registry_timeout_seconds: float = 60.0
-    max_in_flight: int = 50_000
-    low_water_mark: int = 0
-    backpressure_policy: str = "block"
-    tick_backlog: int = 100_000
-    flush_timeout_seconds: float = 10.0
-    spool_dir: str | None = "spool"
-    kite_api_url: str | None = None
-    order_reconcile_interval_seconds: float = 60.0
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9100
-    tick_timestamp_window_seconds: float = 600.0
-    dead_letter_max_bytes: int = 262_144
-    connection_failure_limit: int = 5
-    connection_failure_window_seconds: float = 600.0
+    kite_api_key: str | None = setting(None, "Kite Connect api_key")
+    kite_access_token: str | None = setting(None, "access token of the day", secret=True)
+    kite_access_token_file: str | None = setting(
+        None, "file holding the access token, re-read when it changes"
+    )
+    kite_ws_url: str = setting(
+        "wss://ws.kite.trade", "Kite ticker WebSocket URL (the simulator's in docker-compose)"
+    )
+    kite_instruments: str | None = setting(
+        None, "comma-separated tokens or EXCHANGE:TRADINGSYMBOL, each optionally @ltp|@quote|@full"
+    )
+    kite_mode: str = setting(
+        "full", "mode of instruments that do not name one", choices=("ltp", "quote", "full")
+    )
+    kite_instruments_file: str | None = setting(
+        None, "instruments CSV (Kite's dump) for EXCHANGE:TRADINGSYMBOL names"
+    )
+    kite_instruments_url: str | None = setting(
+        None, "download the instruments CSV from here at start (Kite: https://api.kite.trade/instruments)"
+    )
+    kite_watchdog_seconds: float = setting(
+        10.0, "reconnect when no message (ticks or heartbeat) came for this long", non_negative_float
+    )
+    kite_reconnect_max_delay: float = setting(
+        30.0, "cap of the reconnect backoff, seconds", non_negative_float
+    )
+    kite_lines: int = setting(
+        1,
+        "WebSockets carrying every instrument: with 2, a tick is lost only if both miss it (first arrival "
+        "wins); Kite allows 3 connections per api_key in all",
+        positive_int,
+    )
+    gap_threshold_seconds: float = setting(
+        3.0,
+        "no message on any line of a shard for longer than this while the market is open is published "
+        "as a gap marker (0: never)",
+        non_negative_float,
+    )
+    market: MarketSettings = group(MarketSettings)
+    kafka: KafkaClient = group(KafkaClient)
+    kafka_topic_ticks: str = setting("kite.ticks", "topic for ticks (key: instrument token)")
+    kafka_topic_order_updates: str = setting(
+        "kite.order_updates", "topic for order updates (key: instrument token)"
+    )
+    kafka_topic_dead_letters: str = setting(
+        "kite.dead_letters", "topic for undecodable input (raw bytes kept)"
+    )
+    kafka_topic_gaps: str = setting(
+        "kite.gaps", "topic for gap markers: times when no line received anything (key: shard)"
+    )
+    layout: TopicLayout = group(TopicLayout)
+    kafka_compression: str = setting(
+        "lz4", "producer compression", choices=("none", "gzip", "snappy", "lz4", "zstd")
+    )
+    kafka_linger_ms: int = setting(
+        2,
+        "producer linger.ms: how long a batch waits for more records (a floor under latency)",
+        non_negative_int,
+    )
+    kafka_delivery_timeout_ms: int = setting(
+        300_000, "give up on a record after this long (0: never)", non_negative_int
+    )
+    kafka_framing: str = setting("single-object", "Avro framing", choices=_FRAMINGS)
+    registry: Registry = group(Registry)
+    max_in_flight: int = setting(
+        50_000, "records produced but not yet acknowledged, at most (per connection)", positive_int
+    )
+    low_water_mark: int = setting(
+        0,
+        "block policy resumes reading below this many in flight (0: half of MAX_IN_FLIGHT)",
+        non_negative_int,
+    )
+    backpressure_policy: str = setting(
+        "block", "when MAX_IN_FLIGHT is reached", choices=("block", "conflate")
+    )
+    tick_backlog: int = setting(
+        100_000,
+        "block policy: ticks that wait, in order, while MAX_IN_FLIGHT is reached; when full, reading stops",
+        positive_int,
+    )
+    flush_timeout_seconds: float = setting(
+        10.0, "on shutdown, wait this long for Kafka to acknowledge", non_negative_float
+    )
+    order_log_dir: str | None = setting(
+        "order-log",
+        "directory of the order-update write-ahead log (each update kept until Kafka acknowledges it)",
+        aliases=("SPOOL_DIR",),
+    )
+    kite_api_url: str | None = setting(
+        None,
+        "Kite REST API for order reconciliation (GET /orders); unset: https://api.kite.trade when "
+        "KITE_WS_URL is Kite's own, no reconciliation otherwise",
+    )
+    order_reconcile_interval_seconds: float = setting(
+        60.0,
+        "fetch Kite's order book this often (and after every reconnect) to publish missed order updates "
+        "(0: only after reconnects)",
+        non_negative_float,
+    )
+    metrics_host: str = setting("0.0.0.0", "address of /metrics and /healthz")
+    metrics_port: int = setting(9100, "port of /metrics and /healthz (0: off)", non_negative_int)
+    tick_timestamp_window_seconds: float = setting(
+        600.0,
+        "a tick's exchange time further than this from its receive time is not used as its Kafka timestamp "
+        "(the receive time is; the record keeps both)",
+        non_negative_float,
+    )
+    dead_letter_max_bytes: int = setting(
+        262_144,
+        "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
+        positive_int,
+    )
+    connection_failure_limit: int = setting(
+        5,
+        "a connection failing (an unexpected error, not a disconnect) more often than this within "
+        "CONNECTION_FAILURE_WINDOW_SECONDS makes `run` exit non-zero, for the restart policy to act",
+        positive_int,
+    )
+    connection_failure_window_seconds: float = setting(
+        600.0, "the window of CONNECTION_FAILURE_LIMIT, seconds", non_negative_float
+    )
     # Only from Python (the embedding API): extra librdkafka settings for the producer.
     producer_overrides: Mapping[str, str] = field(default_factory=dict)
 
@@ -358,23 +461,17 @@ class RunSettings:
             raise ConfigError("set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (see `kite-connector login`)")
         if self.low_water_mark >= self.max_in_flight:
             raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+        if self.kite_lines > KITE_CONNECTIONS:
+            raise ConfigError(
+                f"KITE_LINES={self.kite_lines}: Kite allows {KITE_CONNECTIONS} connections per api_key"
+            )
         if self.tick_timestamp_window_seconds > 3000:
             raise ConfigError(
                 "TICK_TIMESTAMP_WINDOW_SECONDS must be at most 3000: brokers refuse records more than an "
                 "hour ahead (message.timestamp.after.max.ms)"
             )
-        if self.dead_letter_max_bytes > _KAFKA_MESSAGE_LIMIT // 2:
-            raise ConfigError(
-                f"DEAD_LETTER_MAX_BYTES must be at most {_KAFKA_MESSAGE_LIMIT // 2}, so a dead letter "
-                "always fits in a Kafka message"
-            )
-
-    @classmethod
-    def load(
-        cls, args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None
-    ) -> RunSettings:
-        """From flags, then the environment, then the defaults; a bad value raises :class:`ConfigError`."""
-        return cls(**{name.lower(): value for name, value in resolve(RUN_SETTINGS, args, environ).items()})
+        _check_dead_letter_max_bytes(self.dead_letter_max_bytes)
+        _check_framing(self.kafka_framing, self.registry)
 
     @property
     def reconcile_url(self) -> str | None:
@@ -384,5 +481,240 @@ class RunSettings:
         return KITE_API if urlsplit(self.kite_ws_url).hostname == "ws.kite.trade" else None
 
     @property
-    def spool_path(self) -> Path | None:
-        return Path(self.spool_dir) if self.spool_dir else None
+    def order_log_path(self) -> Path | None:
+        return Path(self.order_log_dir) if self.order_log_dir else None
+
+
+def _check_framing(framing: str, registry: Registry) -> None:
+    if framing == "confluent" and not registry.url:
+        raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
+
+
+def _check_dead_letter_max_bytes(limit: int) -> None:
+    if limit > _KAFKA_MESSAGE_LIMIT // 2:
+        raise ConfigError(
+            f"DEAD_LETTER_MAX_BYTES must be at most {_KAFKA_MESSAGE_LIMIT // 2}, so a dead letter "
+            "always fits in a Kafka message"
+        )
+
+
+# -- kite-connector candles --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CandlesSettings(Settings):
+    """``kite-connector candles``."""
+
+    kafka: KafkaClient = group(KafkaClient)
+    kafka_topic_ticks: str = setting("kite.ticks", "ticks topic to read")
+    candles_intervals: str = setting(
+        "1m", "comma-separated bar intervals dividing a day: 1m,5m,15m,1h,1d, ..."
+    )
+    candles_topic_prefix: str = setting(
+        "kite.candles.", "bars go to <prefix><interval>, e.g. kite.candles.1m"
+    )
+    candles_late_topic: str = setting("kite.candles.late", "ticks that came after their bar closed")
+    candles_state_topic: str = setting("kite.candles.state", "compacted topic of open-bar state (internal)")
+    kafka_topic_dead_letters: str = setting(
+        "kite.dead_letters", "where undecodable ticks go (raw bytes kept)"
+    )
+    dead_letter_max_bytes: int = setting(
+        262_144,
+        "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
+        positive_int,
+    )
+    candles_grace_ms: int = setting(
+        2000, "a bar closes when a tick this much past its end arrives", non_negative_int
+    )
+    candles_idle_seconds: float = setting(
+        10.0,
+        "a partition with no tick for this long lets its watermark follow the wall clock (0: never)",
+        non_negative_float,
+    )
+    candles_group: str = setting("kite-candles", "consumer group shared by the instances")
+    candles_instance_id: str | None = setting(
+        None, "unique per instance, stable across restarts (default: host name)"
+    )
+    candles_exactly_once: bool = setting(
+        True, "Kafka transactions (false: at-least-once, for comparison)", flag
+    )
+    candles_commit_interval_ms: int = setting(
+        200, "how often a transaction commits (bars show up then)", positive_int
+    )
+    candles_from_beginning: bool = setting(
+        False, "start at the earliest tick if the group has no offset", flag
+    )
+    candles_session_timeout_ms: int = setting(10000, "consumer group session timeout", positive_int)
+    candles_transaction_timeout_ms: int = setting(
+        10000, "a dead instance's open transaction aborts after", positive_int
+    )
+    candles_transaction_retry_seconds: float = setting(
+        60.0,
+        "a transactional call failing with retriable errors, or transactions aborting without one "
+        "committing, for this long makes the processor exit 3",
+        non_negative_float,
+    )
+    candles_blind_seconds: float = setting(
+        30.0,
+        "every tick read for this long (at least 100) undecodable is blindness: reading stops, /healthz "
+        "answers 503 (0: never)",
+        non_negative_float,
+    )
+    candles_blind_exit_seconds: float = setting(
+        120.0,
+        "once blind, report it (/healthz, candles_undecodable_window) for this long, then exit 3",
+        non_negative_float,
+    )
+    layout: TopicLayout = group(TopicLayout)
+    kafka_framing: str = setting("single-object", "Avro framing of bars", choices=_FRAMINGS)
+    registry: Registry = group(Registry)
+    candles_metrics_host: str = setting("0.0.0.0", "address of the processor's /metrics and /healthz")
+    candles_metrics_port: int = setting(
+        9101, "port of the processor's /metrics and /healthz (0: off)", non_negative_int
+    )
+
+    def __post_init__(self) -> None:
+        _check_framing(self.kafka_framing, self.registry)
+        _check_dead_letter_max_bytes(self.dead_letter_max_bytes)
+
+
+# -- kite-connector consume --------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ConsumeSettings(Settings):
+    """``kite-connector consume``."""
+
+    kafka: KafkaClient = group(KafkaClient)
+    consume_topics: str = setting("kite.ticks,kite.order_updates,kite.dead_letters", "comma-separated topics")
+    consume_group: str | None = setting(None, "consumer group id (default: a new one each run)")
+    consume_from_beginning: bool = setting(
+        False, "start at the earliest offset when the group has none", flag
+    )
+    consume_instruments: str | None = setting(None, "only these instrument tokens (comma-separated)")
+    consume_max_records: int = setting(
+        0, "stop after this many records (0: run until stopped)", non_negative_int
+    )
+    consume_view: str = setting("json", "json lines or a live terminal view", choices=("json", "live"))
+    consume_idle_exit_seconds: float = setting(
+        0.0, "stop when nothing arrived for this long (0: never)", non_negative_float
+    )
+    registry: Registry = group(Registry)
+
+    @property
+    def topics(self) -> list[str]:
+        return [t.strip() for t in self.consume_topics.split(",") if t.strip()]
+
+    @property
+    def instruments(self) -> set[str]:
+        return {t.strip() for t in (self.consume_instruments or "").split(",") if t.strip()}
+
+
+# -- kite-connector login ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LoginSettings(Settings):
+    """``kite-connector login``."""
+
+    kite_api_key: str | None = setting(None, "Kite Connect api_key")
+    kite_api_secret: str | None = setting(None, "Kite Connect api_secret", secret=True)
+    kite_request_token: str | None = setting(
+        None, "request_token from the login redirect (prompted for if absent)", secret=True
+    )
+    kite_access_token_file: str | None = setting(None, "where to write the access token (mode 0600)")
+    kite_api_url: str = setting(KITE_API, "Kite REST base URL (the simulator's for tests)")
+    kite_login_url: str = setting("https://kite.zerodha.com/connect/login", "Kite login page")
+
+    def __post_init__(self) -> None:
+        for name in ("kite_api_key", "kite_api_secret", "kite_access_token_file"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name.upper()} is not set")
+
+
+# -- kite-connector simulate -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings(Settings):
+    """``kite-connector simulate``."""
+
+    sim_host: str = setting("127.0.0.1", "address the simulator listens on")
+    sim_port: int = setting(8765, "port the simulator listens on", int)
+    sim_http_port: int = setting(
+        8766, "port of the simulator's login and instruments endpoints (-1: off)", int
+    )
+    kite_api_key: str = setting("simulator", "api_key the simulator accepts")
+    kite_access_token: str = setting("simulator-token", "access_token the simulator accepts", secret=True)
+    kite_api_secret: str = setting("simulator-secret", "api_secret the login endpoint checks", secret=True)
+    sim_rate: float = setting(
+        1.0, "ticks per second per subscribed instrument (0: as fast as possible)", non_negative_float
+    )
+    sim_max_rate: float = setting(0.0, "cap on ticks per second per connection (0: none)", non_negative_float)
+    sim_packets_per_message: int = setting(50, "tick packets per WebSocket message", non_negative_int)
+    sim_order_rate: float = setting(
+        0.2, "new orders per second, each update sent on every connection (0: none)", non_negative_float
+    )
+    sim_jitter_ms: float = setting(
+        0.0,
+        "each connection delays each message by a random 0..N ms of its own, and gets each round of "
+        "instruments in its own order (never out of order on one connection)",
+        non_negative_float,
+    )
+    sim_drop_every: float = setting(
+        0.0, "drop each connection after this many seconds (0: never)", non_negative_float
+    )
+    sim_malformed_probability: float = setting(0.0, "chance that a message is sent malformed", probability)
+    sim_stall_every: float = setting(
+        0.0, "stall sending every this many seconds (0: never)", non_negative_float
+    )
+    sim_stall_seconds: float = setting(0.0, "how long a stall lasts", non_negative_float)
+    sim_fault_connections: tuple[int, ...] | None = setting(
+        None,
+        "connection numbers the faults (drop, stall, malformed) apply to, e.g. 1 or 1,3 (a connection's "
+        "number is the lowest one no other open connection holds: a line that reconnects keeps it); "
+        "unset: all",
+        connection_numbers,
+    )
+    sim_seed: int = setting(0, "random seed: the same seed sends the same prices", int)
+    sim_replay_ticks: int = setting(
+        0, "benchmark feed: send this many pre-encoded ticks per connection, then idle", non_negative_int
+    )
+    sim_order_hide_every: int = setting(
+        0,
+        "leave every Nth final order update out of the socket (only GET /orders shows it; 0: none)",
+        non_negative_int,
+    )
+    sim_sent_log: str | None = setting(
+        None, "write every record sent to this file (JSON lines), flushed per message"
+    )
+    sim_instruments_file: str | None = setting(
+        None, "instruments CSV (Kite dump format); default: the bundled one"
+    )
+    sim_synthetic_instruments: int = setting(
+        1000, "made-up instruments added for load tests", non_negative_int
+    )
+
+
+# -- kite-connector market-calendar and status ---------------------------------------------------------------
+COMMANDS: dict[str, type[Settings]] = {
+    "run": RunSettings,
+    "candles": CandlesSettings,
+    "consume": ConsumeSettings,
+    "login": LoginSettings,
+    "simulate": SimulatorSettings,
+    "market-calendar": MarketSettings,
+}
+
+
+def update_readme(text: str) -> str:
+    """``text`` with the table between each ``<!-- settings:<command> -->`` marker pair made anew."""
+    for command, declaration in COMMANDS.items():
+        start, end = f"<!-- settings:{command} -->", f"<!-- /settings:{command} -->"
+        head, found, rest = text.partition(start)
+        if not found:
+            continue
+        _, closed, tail = rest.partition(end)
+        if not closed:
+            raise ValueError(f"README: {start} has no {end}")
+        text = f"{head}{start}\n{markdown_table(declaration)}\n{end}{tail}"
+    return text
+
+
+if __name__ == "__main__":  # python -m connector.config README.md: rewrites the README's settings tables
+    import sys
+
+    readme = Path(sys.argv[1])
+    readme.write_text(update_readme(readme.read_text()))

@@ -16,26 +16,13 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, Message
 
-from connector.config import Setting, flag
+from connector.config import ConsumeSettings
 from connector.errors import SerializationError
 from connector.serde import AvroReader
 
-__all__ = ["CONSUME_SETTINGS", "LiveView", "consume", "record_json"]
+__all__ = ["LiveView", "consume", "record_json"]
 
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
-
-
-CONSUME_SETTINGS = (
-    Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
-    Setting("CONSUME_TOPICS", "kite.ticks,kite.order_updates,kite.dead_letters", "comma-separated topics"),
-    Setting("CONSUME_GROUP", None, "consumer group id (default: a new one each run)"),
-    Setting("CONSUME_FROM_BEGINNING", False, "start at the earliest offset when the group has none", flag),
-    Setting("CONSUME_INSTRUMENTS", None, "only these instrument tokens (comma-separated)"),
-    Setting("CONSUME_MAX_RECORDS", 0, "stop after this many records (0: run until stopped)", int),
-    Setting("CONSUME_VIEW", "json", "json lines or a live terminal view", choices=("json", "live")),
-    Setting("CONSUME_IDLE_EXIT_SECONDS", 0.0, "stop when nothing arrived for this long (0: never)", float),
-    Setting("SCHEMA_REGISTRY_URL", None, "needed only for Confluent-framed topics"),
-)
 
 
 def _plain(value: Any) -> Any:
@@ -131,21 +118,21 @@ class LiveView:
         return "\n".join(lines)
 
 
-def consume(v: dict[str, Any], out: TextIO, err: TextIO) -> int:
-    """Run the reader with resolved CONSUME_SETTINGS values; returns how many records it printed."""
-    reader = AvroReader(v["SCHEMA_REGISTRY_URL"])
-    wanted = {t.strip() for t in (v["CONSUME_INSTRUMENTS"] or "").split(",") if t.strip()}
+def consume(v: ConsumeSettings, out: TextIO, err: TextIO) -> int:
+    """Run the reader; returns how many records it printed."""
+    reader = AvroReader(v.registry.url)
+    wanted = v.instruments
     consumer = Consumer(
         {
-            "bootstrap.servers": v["KAFKA_BOOTSTRAP_SERVERS"],
-            "group.id": v["CONSUME_GROUP"] or f"kite-consume-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest" if v["CONSUME_FROM_BEGINNING"] else "latest",
+            **v.kafka.client_config(),
+            "group.id": v.consume_group or f"kite-consume-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest" if v.consume_from_beginning else "latest",
         }
     )
-    consumer.subscribe([t.strip() for t in v["CONSUME_TOPICS"].split(",") if t.strip()])
-    view = LiveView() if v["CONSUME_VIEW"] == "live" else None
+    consumer.subscribe(v.topics)
+    view = LiveView() if v.consume_view == "live" else None
     printed, last_seen, last_draw = 0, time.monotonic(), 0.0
-    limit, idle = v["CONSUME_MAX_RECORDS"], v["CONSUME_IDLE_EXIT_SECONDS"]
+    limit, idle = v.consume_max_records, v.consume_idle_exit_seconds
     try:
         while not (limit and printed >= limit):
             msg = consumer.poll(0.5)

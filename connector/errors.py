@@ -8,7 +8,7 @@ ConnectorError
 ├── AuthError              Kite refused the api_key / access_token (HTTP 403), or the login failed
 ├── SourceError            the WebSocket connection broke the protocol; the listener connects again
 ├── SinkError              Kafka refused or could not take a record
-├── SpoolError             the local order-update log cannot be opened or written (locked, disk full)
+├── OrderLogError          the local order-update log cannot be opened or written (locked, disk full)
 └── KiteApiError           Kite's REST API could not be reached or answered something unexpected
 """
 
@@ -20,11 +20,11 @@ __all__ = [
     "ConnectorError",
     "KiteApiError",
     "MalformedFrame",
+    "OrderLogError",
     "RegistryError",
     "SerializationError",
     "SinkError",
     "SourceError",
-    "SpoolError",
 ]
 
 
@@ -71,7 +71,7 @@ class SinkError(ConnectorError):
     """Kafka could not take or acknowledge a record."""
 
 
-class SpoolError(ConnectorError):
+class OrderLogError(ConnectorError):
     """The local log of order updates cannot be opened, locked or written; nothing was appended."""
 
 

@@ -18,26 +18,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from connector.config import Setting
-from connector.errors import AuthError, ConfigError
+from connector.config import LoginSettings
+from connector.errors import AuthError
 
-__all__ = ["LOGIN_SETTINGS", "exchange_request_token", "login", "login_url", "write_token_file"]
-
-LOGIN_SETTINGS = (
-    Setting("KITE_API_KEY", None, "Kite Connect api_key"),
-    Setting("KITE_API_SECRET", None, "Kite Connect api_secret", secret=True),
-    Setting(
-        "KITE_REQUEST_TOKEN",
-        None,
-        "request_token from the login redirect (prompted for if absent)",
-        secret=True,
-    ),
-    Setting("KITE_ACCESS_TOKEN_FILE", None, "where to write the access token (mode 0600)"),
-    Setting("KITE_API_URL", "https://api.kite.trade", "Kite REST base URL (the simulator's for tests)"),
-    Setting("KITE_LOGIN_URL", "https://kite.zerodha.com/connect/login", "Kite login page"),
-)
+__all__ = ["exchange_request_token", "login", "login_url", "write_token_file"]
 
 
 def login_url(base: str, api_key: str) -> str:
@@ -91,16 +76,13 @@ def write_token_file(path: str | Path, token: str) -> None:
         raise
 
 
-def login(v: dict[str, Any], prompt: Callable[[str], str] = input) -> Path:
-    """The whole flow with resolved LOGIN_SETTINGS; returns the token file's path."""
-    for name in ("KITE_API_KEY", "KITE_API_SECRET", "KITE_ACCESS_TOKEN_FILE"):
-        if not v[name]:
-            raise ConfigError(f"{name} is not set")
-    api_key, path = str(v["KITE_API_KEY"]), Path(str(v["KITE_ACCESS_TOKEN_FILE"]))
-    print(f"Log in to Kite at:\n  {login_url(str(v['KITE_LOGIN_URL']), api_key)}")
+def login(v: LoginSettings, prompt: Callable[[str], str] = input) -> Path:
+    """The whole flow; returns the token file's path."""
+    api_key, path = str(v.kite_api_key), Path(str(v.kite_access_token_file))
+    print(f"Log in to Kite at:\n  {login_url(v.kite_login_url, api_key)}")
     print("then copy request_token from the address Kite redirects you to.")
-    request_token = v["KITE_REQUEST_TOKEN"] or prompt("request_token: ").strip()
-    token = exchange_request_token(str(v["KITE_API_URL"]), api_key, request_token, str(v["KITE_API_SECRET"]))
+    request_token = v.kite_request_token or prompt("request_token: ").strip()
+    token = exchange_request_token(v.kite_api_url, api_key, request_token, str(v.kite_api_secret))
     write_token_file(path, token)
     print(f"access token written to {path} (mode 0600); a running connector picks it up by itself")
     return path

@@ -8,9 +8,17 @@ import re
 import sys
 import time
 
-__all__ = ["SampledLog", "sample", "setup_logging"]
+__all__ = ["SampledLog", "redact", "sample", "setup_logging"]
 
 _NUMBERS = re.compile(r"\d+")
+
+
+def redact(text: str, *secrets: str) -> str:
+    """``text`` with every non-empty secret replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class SampledLog(logging.Filter):

@@ -1,108 +1,136 @@
-"""One listener's work per message: decode (codec) → serialize (serde) → produce (sink) or callbacks."""
+"""One shard's work per message: decode (codec) → arbitrate (lines) → serialize (serde) → produce (sink)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 
+from connector.arbiter import Arbiter
 from connector.errors import MalformedFrame, SerializationError
-from connector.kite import KiteError, KiteMessage, OrderUpdate, Tick, parse_binary, parse_text
+from connector.gaps import Gap, GapWatch
+from connector.kite import KiteError, KiteMessage, Tick, exchanges_of, packet_ids, parse_binary, parse_text
 from connector.logs import sample
-from connector.reconcile import OrderBook, order_record_id
-from connector.serde import DeadLetter, Serializers, native_transcode
-from connector.sink import MAX_RECORD_BYTES, KafkaSink
-from connector.spool import ORIGIN_RECONCILIATION, ORIGIN_WEBSOCKET, Entry, record_id
-from connector.stats import Stats
+from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
+from connector.serde import DeadLetter, Serializers, record_key, record_timestamp, transcode
+from connector.serde._transcode import Transcoder
+from connector.sink import KafkaSink
+from connector.stats import ConnectionStats, ShardStats
 
-__all__ = ["Inbox", "Pipeline", "TickCallback"]
+__all__ = ["Pipeline", "TickCallback"]
 
 log = sample(logging.getLogger("connector.pipeline"))  # a flood of bad frames logs a sample, with counts
 TickCallback = Callable[[list[Tick]], None]
-# Order updates from reconciliation, and the orders it could not read: handed over by its thread.
-Inbox = deque[OrderUpdate | MalformedFrame]
 
 
 class Pipeline:
-    """Handles the messages of one connection on its listener thread.
+    """Handles the messages of one shard, from each of its lines (the caller serialises the calls).
 
-    Undecodable input, and records Kafka cannot take for their size, become dead letters (raw bytes kept,
-    cut to ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle.
-    ``on_ticks`` / ``on_order_update`` / ``on_text`` let an embedding application see the same records.
+    With an ``arbiter`` (several lines), a tick another line delivered first is dropped. Undecodable
+    input, and records Kafka cannot take for their size, become dead letters (raw bytes kept, cut to
+    ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle. Order
+    updates go to ``orders`` (the desk shared by every shard); the pipeline stages what the desk makes of
+    them and commits the batch after each socket read. With ``reconciled``, this pipeline also publishes
+    what reconciliation found. A message after a silence ``gaps`` calls a gap is followed by its marker.
+    ``on_ticks`` / ``on_raw`` let an embedding application see the same messages.
     """
 
     def __init__(
         self,
         serializers: Serializers,
         sink: KafkaSink | None,
-        stats: Stats,
-        order_updates: bool = True,
+        stats: ShardStats,
+        orders: OrderDesk | None = None,
+        reconciled: bool = False,
         on_ticks: TickCallback | None = None,
-        on_order_update: Callable[[OrderUpdate], None] | None = None,
         on_raw: Callable[[bool, bytes], None] | None = None,
         dead_letter_max_bytes: int = 262_144,
-        order_book: OrderBook | None = None,
-        inbox: Inbox | None = None,
         timestamp_window_ms: int = 600_000,
         subscribed: set[int] | None = None,
+        arbiter: Arbiter | None = None,
+        gaps: GapWatch | None = None,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
-        self.order_book, self.inbox = order_book, inbox
+        self.orders, self.reconciled = orders, reconciled
+        self.arbiter, self.gaps = arbiter, gaps
+        self._staged: list[OrderRecord] = []  # order updates taken since the last service()
         # A Kafka timestamp this far from receipt (a wild exchange time in junk that decodes) would make the
         # broker refuse the record and its whole batch: such ticks get the receive time.
         self.timestamp_window_ms = timestamp_window_ms
         self.subscribed = subscribed  # every token this connection ever subscribed; None: any
         self.dead_letter_max_bytes = dead_letter_max_bytes
-        self.order_updates = order_updates  # with several connections, only one publishes order updates
-        self.on_ticks, self.on_order_update, self.on_raw = on_ticks, on_order_update, on_raw
+        self.on_ticks, self.on_raw = on_ticks, on_raw
         self._keys: dict[int, bytes] = {}
         # The native path writes the framing prefix of the Tick serializer (either framing) before each body.
         self._tick_prefix = serializers.tick.prefix
-        self._transcode = native_transcode
+        self._transcode: Transcoder | None = transcode  # None: the generic path only (tests)
 
     def service(self) -> float | None:
-        inbox = self.inbox
-        while inbox:  # appended by the reconciliation thread; popped only here
-            self._reconciled(inbox.popleft())
-        return None if self.sink is None else self.sink.service()
+        """After each socket read (and while idle): order updates made durable and produced, acks served."""
+        orders = self.orders
+        if orders is not None and self.reconciled:
+            for taken in orders.reconciled():
+                self._stage(taken)
+        if self.sink is None:
+            return None
+        self._commit(self.sink)
+        return self.sink.service()
+
+    def retire(self) -> None:
+        """This pipeline is being replaced: what it staged is made durable, for the next sink to produce."""
+        self._commit(None)
+
+    def _commit(self, sink: KafkaSink | None) -> None:
+        if self._staged and self.orders is not None:
+            staged, self._staged = self._staged, []
+            self.orders.commit(staged, sink)
 
     def saturated(self) -> bool:
         return self.sink is not None and self.sink.saturated()
 
-    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+    def on_message(
+        self, binary: bool, data: bytes, received_ms: int, received: float, line: ConnectionStats
+    ) -> None:
+        if self.gaps is not None and (gap := self.gaps.message(received_ms)) is not None:
+            self._gap(gap, received_ms)
         if self.on_raw is not None:
             self.on_raw(binary, data)
         if binary:
-            self._on_binary(data, received_ms, received)
+            self._on_binary(data, received_ms, received, line)
         else:
-            self._on_text(data, received_ms)
+            self._on_text(data, received_ms, line)
 
     def _key(self, token: int) -> bytes:
         key = self._keys.get(token)
         if key is None:
-            key = self._keys[token] = str(token).encode()
+            key = self._keys[token] = record_key(token)
         return key
 
-    def _on_binary(self, data: bytes, received_ms: int, received: float) -> None:
-        stats = self.stats
+    def _on_binary(self, data: bytes, received_ms: int, received: float, line: ConnectionStats) -> None:
         if len(data) < 2:
-            stats.messages["heartbeat"] += 1
+            line.messages["heartbeat"] += 1
             return
-        stats.messages["binary"] += 1
+        line.messages["binary"] += 1
         sink = self.sink
         # The native path takes bytes only (an embedding caller may hand over another buffer).
-        if self._transcode is not None and self.on_ticks is None and sink is not None and type(data) is bytes:
+        if (
+            self._transcode is not None
+            and self.arbiter is None
+            and self.on_ticks is None
+            and sink is not None
+            and type(data) is bytes
+        ):
             done = self._transcode(
                 data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
             )
             if done is not None:  # a well-formed message, encoded in one native call
-                records, ltp, quote, full = done
-                counts = stats.ticks
+                records, ltp, quote, full, segments = done
+                counts = line.ticks
                 for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
                     if count:
                         counts[mode] += count
+                line.ticks_won += len(records)
+                self._fresh(line, segments)
                 sink.produce_ticks(records, received)
                 return
         ticks, errors = parse_binary(data)
@@ -110,6 +138,9 @@ class Pipeline:
             first, more = errors[0], len(errors) - 1
             reason = f"{first.reason} (and {more} more faults)" if more else first.reason
             self._dead_letter(DeadLetter(data, reason, "ws-binary", first.offset), received_ms)
+        line.ticks.update(tick.mode.value for tick in ticks)
+        if self.arbiter is not None:
+            ticks = self._arbitrate(self.arbiter, data, ticks, received_ms)
         subscribed = self.subscribed
         if subscribed is not None and any(t.instrument_token not in subscribed for t in ticks):
             strays = sorted({t.instrument_token for t in ticks} - subscribed)
@@ -118,7 +149,8 @@ class Pipeline:
             ticks = [t for t in ticks if t.instrument_token in subscribed]
         if not ticks:
             return
-        stats.ticks.update(tick.mode.value for tick in ticks)
+        line.ticks_won += len(ticks)
+        self._fresh(line, sum({1 << (tick.instrument_token & 0xFF) for tick in ticks}))
         if self.on_ticks is not None:
             self.on_ticks(ticks)
         if sink is None:
@@ -134,61 +166,65 @@ class Pipeline:
             return
         sink.produce_ticks(batch, received)
 
-    def _timestamp(self, tick: Tick, received_ms: int) -> int:
-        ts = tick.exchange_timestamp_ms or received_ms
-        return ts if abs(ts - received_ms) <= self.timestamp_window_ms else received_ms
+    @staticmethod
+    def _arbitrate(arbiter: Arbiter, data: bytes, ticks: list[Tick], received_ms: int) -> list[Tick]:
+        """The ticks no other line delivered first (all of them when the message has faulty packets)."""
+        ids = packet_ids(data)
+        if ids is None or len(ids) != len(ticks):
+            return ticks
+        first = arbiter.first
+        return [t for t, i in zip(ticks, ids, strict=True) if first(t.instrument_token, i, received_ms)]
 
-    def _on_text(self, data: bytes, received_ms: int) -> None:
-        self.stats.messages["text"] += 1
+    @staticmethod
+    def _fresh(line: ConnectionStats, segments: int) -> None:
+        """Ticks of the segments set in the mask just came (for the feed-freshness gauge, per exchange)."""
+        now, last = time.monotonic(), line.last_tick
+        for exchange in exchanges_of(segments):
+            last[exchange] = now
+
+    def _timestamp(self, tick: Tick, received_ms: int) -> int:
+        return record_timestamp(tick.exchange_timestamp_ms, received_ms, self.timestamp_window_ms)
+
+    def _on_text(self, data: bytes, received_ms: int, line: ConnectionStats) -> None:
+        line.messages["text"] += 1
         try:
             record = parse_text(data)
         except MalformedFrame as exc:
             self._dead_letter(DeadLetter(exc.raw, exc.reason, "ws-text"), received_ms)
             return
         if isinstance(record, KiteError):
-            self.stats.kite_errors += 1
+            line.kite_errors += 1
             log.error("Kite sent an error: %s", record.message)
         elif isinstance(record, KiteMessage):
             log.info("Kite says: %s", record.message)
-        elif self.order_updates:
-            if self.order_book is not None:
-                self.order_book.seen(record)
-            self._order_update(record, data, received_ms, record_id(data), ORIGIN_WEBSOCKET)
+        else:
+            line.order_updates += 1
+            if self.orders is not None:
+                self._stage(self.orders.take(record, data, received_ms, ORIGIN_WEBSOCKET))
 
-    def _reconciled(self, item: OrderUpdate | MalformedFrame) -> None:
-        received_ms = time.time_ns() // 1_000_000
-        if isinstance(item, MalformedFrame):
-            self._dead_letter(DeadLetter(item.raw, item.reason, "reconciliation"), received_ms)
-            return
-        self.stats.order_updates_reconciled += 1
-        data = json.dumps({"type": "order", "data": item.to_kiteconnect()}, default=str).encode()
-        self._order_update(item, data, received_ms, order_record_id(item), ORIGIN_RECONCILIATION)
-
-    def _order_update(
-        self, update: OrderUpdate, data: bytes, received_ms: int, rid: str, origin: str
-    ) -> None:
-        self.stats.order_updates += 1
-        if self.on_order_update is not None:
-            self.on_order_update(update)
-        if self.sink is None:
-            return
-        try:
-            value = self.serializers.order_update(update, received_ms)
-        except SerializationError as exc:
-            self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
-            return
-        if len(value) > MAX_RECORD_BYTES:
-            reason = f"order update of {len(value)} bytes: larger than a Kafka record may be"
-            self._dead_letter(DeadLetter(data, reason, "sink"), received_ms)
-            return
-        key = self._key(update.instrument_token) if update.instrument_token is not None else b""
-        self.sink.produce_order_update(Entry(key, value, received_ms, rid, origin))
+    def _stage(self, taken: Taken | None) -> None:
+        if isinstance(taken, OrderRecord):
+            self._staged.append(taken)
+        elif taken is not None:
+            self._dead_letter(taken, time.time_ns() // 1_000_000)
 
     def _dead_letter(self, letter: DeadLetter, received_ms: int) -> None:
         self.stats.dead_letters[letter.source] += 1
         log.warning("dead letter (%s, %d bytes): %s", letter.source, len(letter.raw), letter.error)
         if self.sink is not None:
             letter = letter.capped(self.dead_letter_max_bytes)
-            self.sink.produce_dead_letter(
-                letter.source.encode(), self.serializers.dead_letter(letter, received_ms), received_ms
+            value = self.serializers.dead_letter(letter, received_ms)
+            self.sink.produce_dead_letter(letter.source.encode(), value, received_ms)
+
+    def _gap(self, gap: Gap, received_ms: int) -> None:
+        log.warning(
+            "shard %d: nothing received for %.1f s (%s): ticks of its %d instruments may be missing",
+            gap.shard,
+            (gap.end_ms - gap.start_ms) / 1000,
+            gap.cause,
+            len(gap.instrument_tokens),
+        )
+        if self.sink is not None:
+            self.sink.produce_gap(
+                str(gap.shard).encode(), self.serializers.gap(gap, received_ms), received_ms
             )

@@ -1,62 +1,52 @@
-"""The one assembly path of ``kite-connector run`` and the embedding API: settings → supervised connections.
+"""The one assembly path of ``kite-connector run`` and the embedding API: settings → supervised threads.
 
-A connection is one Kite WebSocket (a listener thread), its pipeline and its Kafka producer. Whatever
-fails on that thread is logged, counted and answered by rebuilding the pipeline and producer; a
-connection that keeps failing gives up, and :meth:`Runtime.failure` says so, so that ``run`` can exit
-non-zero for the container's restart policy instead of staying up and streaming nothing.
+Instruments are split into shards (up to 3000 each). A shard has one pipeline and one Kafka producer,
+fed by its lines: ``KITE_LINES`` WebSockets, each subscribed to all of the shard's instruments, each on
+its own listener thread; the shard's lock makes them take turns, and its arbiter lets the first copy of
+a tick through. Order updates from every line meet at one :class:`OrderDesk`; a reconciler thread fills
+in what the sockets missed; a metrics thread serves ``/metrics`` and ``/healthz``; a state thread keeps
+the time of the last message, so that a gap across a restart is reported.
+
+One :class:`Supervisor` watches every thread: what fails on a line rebuilds its shard's pipeline and
+producer, a reconciler, metrics or state thread that raises is started again, and whatever keeps failing
+or ends unasked makes :meth:`Runtime.failure` say so, so that ``run`` exits for its restart policy
+instead of staying up and streaming nothing.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from connector.arbiter import Arbiter
 from connector.config import RunSettings
+from connector.gaps import GapWatch, market_open_during, read_last_received, write_last_received
 from connector.kite import Mode, OrderUpdate
-from connector.logs import sample
+from connector.market import load_calendar
 from connector.metrics import Metrics, MetricsServer
-from connector.pipeline import Inbox, Pipeline, TickCallback
-from connector.reconcile import OrderBook, fetch_orders
+from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
+from connector.pipeline import Pipeline, TickCallback
 from connector.serde import Serializers, build_serializers
-from connector.sink import KafkaSink, SinkConfig, Topics, ensure_topics
+from connector.sink import KafkaSink, SinkConfig, TopicSpec, ensure_topics
 from connector.source import KiteListener, TokenSource
-from connector.spool import Entry, OrderLog, record_id
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
+from connector.supervise import FailureBudget, SupervisedThread, Supervisor
 
-__all__ = ["Callbacks", "Connection", "FailureBudget", "Reconciler", "Runtime", "topics_of"]
+__all__ = ["Callbacks", "Connection", "Runtime", "Shard"]
 
 log = logging.getLogger("connector.runtime")
-ORDER_LOG = "order_updates.wal"
-LEGACY_SPOOL = "order_updates.jsonl"  # written at clean stops by versions before the order log
 REBUILD_FLUSH_SECONDS = 5.0  # how long a failed producer may take to hand over what it still holds
-
-
-class FailureBudget:
-    """At most ``limit`` failures within ``window`` seconds; None: no limit."""
-
-    def __init__(self, limit: int | None, window: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self._clock = limit, window, clock
-        self._times: deque[float] = deque()
-
-    def spend(self) -> bool:
-        """Records a failure; False once there were more than ``limit`` within ``window``."""
-        now = self._clock()
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window:
-            self._times.popleft()
-        return self.limit is None or len(self._times) <= self.limit
+PRODUCER_READY_SECONDS = 10.0  # at start, wait this long for every producer to have its producer id
+LAST_RECEIVED = "last-received.json"  # beside the order log: when each shard last received anything
 
 
 @dataclass(slots=True)
 class Callbacks:
-    """What an embedding application sees, called on the listener thread."""
+    """What an embedding application sees, called on a listener thread."""
 
     on_ticks: TickCallback | None = None
     on_order_update: Callable[[OrderUpdate], None] | None = None
@@ -64,188 +54,140 @@ class Callbacks:
     on_event: Callable[[str, object], None] | None = None
 
 
-class Reconciler(threading.Thread):
-    """Fetches Kite's order book after every (re)connect and every ``interval`` seconds; what the socket
-    did not deliver goes to ``inbox``, which the listener thread publishes (it owns the producer)."""
+class Connection:
+    """One Kite WebSocket, a line of its shard, on its own listener thread (and its message handler)."""
 
     def __init__(
-        self, settings: RunSettings, tokens: TokenSource, book: OrderBook, inbox: Inbox, stats: Stats
+        self, index: int, shard: Shard, subscriptions: dict[int, Mode], stats: ConnectionStats
     ) -> None:
-        super().__init__(name="kite-reconciler", daemon=True)
-        self.settings, self.tokens, self.book, self.inbox, self.stats = settings, tokens, book, inbox, stats
-        self._wake, self._stop = threading.Event(), threading.Event()
-        self._log = sample(logging.getLogger("connector.reconcile"), interval=300)
+        self.index, self.shard, self.stats = index, shard, stats
+        runtime, s = shard.runtime, shard.runtime.settings
+        self.listener = KiteListener(
+            runtime.thread_name(index),
+            s.kite_ws_url,
+            s.kite_api_key or "",
+            runtime.tokens,
+            subscriptions,
+            self,
+            stats,
+            s.kite_watchdog_seconds,
+            s.kite_reconnect_max_delay,
+            drain_seconds=s.flush_timeout_seconds / 4,
+            subscribed=shard.subscribed,
+            on_event=self._on_event,
+            supervisor=self._rebuild,
+        )
 
-    def wake(self) -> None:
-        self._wake.set()
+    # -- the listener's MessageHandler: the shard's pipeline, one line at a time ---------------------------
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+        shard = self.shard
+        with shard.lock:
+            shard.pipeline.on_message(binary, data, received_ms, received, self.stats)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
+    def service(self) -> float | None:
+        with self.shard.lock:
+            return self.shard.pipeline.service()
 
-    def run(self) -> None:
-        interval = self.settings.order_reconcile_interval_seconds or None
-        while not self._stop.is_set():
-            self._wake.wait(interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.reconcile()
-            except Exception as exc:  # Kite unreachable, token expired, a bug: the next round tries again
-                self.stats.reconcile_errors += 1
-                self._log.error("order reconciliation failed: %s", exc, exc_info=not isinstance(exc, OSError))
+    def saturated(self) -> bool:
+        return self.shard.pipeline.saturated()
 
-    def reconcile(self) -> None:
-        s, url = self.settings, self.settings.reconcile_url
-        assert url is not None  # a reconciler exists only with one
-        orders = fetch_orders(url, s.kite_api_key, self.tokens.get())
-        missed = self.book.reconcile(orders.orders)
-        self.inbox.extend(orders.malformed)
-        self.inbox.extend(missed)
-        if missed:
-            log.warning("reconciliation: %d order updates the socket did not deliver", len(missed))
+    # -- events ------------------------------------------------------------------------------------------
+    def _on_event(self, event: str, arg: object) -> None:
+        runtime = self.shard.runtime
+        if event == "connect" and runtime.reconciler is not None:
+            runtime.reconciler.wake()  # what happened while disconnected is only in the order book
+        elif event == "disconnect":
+            self.shard.gaps.cause(f"connection {self.index}: {arg}")
+        if runtime.callbacks.on_event is not None:
+            runtime.callbacks.on_event(event, arg)
 
-
-def open_order_log(spool_dir: Path) -> OrderLog:
-    """The order log of ``spool_dir``, with what an older version spooled at its last stop moved in."""
-    order_log = OrderLog(spool_dir / ORDER_LOG)
-    legacy = spool_dir / LEGACY_SPOOL
-    if legacy.exists():
-        entries = []
-        for line in legacy.read_text().splitlines():
-            item = json.loads(line)
-            value = base64.b64decode(item["value"])
-            entries.append(Entry(item["key"].encode(), value, item["ts"], record_id(value)))
-        order_log.append(entries)
-        legacy.unlink()
-        log.info("moved %d spooled order updates from %s into the order log", len(entries), legacy)
-    return order_log
+    def _rebuild(self, exc: Exception) -> Connection | None:
+        return self if self.shard.rebuild(exc) else None
 
 
-def topics_of(settings: RunSettings) -> Topics:
-    return Topics(
-        settings.kafka_topic_ticks, settings.kafka_topic_order_updates, settings.kafka_topic_dead_letters
-    )
-
-
-class Connection:
-    """One Kite WebSocket with its pipeline and Kafka producer (None without Kafka), on one thread."""
+class Shard:
+    """Instruments with one pipeline and one producer, carried by one or more lines (connections)."""
 
     def __init__(
         self,
         index: int,
         runtime: Runtime,
         subscriptions: dict[int, Mode],
-        stats: Stats,
-        budget: FailureBudget,
+        stats: ShardStats,
+        lines: list[tuple[int, ConnectionStats]],
+        last_received_ms: int | None,
     ) -> None:
-        self.index, self.runtime, self.stats, self.budget = index, runtime, stats, budget
-        self.order_updates = index == 0  # with several connections, only the first publishes them
+        self.index, self.runtime, self.stats = index, runtime, stats
         s = runtime.settings
-        self.sink_config = SinkConfig(
-            bootstrap_servers=s.kafka_bootstrap_servers,
-            topics=runtime.topics,
-            max_in_flight=s.max_in_flight,
-            low_water=s.low_water_mark,
-            policy=s.backpressure_policy,
-            compression=s.kafka_compression,
-            linger_ms=s.kafka_linger_ms,
-            delivery_timeout_ms=s.kafka_delivery_timeout_ms,
-            tick_backlog=s.tick_backlog,
-            client_id=f"kite-connector-{index}",
-            producer_overrides=dict(s.producer_overrides),
+        self.lock = threading.RLock()  # re-entrant: a callback on a line may stop the runtime
+        self.budget = FailureBudget(runtime.failure_limit, s.connection_failure_window_seconds)
+        self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
+        self.subscribed = set(subscriptions)  # every token ever subscribed here (the listeners add to it)
+        self.arbiter = Arbiter() if len(lines) > 1 else None
+        tokens = lambda: sorted(self.subscribed)  # noqa: E731 - read when a gap ends, as it is then
+        self.gaps = GapWatch(
+            index,
+            tokens,
+            s.gap_threshold_seconds,
+            market_open_during(runtime.calendar, tokens),
+            last_received_ms,
         )
         self.sink: KafkaSink | None = None
-        owns_orders = self.order_updates and runtime.kafka
-        self.order_log = open_order_log(s.spool_path) if owns_orders and s.spool_path else None
-        self.inbox: Inbox = deque()
-        self.order_book = OrderBook() if self.order_updates and s.reconcile_url else None
-        self.reconciler = (
-            Reconciler(s, runtime.tokens, self.order_book, self.inbox, stats)
-            if self.order_book is not None
-            else None
-        )
-        self.subscribed = set(subscriptions)  # every token ever subscribed here (the listener adds to it)
         self.pipeline = self._assemble()
-        self.listener = KiteListener(
-            runtime.thread_name(index),
-            s.kite_ws_url,
-            s.kite_api_key,
-            runtime.tokens,
-            subscriptions,
-            self.pipeline,
-            stats,
-            s.kite_watchdog_seconds,
-            s.kite_reconnect_max_delay,
-            drain_seconds=s.flush_timeout_seconds / 4,
-            subscribed=self.subscribed,
-            on_event=self._on_event,
-            supervisor=self._rebuild,
-        )
-
-    def _on_event(self, event: str, arg: object) -> None:
-        if event == "connect" and self.reconciler is not None:
-            self.reconciler.wake()  # what happened while disconnected is only in the order book
-        if self.runtime.callbacks.on_event is not None:
-            self.runtime.callbacks.on_event(event, arg)
-
-    def start(self) -> None:
-        if self.reconciler is not None:
-            self.reconciler.start()
-        self.listener.start()
+        self.connections = [Connection(i, self, subscriptions, line) for i, line in lines]
 
     def _assemble(self) -> Pipeline:
-        """A new producer (replaying spooled order updates) and the pipeline that feeds it."""
+        """A new producer (producing what the order log holds for nobody) and the pipeline that feeds it."""
         runtime, c = self.runtime, self.runtime.callbacks
-        serializers = runtime.serializers
         if runtime.kafka:
             self.sink = KafkaSink(
-                self.sink_config,
-                self.stats,
-                serializers.headers(),
-                runtime.metrics.latency.observe,
-                self.order_log,
+                self.sink_config, self.stats, runtime.serializers.headers(), runtime.metrics.latency.observe
             )
-            self.sink.replay_order_log()
+            runtime.orders.attach(self.sink)
+        s = runtime.settings
         return Pipeline(
-            serializers,
+            runtime.serializers,
             self.sink,
             self.stats,
-            order_updates=self.order_updates,
+            orders=runtime.orders,
+            reconciled=self.index == 0,
             on_ticks=c.on_ticks,
-            on_order_update=c.on_order_update,
             on_raw=c.on_raw,
-            dead_letter_max_bytes=runtime.settings.dead_letter_max_bytes,
-            order_book=self.order_book,
-            inbox=self.inbox,
-            timestamp_window_ms=int(runtime.settings.tick_timestamp_window_seconds * 1000),
+            dead_letter_max_bytes=s.dead_letter_max_bytes,
+            timestamp_window_ms=int(s.tick_timestamp_window_seconds * 1000),
             subscribed=self.subscribed,
+            arbiter=self.arbiter,
+            gaps=self.gaps if s.gap_threshold_seconds else None,
         )
 
-    def _rebuild(self, exc: Exception) -> Pipeline | None:
-        """The listener's supervisor: a new pipeline and producer, or None once the budget is spent."""
+    def rebuild(self, exc: Exception) -> bool:
+        """A line's supervisor: a new pipeline and producer; False once the budget is spent."""
+        s = self.runtime.settings
         if not self.budget.spend():
-            s = self.runtime.settings
             log.critical(
-                "connection %d failed more than %d times in %.0f s (CONNECTION_FAILURE_LIMIT): giving up",
+                "shard %d failed more than %d times in %.0f s (CONNECTION_FAILURE_LIMIT): giving up",
                 self.index,
                 s.connection_failure_limit,
                 s.connection_failure_window_seconds,
             )
-            return None
-        self._retire_sink()
-        self.pipeline = self._assemble()
-        log.warning("connection %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
-        return self.pipeline
+            return False
+        with self.lock:
+            self.pipeline.retire()
+            lost = self._close_sink(REBUILD_FLUSH_SECONDS)
+            if lost:
+                self.stats.abandoned += lost
+                log.error("shard %d: %d records unacknowledged by the replaced producer", self.index, lost)
+            self.stats.in_flight = 0
+            self.pipeline = self._assemble()
+        log.warning("shard %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
+        return True
 
-    def _retire_sink(self) -> None:
-        """Flush what the old producer holds (briefly); its undelivered order updates stay in the log."""
-        lost = self._close_sink(REBUILD_FLUSH_SECONDS)
-        if lost:
-            self.stats.abandoned += lost
-            log.error("connection %d: %d records unacknowledged by the replaced producer", self.index, lost)
-        self.stats.in_flight = 0
+    def wait_ready(self, deadline: float) -> bool:
+        """Until the producer has its producer id (or ``deadline``): the first tick must not wait for it."""
+        sink = self.sink
+        while sink is not None and not sink.ready() and time.monotonic() < deadline:
+            sink.producer.poll(0.05)
+        return sink is None or sink.ready()
 
     def _close_sink(self, timeout: float) -> int:
         """Close the producer (flushing up to ``timeout``); the records it left unacknowledged."""
@@ -253,30 +195,31 @@ class Connection:
         if sink is None:
             return 0
         try:
-            return sink.close(timeout)
+            remaining = sink.close(timeout)
         except Exception:  # a producer that failed may fail to close too; the rest must still close
-            log.exception("connection %d: closing the producer failed", self.index)
-            return self.stats.in_flight
-
-    def close(self, timeout: float) -> int:
-        """Flush (bounded) and close the producer and the order log; records left unacknowledged."""
-        remaining = self._close_sink(timeout)
-        if self.order_log is not None:
-            self.order_log.close()
+            log.exception("shard %d: closing the producer failed", self.index)
+            remaining = self.stats.in_flight
+        self.runtime.orders.detach(sink)
         return remaining
 
-    def failure(self) -> str | None:
-        """Why this connection no longer streams (it gave up, or its thread ended), or None."""
-        listener = self.listener
-        if listener.gave_up:
-            return f"connection {self.index} gave up: {listener.gave_up}"
-        if listener.ident is not None and not listener.is_alive() and not listener.stopping:
-            return f"connection {self.index}: listener thread ended"
-        return None
+    def summary(self) -> dict[str, object]:
+        """What the shard did, with what each of its lines saw: ``ticks`` are those it published."""
+        lines = [c.stats for c in self.connections]
+        return {
+            "ticks": sum(line.ticks_won for line in lines),
+            **self.stats.summary(),
+            "connections": [line.summary() for line in lines],
+        }
+
+    def close(self, timeout: float) -> int:
+        """Flush (bounded) and close the producer; records left unacknowledged."""
+        with self.lock:
+            self.pipeline.retire()
+            return self._close_sink(timeout)
 
 
 class Runtime:
-    """Topics, serializers, connections and metrics, built once from :class:`RunSettings`."""
+    """Topics, serializers, order desk, shards and their lines, metrics and their threads."""
 
     def __init__(
         self,
@@ -286,49 +229,135 @@ class Runtime:
         kafka: bool = True,
         callbacks: Callbacks | None = None,
         failure_limit: int | None = None,
-        stats: list[Stats] | None = None,
+        stats: list[ConnectionStats] | None = None,
+        shard_stats: list[ShardStats] | None = None,
         metrics: Metrics | None = None,
         thread_name: Callable[[int], str] = "kite-listener-{}".format,
     ) -> None:
-        self.settings, self.shards, self.kafka = settings, shards, kafka
+        self.settings, self.subscriptions, self.kafka = settings, shards, kafka
         self.thread_name = thread_name
         self.callbacks = callbacks or Callbacks()
         self.failure_limit = failure_limit
         self.tokens = TokenSource(settings.kite_access_token, settings.kite_access_token_file)
-        self.topics = topics_of(settings)
-        self.stats = stats or [Stats() for _ in shards]
-        self.metrics = metrics or Metrics(self.stats)
+        self.calendar = load_calendar(settings.market.market_calendar_file)
+        self.topics = SinkConfig.of(settings, "").topics
+        self.supervisor = Supervisor(
+            settings.connection_failure_limit, settings.connection_failure_window_seconds
+        )
+        lines = settings.kite_lines
+        self.stats = stats or [ConnectionStats() for _ in range(len(shards) * lines)]
+        self.shard_stats = shard_stats or [ShardStats() for _ in shards]
+        self.metrics = metrics or Metrics(self.stats, self.shard_stats, lines)
         self.serializers: Serializers = build_serializers()
-        self.connections: list[Connection] = []
+        self.orders = OrderDesk(None, self.topics.order_updates, [])  # the real one is built at start()
+        self.shards: list[Shard] = []
+        self.reconciler: Reconciler | None = None
+        self._threads: list[SupervisedThread] = []
+        self._last_saved: dict[int, int] = {}
         self.metrics_server: MetricsServer | None = None
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [c for shard in self.shards for c in shard.connections]
 
     def start(self) -> None:
         s = self.settings
         if self.kafka:
-            ensure_topics(
-                s.kafka_bootstrap_servers, self.topics, s.kafka_topic_partitions, s.kafka_replication_factor
+            self._prepare_kafka()
+        self.orders = self._order_desk()
+        self.metrics.watch(self.orders, self.supervisor)
+        if s.reconcile_url and self.orders.book is not None:
+            self.reconciler = Reconciler(
+                s.reconcile_url,
+                s.kite_api_key or "",
+                self.tokens.get,
+                self.orders.book,
+                self.orders,
+                s.order_reconcile_interval_seconds or None,
             )
-            self.serializers = build_serializers(
-                s.kafka_framing,
-                s.schema_registry_url,
-                self.topics.by_kind(),
-                registry_timeout=s.schema_registry_timeout_seconds,
-            )
-        self.connections = [
-            Connection(i, self, subscriptions, stats, FailureBudget(self.failure_limit, self._window()))
-            for i, (subscriptions, stats) in enumerate(zip(self.shards, self.stats, strict=True))
-        ]
+            self._threads.append(self.supervisor.spawn("kite-reconciler", self.reconciler.run))
+        self.shards = self._build_shards()
+        self._wait_for_producers()
         if s.metrics_port:
-            self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
-            self.metrics_server.start()
+            server = self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
+            self._threads.append(self.supervisor.spawn("metrics", server.serve))
+        if self._last_received_path is not None:
+            self._threads.append(self.supervisor.spawn("kite-state", self._keep_last_received))
+        for thread in self._threads:
+            thread.start()
         for connection in self.connections:
-            connection.start()
+            self.supervisor.watch(connection.listener)
+            connection.listener.start()
 
-    def _window(self) -> float:
-        return self.settings.connection_failure_window_seconds
+    def _build_shards(self) -> list[Shard]:
+        lines = self.settings.kite_lines
+        path = self._last_received_path
+        earlier = read_last_received(path) if path is not None else {}
+        return [
+            Shard(
+                i,
+                self,
+                subscriptions,
+                self.shard_stats[i],
+                [(i * lines + line, self.stats[i * lines + line]) for line in range(lines)],
+                earlier.get(i),
+            )
+            for i, subscriptions in enumerate(self.subscriptions)
+        ]
+
+    def _wait_for_producers(self) -> None:
+        deadline = time.monotonic() + PRODUCER_READY_SECONDS
+        late = [shard.index for shard in self.shards if not shard.wait_ready(deadline)]
+        if late:
+            log.warning("producers of shards %s have no producer id yet: Kafka is slow to answer", late)
+
+    @property
+    def _last_received_path(self) -> Path | None:
+        directory = self.settings.order_log_path
+        return directory / LAST_RECEIVED if self.kafka and directory is not None else None
+
+    def _keep_last_received(self, stop: threading.Event) -> None:
+        """Every second, when each shard last received anything (for the gap across a restart)."""
+        while not stop.wait(1.0):
+            self._save_last_received()
+
+    def _save_last_received(self) -> None:
+        path = self._last_received_path
+        last = {shard.index: ms for shard in self.shards if (ms := shard.gaps.last_ms) is not None}
+        if path is not None and last and last != self._last_saved:
+            write_last_received(path, last)
+            self._last_saved = last
+
+    def _prepare_kafka(self) -> None:
+        """Topics created, schemas registered."""
+        s = self.settings
+        layout = s.layout
+        ensure_topics(
+            s.kafka.client_config(),
+            [TopicSpec(t, layout.topic_partitions, layout.replication_factor) for t in self.topics.all()],
+        )
+        self.serializers = build_serializers(
+            s.kafka_framing,
+            s.registry.url,
+            self.topics.by_kind(),
+            registry_timeout=s.registry.timeout_seconds,
+        )
+
+    def _order_desk(self) -> OrderDesk:
+        s, kafka = self.settings, self.kafka
+        path = s.order_log_path if kafka else None
+        return OrderDesk(
+            self.serializers.order_update if kafka else None,
+            self.topics.order_updates,
+            list(self.serializers.headers().get("order_update") or []),
+            open_order_log(path) if path else None,
+            OrderBook() if s.reconcile_url else None,
+            self.callbacks.on_order_update,
+        )
 
     def failure(self) -> str | None:
-        return next((why for c in self.connections if (why := c.failure()) is not None), None)
+        """Why the process no longer does its work (a thread gave up or ended unasked), or None."""
+        return self.supervisor.failure()
 
     def stop(self) -> int:
         """Stop reading, flush (bounded), report; returns the number of records left unacknowledged."""
@@ -336,21 +365,28 @@ class Runtime:
         budget = self.settings.flush_timeout_seconds
         for c in self.connections:
             c.listener.stop()
-            if c.reconciler is not None:
-                c.reconciler.stop()
-            if c.sink is not None:
-                c.sink.stop()
+        for shard in self.shards:
+            if shard.sink is not None:
+                shard.sink.stop()
+        for thread in self._threads:
+            thread.stop()
+        if self.reconciler is not None:
+            self.reconciler.wake()
         for c in self.connections:
-            if c.listener is not threading.current_thread():  # stop() may come from a callback
-                c.listener.join(timeout=budget / 4 + 5)
+            if c.listener.ident is not None and c.listener is not threading.current_thread():
+                c.listener.join(timeout=budget / 4 + 5)  # stop() may come from a callback on it
+        self._save_last_received()
         remaining = 0
-        for c in self.connections:
-            remaining += c.close(max(0.1, budget - (time.monotonic() - t0)))
-        for i, stats in enumerate(self.stats):
-            log.info("connection %d final counts", i, extra={"fields": {"final": stats.summary()}})
+        for shard in self.shards:
+            remaining += shard.close(max(0.1, budget - (time.monotonic() - t0)))
+        self.orders.close()
+        for shard in self.shards:
+            log.info("shard %d final counts", shard.index, extra={"fields": {"final": shard.summary()}})
         if remaining:
             log.error("%d records not acknowledged within FLUSH_TIMEOUT_SECONDS", remaining)
         if self.metrics_server is not None:
             self.metrics_server.close()
             self.metrics_server = None
+        for thread in self._threads:
+            thread.join(1)
         return remaining

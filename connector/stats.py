@@ -1,54 +1,70 @@
-"""Counters of one pipeline, kept as plain ints on the hot path and read by the metrics collector."""
+"""Counters kept as plain numbers on the hot path and read by the metrics collector at scrape time.
+
+A shard is a set of instruments with one pipeline and one Kafka producer; each of its lines is a
+WebSocket (a connection) subscribed to all of them. :class:`ConnectionStats` is what one WebSocket saw,
+:class:`ShardStats` what its shard's pipeline and producer did. Each is written by one thread at a time
+(a connection's listener; the shard's pipeline under its lock) and read without locking.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["Stats"]
+__all__ = ["ConnectionStats", "ShardStats"]
 
 
 @dataclass(slots=True)
-class Stats:
-    """Written by one listener thread only; read (without locking) when metrics are scraped."""
+class ConnectionStats:
+    """One WebSocket. Times are ``time.monotonic()`` readings; the collector turns them into wall time."""
 
     messages: Counter[str] = field(default_factory=Counter)  # binary / text / heartbeat
-    ticks: Counter[str] = field(default_factory=Counter)  # by mode
-    order_updates: int = 0
-    order_updates_reconciled: int = 0  # published from Kite's order book, not seen on the socket
-    reconcile_errors: int = 0
+    ticks: Counter[str] = field(default_factory=Counter)  # packets decoded, by mode
+    ticks_won: int = 0  # ticks this line delivered first (all of them with one line)
+    order_updates: int = 0  # received here (the order desk drops those another line brought too)
     kite_errors: int = 0
-    produced: Counter[str] = field(default_factory=Counter)  # by topic
-    delivered: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    dead_letters: Counter[str] = field(default_factory=Counter)  # by source
-    conflated: int = 0
-    spooled: int = 0
-    backpressure_seconds: float = 0.0
-    backpressure_events: int = 0
     reconnects: int = 0
     callback_errors: int = 0
     failures: Counter[str] = field(default_factory=Counter)  # unexpected errors, by exception type
     last_failure: str | None = None
-    spool_errors: int = 0  # order-log writes that failed (the updates were produced without it)
-    abandoned: int = 0  # records left unacknowledged by a producer that was replaced
     connected: bool = False
-    in_flight: int = 0
-    held: int = 0
+    token_refused: bool = False  # Kite answered HTTP 403: waiting for a new access token
+    last_message: float | None = None  # any message, heartbeats too
+    last_tick: dict[str, float] = field(default_factory=dict)  # exchange → when a tick of it came
 
     def summary(self) -> dict[str, object]:
         return {
             "messages": dict(self.messages),
             "ticks": sum(self.ticks.values()),
+            "ticks_won": self.ticks_won,
             "order_updates": self.order_updates,
+            "reconnects": self.reconnects,
+            "failures": dict(self.failures),
+        }
+
+
+@dataclass(slots=True)
+class ShardStats:
+    """One shard's pipeline and producer."""
+
+    produced: Counter[str] = field(default_factory=Counter)  # by topic
+    delivered: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by source
+    conflated: int = 0
+    backpressure_seconds: float = 0.0
+    backpressure_events: int = 0
+    abandoned: int = 0  # records left unacknowledged by a producer that was replaced
+    in_flight: int = 0
+    held: int = 0
+
+    def summary(self) -> dict[str, object]:
+        return {
             "produced": sum(self.produced.values()),
             "delivered": sum(self.delivered.values()),
             "failed": sum(self.failed.values()),
             "dead_letters": sum(self.dead_letters.values()),
             "conflated": self.conflated,
-            "spooled": self.spooled,
-            "reconnects": self.reconnects,
-            "failures": dict(self.failures),
             "abandoned": self.abandoned,
             "in_flight": self.in_flight,
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from connector.metrics import Metrics
 from connector.runtime import Callbacks, Runtime
 from connector.sink import Topics
 from connector.source import KiteListener
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 
 __all__ = ["KafkaOutput", "KiteTicker"]
 
@@ -28,45 +28,58 @@ log = logging.getLogger("connector.ticker")
 Callback = Callable[..., Any]
 
 
+def _default(env: str) -> Any:
+    return next(s.default for s in RunSettings.declared() if s.env == env)
+
+
+# KafkaOutput field → the run setting it is (its default is that setting's).
+_FIELDS = {
+    "bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "policy": "BACKPRESSURE_POLICY",
+    "max_in_flight": "MAX_IN_FLIGHT",
+    "framing": "KAFKA_FRAMING",
+    "schema_registry_url": "SCHEMA_REGISTRY_URL",
+    "partitions": "KAFKA_TOPIC_PARTITIONS",
+    "replication_factor": "KAFKA_REPLICATION_FACTOR",
+    "flush_timeout": "FLUSH_TIMEOUT_SECONDS",
+    "order_log_dir": "ORDER_LOG_DIR",
+    "metrics_port": "METRICS_PORT",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaOutput:
-    """Where and how a :class:`KiteTicker` also writes what it receives (same as ``kite-connector run``).
+    """Where and how a :class:`KiteTicker` also writes what it receives: ``kite-connector run``'s settings.
 
-    ``spool_dir`` keeps order updates Kafka has not acknowledged across restarts, as ``run`` does; the
-    other fields are those of the run settings of the same names (see :class:`RunSettings`).
+    The common ones are fields (each is the run setting named in ``_FIELDS``, with its default). Any
+    other run setting goes in ``settings`` by its variable name, as text, and is parsed and checked as
+    ``run`` checks it: ``settings={"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_LINGER_MS": "5"}``.
+    ``order_log_dir`` keeps order updates Kafka has not acknowledged across restarts; None: memory only.
     """
 
     bootstrap_servers: str
     topics: Topics = field(default_factory=Topics)
-    policy: str = "block"
-    max_in_flight: int = 50_000
-    framing: str = "single-object"
-    schema_registry_url: str | None = None
-    partitions: int = 6
-    replication_factor: int = 1
-    flush_timeout: float = 10.0
-    spool_dir: str | None = "spool"
-    metrics_port: int = 0
+    policy: str = _default("BACKPRESSURE_POLICY")
+    max_in_flight: int = _default("MAX_IN_FLIGHT")
+    framing: str = _default("KAFKA_FRAMING")
+    schema_registry_url: str | None = _default("SCHEMA_REGISTRY_URL")
+    partitions: int = _default("KAFKA_TOPIC_PARTITIONS")
+    replication_factor: int = _default("KAFKA_REPLICATION_FACTOR")
+    flush_timeout: float = _default("FLUSH_TIMEOUT_SECONDS")
+    order_log_dir: str | None = _default("ORDER_LOG_DIR")
+    metrics_port: int = 0  # an embedded ticker serves no HTTP unless asked (run's default is 9100)
+    settings: Mapping[str, str] = field(default_factory=dict)
     producer_overrides: dict[str, str] = field(default_factory=dict)
 
-    def settings(self) -> dict[str, Any]:
-        """These fields as :class:`RunSettings` keyword arguments."""
-        return {
-            "kafka_bootstrap_servers": self.bootstrap_servers,
-            "kafka_topic_ticks": self.topics.ticks,
-            "kafka_topic_order_updates": self.topics.order_updates,
-            "kafka_topic_dead_letters": self.topics.dead_letters,
-            "backpressure_policy": self.policy,
-            "max_in_flight": self.max_in_flight,
-            "kafka_framing": self.framing,
-            "schema_registry_url": self.schema_registry_url,
-            "kafka_topic_partitions": self.partitions,
-            "kafka_replication_factor": self.replication_factor,
-            "flush_timeout_seconds": self.flush_timeout,
-            "spool_dir": self.spool_dir,
-            "metrics_port": self.metrics_port,
-            "producer_overrides": self.producer_overrides,
+    def environment(self) -> dict[str, str]:
+        """These fields and ``settings`` as run settings' text values."""
+        values = {env: getattr(self, name) for name, env in _FIELDS.items()}
+        values |= {
+            "KAFKA_TOPIC_TICKS": self.topics.ticks,
+            "KAFKA_TOPIC_ORDER_UPDATES": self.topics.order_updates,
+            "KAFKA_TOPIC_DEAD_LETTERS": self.topics.dead_letters,
         }
+        return {**self.settings, **{k: str(v) for k, v in values.items() if v is not None}}
 
 
 class KiteTicker:
@@ -78,7 +91,7 @@ class KiteTicker:
     traceback and counted in :attr:`callback_errors`; the stream goes on. Callbacks run on the listener
     thread: a slow callback slows reading (see ``metrics.callback_seconds``).
 
-    It is built by the same runtime as ``kite-connector run`` (topics, spool, supervision; metrics when
+    It is built by the same runtime as ``kite-connector run`` (topics, order log, supervision; metrics when
     ``kafka.metrics_port`` is set): an unexpected error on the listener thread is reported to
     ``on_error`` and the connection is rebuilt, following ``reconnect`` and ``reconnect_max_tries``.
     Order updates the socket missed are fetched from Kite's order book (``kite_api_url``, by default Kite's
@@ -111,7 +124,9 @@ class KiteTicker:
             reconnect_max_delay,
         )
         self.as_dicts, self.kafka = as_dicts, kafka
-        self.settings = RunSettings(
+        self.settings = RunSettings.load(
+            None,
+            kafka.environment() if kafka else {},
             kite_api_key=api_key,
             kite_access_token=access_token,
             kite_access_token_file=access_token_file,
@@ -119,7 +134,9 @@ class KiteTicker:
             kite_watchdog_seconds=watchdog,
             kite_reconnect_max_delay=reconnect_max_delay,
             kite_api_url=kite_api_url,
-            **(kafka.settings() if kafka else {"spool_dir": None, "metrics_port": 0}),
+            order_log_dir=kafka.order_log_dir if kafka else None,
+            metrics_port=kafka.metrics_port if kafka else 0,
+            producer_overrides=kafka.producer_overrides if kafka else {},
         )
         if debug:
             logging.getLogger("connector").setLevel(logging.DEBUG)
@@ -132,11 +149,12 @@ class KiteTicker:
         self.on_order_update: Callback | None = None
         self.on_message: Callback | None = None
         self.subscribed_tokens: dict[int, Mode] = {}
-        self.stats = Stats()
-        self.metrics = Metrics([self.stats])
+        self.stats, self.kafka_stats = ConnectionStats(), ShardStats()  # the WebSocket's; Kafka output's
+        self.metrics = Metrics([self.stats], [self.kafka_stats])
         self.callback_errors = 0
         self._runtime: Runtime | None = None
         self._done = threading.Event()
+        self._died: str | None = None  # what ended the listener thread, if not close()
 
     @property
     def _listener(self) -> KiteListener | None:
@@ -148,6 +166,7 @@ class KiteTicker:
         if self._listener is not None and self._listener.is_alive():
             raise ConnectorError("already connected: call close() first")
         self._done.clear()
+        self._died = None
         callbacks = Callbacks(self._deliver_ticks, self._deliver_order, self._deliver_raw, self._on_event)
         self._runtime = Runtime(
             self.settings,
@@ -155,6 +174,7 @@ class KiteTicker:
             kafka=self.kafka is not None,
             callbacks=callbacks,
             stats=[self.stats],
+            shard_stats=[self.kafka_stats],
             metrics=self.metrics,
             thread_name=lambda index: "kite-ticker",
         )
@@ -162,9 +182,18 @@ class KiteTicker:
         if not threaded:
             try:
                 while not self._done.wait(0.5):
-                    pass
+                    if (why := self.failure()) is not None:
+                        self._call("on_error", 0, why)
+                        self.close()
+                        raise ConnectorError(why)
             except KeyboardInterrupt:
                 self.close()
+            if self._died is not None:
+                raise ConnectorError(f"the listener thread died: {self._died}")
+
+    def failure(self) -> str | None:
+        """Why the ticker no longer streams (a thread gave up or died), or None: for ``threaded=True``."""
+        return self._runtime.failure() if self._runtime is not None else self._died
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Stop reading, flush Kafka output (bounded), and end the listener thread."""
@@ -248,3 +277,8 @@ class KiteTicker:
             self._call("on_reconnect", attempts)
         elif event == "close":
             self._call("on_close", 1000, "closed by client")
+        elif event == "died":  # the thread is gone: say so, and let connect() return
+            self._died = str(arg)
+            self._call("on_error", 0, f"listener thread died: {arg}")
+            self._call("on_noreconnect")
+            self._done.set()

@@ -2,10 +2,9 @@
 
 from connector.candles._bars import Candle, Interval, PartitionBars, bar_start, parse_intervals
 from connector.candles._decode import TickDecoder, TickFacts
-from connector.candles._processor import CANDLES_SETTINGS, CandleProcessor, serve
+from connector.candles._processor import CandleProcessor, serve
 
 __all__ = [
-    "CANDLES_SETTINGS",
     "Candle",
     "CandleProcessor",
     "Interval",

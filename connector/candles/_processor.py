@@ -21,7 +21,8 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from threading import Event
+from http.server import ThreadingHTTPServer
+from threading import Event, Thread
 from types import FrameType
 from typing import Any
 
@@ -42,95 +43,23 @@ from connector.candles._decode import TickDecoder
 from connector.candles._metrics import CandleMetrics
 from connector.candles._status import BlindWatch, Counts, ProcessorFailed, Status
 from connector.candles._txn import AbortRequired, TransactionCalls, describe, kafka_error
-from connector.config import Setting, flag, non_negative_float, non_negative_int, positive_int
+from connector.config import CandlesSettings, by_name
 from connector.errors import ConfigError, ConnectorError, SerializationError, SinkError
 from connector.logs import sample
-from connector.metrics import MetricsServer
+from connector.metrics import serve_http
 from connector.serde import CONFLUENT_MAGIC, AvroReader, DeadLetter
 
-__all__ = ["CANDLES_SETTINGS", "EXIT_FAILED", "CandleProcessor", "check_sample", "serve"]
+__all__ = ["BLIND_MIN_RECORDS", "EXIT_FAILED", "CandleProcessor", "check_sample", "serve"]
 
 log = logging.getLogger("connector.candles")
 dead_letter_log = sample(logging.getLogger("connector.candles.dead_letters"))
 EXIT_FAILED = 3  # kept failing at run time, as for `kite-connector run` (2 is a start-up error)
 BLIND_MIN_RECORDS = 100  # a window of fewer undecodable ticks is a few bad records, not blindness
 
-
-CANDLES_SETTINGS = (
-    Setting("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
-    Setting("KAFKA_TOPIC_TICKS", "kite.ticks", "ticks topic to read"),
-    Setting("CANDLES_INTERVALS", "1m", "comma-separated bar intervals dividing a day: 1m,5m,15m,1h,1d, ..."),
-    Setting("CANDLES_TOPIC_PREFIX", "kite.candles.", "bars go to <prefix><interval>, e.g. kite.candles.1m"),
-    Setting("CANDLES_LATE_TOPIC", "kite.candles.late", "ticks that came after their bar closed"),
-    Setting("CANDLES_STATE_TOPIC", "kite.candles.state", "compacted topic of open-bar state (internal)"),
-    Setting("KAFKA_TOPIC_DEAD_LETTERS", "kite.dead_letters", "where undecodable ticks go (raw bytes kept)"),
-    Setting(
-        "DEAD_LETTER_MAX_BYTES",
-        262_144,
-        "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
-        positive_int,
-    ),
-    Setting("CANDLES_GRACE_MS", 2000, "a bar closes when a tick this much past its end arrives", int),
-    Setting(
-        "CANDLES_IDLE_SECONDS",
-        10.0,
-        "a partition with no tick for this long lets its watermark follow the wall clock (0: never)",
-        non_negative_float,
-    ),
-    Setting("CANDLES_GROUP", "kite-candles", "consumer group shared by the instances"),
-    Setting("CANDLES_INSTANCE_ID", None, "unique per instance, stable across restarts (default: host name)"),
-    Setting("CANDLES_EXACTLY_ONCE", True, "Kafka transactions (false: at-least-once, for comparison)", flag),
-    Setting("CANDLES_COMMIT_INTERVAL_MS", 200, "how often a transaction commits (bars show up then)", int),
-    Setting("CANDLES_FROM_BEGINNING", False, "start at the earliest tick if the group has no offset", flag),
-    Setting("CANDLES_SESSION_TIMEOUT_MS", 10000, "consumer group session timeout", positive_int),
-    Setting(
-        "CANDLES_TRANSACTION_TIMEOUT_MS",
-        10000,
-        "a dead instance's open transaction aborts after",
-        positive_int,
-    ),
-    Setting(
-        "CANDLES_TRANSACTION_RETRY_SECONDS",
-        60.0,
-        "a transactional call failing with retriable errors, or transactions aborting without one "
-        "committing, for this long makes the processor exit 3",
-        non_negative_float,
-    ),
-    Setting(
-        "CANDLES_BLIND_SECONDS",
-        30.0,
-        f"every tick read for this long (at least {BLIND_MIN_RECORDS}) undecodable is blindness: reading "
-        "stops, /healthz answers 503 (0: never)",
-        non_negative_float,
-    ),
-    Setting(
-        "CANDLES_BLIND_EXIT_SECONDS",
-        120.0,
-        "once blind, report it (/healthz, candles_undecodable_window) for this long, then exit 3",
-        non_negative_float,
-    ),
-    Setting("KAFKA_TOPIC_PARTITIONS", 6, "partitions of candle and late topics created at start", int),
-    Setting("KAFKA_REPLICATION_FACTOR", 1, "replication factor of topics created at start", int),
-    Setting("KAFKA_FRAMING", "single-object", "Avro framing of bars", choices=("single-object", "confluent")),
-    Setting(
-        "SCHEMA_REGISTRY_URL",
-        None,
-        "Confluent Schema Registry URL: to read a Confluent-framed ticks topic, and to write that framing",
-    ),
-    Setting("CANDLES_METRICS_HOST", "0.0.0.0", "address of the processor's /metrics and /healthz"),
-    Setting(
-        "CANDLES_METRICS_PORT",
-        9101,
-        "port of the processor's /metrics and /healthz (0: off)",
-        non_negative_int,
-    ),
-)
-
 _KAFKA_TIMEOUT = 30.0
 _STATS_EVERY = 30.0
 _OBSERVE_EVERY = 1.0  # lag gauges
 _PROBE_RECORDS = 5  # newest ticks per partition decoded at start
-_DEAD_LETTER_LIMIT = 500_000  # half of librdkafka's default message.max.bytes
 # init_transactions in short calls (it is resumable): a restart right after a crash meets the previous
 # instance's transaction being aborted (CONCURRENT_TRANSACTIONS) and says so, instead of one long wait.
 _INIT_SLICE = 0.25
@@ -172,11 +101,6 @@ class CandleProcessor:
         self._failing_since: float | None = None  # first abort since the last commit
         if v["KAFKA_FRAMING"] == "confluent" and not v["SCHEMA_REGISTRY_URL"]:
             raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
-        if v["DEAD_LETTER_MAX_BYTES"] > _DEAD_LETTER_LIMIT:
-            raise ConfigError(
-                f"DEAD_LETTER_MAX_BYTES must be at most {_DEAD_LETTER_LIMIT}, so a dead letter always fits "
-                "in a Kafka message (one that does not would abort every transaction that holds it)"
-            )
         self.reader = AvroReader(v["SCHEMA_REGISTRY_URL"])
         self.decoder = TickDecoder(self.reader)
 
@@ -744,21 +668,21 @@ def check_sample(
     return [str(exc) for _, exc in failed]
 
 
-def _metrics_server(v: dict[str, Any], status: Status) -> MetricsServer | None:
-    port: int = v["CANDLES_METRICS_PORT"]
+def _metrics_server(v: dict[str, Any], status: Status) -> ThreadingHTTPServer | None:
+    """/metrics and /healthz on a thread of their own (serving), or None with CANDLES_METRICS_PORT=0."""
+    host, port = v["CANDLES_METRICS_HOST"], v["CANDLES_METRICS_PORT"]
     if not port:
         return None
+    metrics = CandleMetrics(status)
     try:
-        server = MetricsServer(CandleMetrics(status), v["CANDLES_METRICS_HOST"], port)
+        server = serve_http(metrics.registry, metrics.healthy, host, port)
     except OSError as exc:
-        raise ConfigError(
-            f"CANDLES_METRICS_PORT={port}: cannot listen on {v['CANDLES_METRICS_HOST']}:{port} ({exc})"
-        ) from None
-    server.start()
+        raise ConfigError(f"CANDLES_METRICS_PORT={port}: cannot listen on {host}:{port} ({exc})") from None
+    Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
 
-def serve(v: dict[str, Any]) -> int:
+def serve(settings: CandlesSettings) -> int:
     """Run the processor until SIGTERM/SIGINT, then commit what is pending and exit 0; exit 3 when it
     keeps failing (one log line, for the restart policy)."""
     stop = Event()
@@ -769,6 +693,7 @@ def serve(v: dict[str, Any]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    v = by_name(settings)
     processor = CandleProcessor(v)
     server = _metrics_server(v, processor.status)
     try:
@@ -780,5 +705,6 @@ def serve(v: dict[str, Any]) -> int:
         return EXIT_FAILED
     finally:
         if server is not None:
-            server.close()
+            server.shutdown()
+            server.server_close()
     return 0

@@ -7,34 +7,28 @@ listener thread that produces also serves them; waiting for capacity means polli
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connector.errors import ConfigError, SinkError, SpoolError
+from connector.config import RunSettings
+from connector.errors import SinkError
 from connector.logs import sample
-from connector.spool import Entry, OrderLog
-from connector.stats import Stats
+from connector.stats import ShardStats
 
-__all__ = [
-    "MAX_RECORD_BYTES",
-    "POLICIES",
-    "KafkaSink",
-    "RecordTooLarge",
-    "SinkConfig",
-    "Topics",
-    "ensure_topics",
-]
+__all__ = ["MAX_RECORD_BYTES", "KafkaSink", "OnDone", "RecordTooLarge", "SinkConfig", "Topics"]
 
 log = sample(logging.getLogger("connector.sink"))  # an outage fails and retries many records at once
-POLICIES = ("block", "conflate")
 MAX_RECORD_BYTES = 900_000  # under librdkafka's default message.max.bytes (1,000,000), with room for headers
 Headers = list[tuple[str, str | bytes | None]]
 Callback = Callable[[KafkaError | None, Message], None]
+OnDone = Callable[[bool], None]  # told whether Kafka acknowledged the record
+_ASSIGNED = re.compile(r'"idemp_state":\s*"Assigned"')  # librdkafka's statistics, "eos" object
 
 
 class RecordTooLarge(SinkError):
@@ -46,150 +40,114 @@ class Topics:
     ticks: str = "kite.ticks"
     order_updates: str = "kite.order_updates"
     dead_letters: str = "kite.dead_letters"
+    gaps: str = "kite.gaps"
 
-    def all(self) -> tuple[str, str, str]:
-        return (self.ticks, self.order_updates, self.dead_letters)
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.ticks, self.order_updates, self.dead_letters, self.gaps)
 
     def by_kind(self) -> dict[str, str]:
-        """Record kind (tick, order_update, dead_letter) → topic, as the serializers name them."""
-        return {"tick": self.ticks, "order_update": self.order_updates, "dead_letter": self.dead_letters}
+        """Record kind (tick, order_update, dead_letter, gap) → topic, as the serializers name them."""
+        return {
+            "tick": self.ticks,
+            "order_update": self.order_updates,
+            "dead_letter": self.dead_letters,
+            "gap": self.gaps,
+        }
 
 
 @dataclass(frozen=True, slots=True)
 class SinkConfig:
-    bootstrap_servers: str
-    topics: Topics = field(default_factory=Topics)
-    max_in_flight: int = 50_000
-    low_water: int = 0  # 0: half of max_in_flight
-    policy: str = "block"
-    compression: str = "lz4"
-    linger_ms: int = 2  # ticks come in bursts (one WebSocket message each): batch the burst, not more
-    delivery_timeout_ms: int = 300_000
-    tick_backlog: int = 100_000  # block policy: ticks waiting for room, in arrival order
-    client_id: str = "kite-connector"
-    producer_overrides: dict[str, str] = field(default_factory=dict)
+    """What one connection's sink needs, taken from :class:`RunSettings` (which validated it)."""
 
-    def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise ConfigError(
-                f"BACKPRESSURE_POLICY must be one of {', '.join(POLICIES)}, not {self.policy!r}"
-            )
-        if self.max_in_flight < 1:
-            raise ConfigError("MAX_IN_FLIGHT must be at least 1")
-        if self.low_water >= self.max_in_flight:
-            raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
-        if self.tick_backlog < 1:
-            raise ConfigError("TICK_BACKLOG must be at least 1")
+    topics: Topics
+    max_in_flight: int
+    low_water: int  # the block policy resumes below this many in flight
+    policy: str
+    tick_backlog: int  # block policy: ticks waiting for room, in arrival order
+    delivery_timeout_ms: int
+    producer: dict[str, Any]  # librdkafka properties
 
-    def producer_config(self) -> dict[str, Any]:
-        return {
-            "bootstrap.servers": self.bootstrap_servers,
-            "client.id": self.client_id,
+    @classmethod
+    def of(cls, s: RunSettings, client_id: str) -> SinkConfig:
+        producer = {
+            **s.kafka.client_config(),
+            "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
-            "compression.type": self.compression,
-            "linger.ms": self.linger_ms,
+            "compression.type": s.kafka_compression,
+            # ticks come in bursts (one WebSocket message each): batch the burst, not more
+            "linger.ms": s.kafka_linger_ms,
             "socket.nagle.disable": True,  # a small produce request must not wait for the previous one's ACK
             "batch.num.messages": 10_000,
             "partitioner": "murmur2_random",  # where Java clients put the same key
-            "message.timeout.ms": self.delivery_timeout_ms,
+            "message.timeout.ms": s.kafka_delivery_timeout_ms,
             # librdkafka's own queue is kept larger than our bound, so BufferError stays the exception.
-            "queue.buffering.max.messages": max(2 * self.max_in_flight, 100_000),
+            "queue.buffering.max.messages": max(2 * s.max_in_flight, 100_000),
             "queue.buffering.max.kbytes": 1_048_576,
-            **self.producer_overrides,
+            # Statistics say when the idempotent producer has its producer id (see KafkaSink.ready).
+            "statistics.interval.ms": 100,
+            **s.producer_overrides,
         }
-
-
-def ensure_topics(
-    bootstrap: str, topics: Topics, partitions: int, replication: int, timeout: float = 60
-) -> None:
-    """Create the topics that do not exist yet; waits for the broker up to ``timeout`` seconds."""
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            existing = set(admin.list_topics(timeout=5).topics)
-            break
-        except KafkaException as exc:
-            if time.monotonic() > deadline:
-                raise SinkError(
-                    f"Kafka at {bootstrap} did not answer in {timeout:.0f} s ({exc}): "
-                    "check KAFKA_BOOTSTRAP_SERVERS and that the broker is up"
-                ) from exc
-            log.warning("waiting for Kafka at %s", bootstrap)
-            time.sleep(2)
-    missing = [NewTopic(t, partitions, replication) for t in topics.all() if t not in existing]
-    for name, future in admin.create_topics(missing).items() if missing else ():
-        try:
-            future.result(timeout=30)
-            log.info("created topic %s (%d partitions)", name, partitions)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise SinkError(f"cannot create topic {name}: {exc}") from exc
+        topics = Topics(
+            s.kafka_topic_ticks, s.kafka_topic_order_updates, s.kafka_topic_dead_letters, s.kafka_topic_gaps
+        )
+        low_water = s.low_water_mark or s.max_in_flight // 2
+        return cls(topics, s.max_in_flight, low_water, s.backpressure_policy, s.tick_backlog,
+                   s.kafka_delivery_timeout_ms, producer)  # fmt: skip
 
 
 class KafkaSink:
-    """Produces keyed records, counts what is in flight, and applies the backpressure policy.
+    """Produces keyed records, counts what is in flight, and applies the backpressure policy to ticks.
 
-    Order updates go through ``order_log`` (a write-ahead log shared by the sinks of one connection over
-    its life): staged by :meth:`produce_order_update`, written durably together at the next
-    :meth:`service`, then produced, and marked done only by Kafka's acknowledgement. Without a log
-    they are kept in memory only (and counted as lost if undelivered at close).
+    Ticks are bounded by ``max_in_flight``; :meth:`produce` (order updates, dead letters) is not, so a
+    record that must not wait behind ticks never does. What a record means is its caller's business: the
+    sink only says, through ``on_done``, whether Kafka acknowledged it. The producer is created here, so
+    it has its broker connections and producer id before the first record.
     """
 
     def __init__(
         self,
         config: SinkConfig,
-        stats: Stats,
+        stats: ShardStats,
         headers: dict[str, Headers | None] | None = None,
         observe_latency: Callable[[float], None] | None = None,
-        order_log: OrderLog | None = None,
     ) -> None:
         self.config = config
         self.stats = stats
         self._headers = headers or {}
         self._observe = observe_latency
-        self._producer: Producer | None = None
-        self._low_water = config.low_water or config.max_in_flight // 2
+        self._ready = False
+        self.producer = Producer(
+            {**config.producer, "stats_cb": self._on_stats}, logger=sample(logging.getLogger("librdkafka"))
+        )
+        self._low_water = config.low_water
         self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
         self._backlog: deque[tuple[bytes, bytes, int]] = deque()  # block policy: ticks waiting for room
         self._waiting_since: float | None = None  # when ticks began to be held or backlogged
-        self._log = order_log
-        self._staged: list[Entry] = []  # order updates not yet durable nor produced
-        self._pending_orders: dict[int, Entry] = {}  # seq → produced, not yet acknowledged
-        self._unlogged_seq = 0  # seqs of updates the log could not take count down from -1
         # Per message of ticks: (when, records produced in all after it). The oldest message not yet
         # settled (produced - in flight) says when the next acknowledgement may come.
         self._marks: deque[tuple[float, int]] = deque()
-        self._linger = config.linger_ms / 1000
-        self._stopping = False
+        self._linger = int(config.producer.get("linger.ms", 5)) / 1000
+        self.stopping = False
         self._tick_topic = config.topics.ticks
         self._tick_headers = self._headers.get("tick")
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    @property
-    def producer(self) -> Producer:
-        if self._producer is None:  # created lazily: constructing a sink does no network work
-            self._producer = Producer(
-                self.config.producer_config(), logger=sample(logging.getLogger("librdkafka"))
-            )
-        return self._producer
+    def ready(self) -> bool:
+        """The producer has its producer id: a record produced now is not held back waiting for one."""
+        return self._ready
+
+    def _on_stats(self, stats: str) -> None:
+        if not self._ready and _ASSIGNED.search(stats) is not None:
+            self._ready = True
 
     def stop(self) -> None:
         """Ask a blocked produce to give up waiting (called from another thread)."""
-        self._stopping = True
+        self.stopping = True
 
     def close(self, timeout: float) -> int:
-        """Produce waiting ticks and staged order updates, flush for up to ``timeout`` s.
-
-        Undelivered order updates stay in the order log, produced again at the next start. Returns the
-        number of records still not acknowledged.
-        """
-        self._stopping = True
-        self._commit_orders()
+        """Produce waiting ticks, flush for up to ``timeout`` s; returns the records still unacknowledged."""
+        self.stopping = True
         try:
             self._release_waiting(force=True)
         except SinkError:  # librdkafka's queue stayed full: what is still waiting is not produced
@@ -197,10 +155,6 @@ class KafkaSink:
             self._held.clear()
             self._backlog.clear()
         remaining: int = self.producer.flush(timeout)
-        if self._pending_orders:
-            self._left_pending()
-        if self._log is not None:
-            self._log.flush()
         self.stats.in_flight = remaining
         return remaining
 
@@ -259,76 +213,27 @@ class KafkaSink:
                 raise
             callback = self._on_tick
 
-    def produce_order_update(self, entry: Entry) -> None:
-        """Never conflated, never dropped: staged here, made durable and produced by the next
-        :meth:`service` (so updates that arrive together share one disk flush), retried on failure."""
-        self._staged.append(entry)
+    def produce(
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes,
+        timestamp_ms: int,
+        headers: Headers | None,
+        on_done: OnDone,
+    ) -> None:
+        """A record outside the tick bound (order updates). Raises :class:`RecordTooLarge` for one Kafka
+        can never take, :class:`SinkError` when it cannot even be queued (stopping, or no room for the
+        delivery timeout); otherwise ``on_done`` is told, from a later ``service()``, how it ended."""
 
-    def replay_order_log(self) -> int:
-        """Produce again what the order log holds unacknowledged (an earlier run's, or a replaced sink's)."""
-        if self._log is None:
-            return 0
-        pending = self._log.pending()
-        for seq, entry in pending:
-            self._pending_orders[seq] = entry
-            self._send_order(seq)
-        if pending:
-            log.info("producing again %d order updates from %s", len(pending), self._log.path)
-        return len(pending)
+        def settled(err: KafkaError | None, msg: Message) -> None:
+            on_done(self._settled(err, msg))
 
-    def _commit_orders(self) -> None:
-        staged, self._staged = self._staged, []
-        if not staged:
-            return
-        try:
-            seqs = self._log.append(staged) if self._log is not None else self._unlogged(len(staged))
-        except SpoolError:  # still produced, so not lost unless this process dies before the ack
-            log.exception("the order log could not take %d order updates; producing them anyway", len(staged))
-            self.stats.spool_errors += 1
-            seqs = self._unlogged(len(staged))
-        for seq, entry in zip(seqs, staged, strict=True):
-            self._pending_orders[seq] = entry
-            self._send_order(seq)
+        self._produce(topic, key, value, timestamp_ms, settled, headers)
 
-    def _unlogged(self, count: int) -> list[int]:
-        first = self._unlogged_seq
-        self._unlogged_seq -= count
-        return list(range(first - 1, first - 1 - count, -1))
-
-    def _send_order(self, seq: int) -> None:
-        entry = self._pending_orders[seq]
-        try:
-            self._produce(
-                self.config.topics.order_updates,
-                entry.key,
-                entry.value,
-                entry.timestamp_ms,
-                lambda err, msg: self._on_order(seq, err, msg),
-                [*(self._headers.get("order_update") or ()), *entry.headers()],
-            )
-        except RecordTooLarge:  # the pipeline keeps order updates under the limit: another limit is set
-            log.exception(
-                "order update %s can never be produced; dropped from the order log", entry.record_id
-            )
-            self._settle_order(seq)
-        except SinkError as exc:  # not even queued (stopping, or no room for the delivery timeout)
-            log.warning("order update %s stays in the order log for the next start: %s", entry.record_id, exc)
-
-    def _settle_order(self, seq: int) -> None:
-        self._pending_orders.pop(seq, None)
-        if self._log is not None and seq > 0:
-            self._log.done(seq)
-
-    def _left_pending(self) -> None:
-        count = len(self._pending_orders)
-        self._pending_orders.clear()
-        if self._log is None:
-            self.stats.failed[self.config.topics.order_updates] += count
-            log.error("%d order updates undelivered and no SPOOL_DIR set: they are lost", count)
-            return
-        self.stats.spooled += count
-        log.warning(
-            "%d undelivered order updates kept in %s; produced again at next start", count, self._log.path
+    def produce_gap(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self._produce(
+            self.config.topics.gaps, key, value, timestamp_ms, self._settled, self._headers.get("gap")
         )
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
@@ -369,13 +274,12 @@ class KafkaSink:
 
     # -- backpressure ----------------------------------------------------------------------------------
     def service(self) -> float | None:
-        """Serve delivery callbacks; under ``conflate``, produce held ticks once there is room.
+        """Serve delivery callbacks; produce waiting ticks once there is room.
 
         Returns the seconds until an acknowledgement may next arrive (0: any time now), or None when
         no record awaits one. No ack can come before its batch lingered, so the caller can sleep.
         """
         self.producer.poll(0)
-        self._commit_orders()
         if (self._held or self._backlog) and self.stats.in_flight <= self._low_water:
             self._release_waiting()
         if not self.stats.in_flight:
@@ -403,16 +307,16 @@ class KafkaSink:
     def _check_wait(self, topic: str, since: float) -> None:
         """A record that cannot even be queued: give up on stop(), or after the delivery timeout."""
         timeout_ms = self.config.delivery_timeout_ms
-        if self._stopping or (timeout_ms and time.monotonic() - since > timeout_ms / 1000):
+        if self.stopping or (timeout_ms and time.monotonic() - since > timeout_ms / 1000):
             self.stats.failed[topic] += 1
-            why = "stopping" if self._stopping else f"no room for {timeout_ms / 1000:.0f} s"
+            why = "stopping" if self.stopping else f"no room for {timeout_ms / 1000:.0f} s"
             raise SinkError(f"a record for {topic} could not be queued ({why})")
 
     def _serve_until(self, done: Callable[[], bool], step: float) -> None:
         started = time.monotonic()
         self.stats.backpressure_events += 1
         self.producer.poll(step)
-        while not done() and not self._stopping:
+        while not done() and not self.stopping:
             self.producer.poll(step)
         self.stats.backpressure_seconds += time.monotonic() - started
 
@@ -477,13 +381,3 @@ class KafkaSink:
                 observe(time.perf_counter() - received)
 
         return on_delivery
-
-    def _on_order(self, seq: int, err: KafkaError | None, msg: Message) -> None:
-        if self._settled(err, msg):
-            self._settle_order(seq)
-            return
-        if seq in self._pending_orders and not self._stopping:
-            log.warning(
-                "retrying order update %s after delivery failure", self._pending_orders[seq].record_id
-            )
-            self._send_order(seq)

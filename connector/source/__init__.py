@@ -1,5 +1,5 @@
 """Kite WebSocket listener threads: connect, subscribe, read, reconnect."""
 
-from connector.source._listener import KiteListener, MessageHandler, TokenSource, backoff, redact
+from connector.source._listener import KiteListener, MessageHandler, TokenSource, backoff
 
-__all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff", "redact"]
+__all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]

@@ -18,10 +18,11 @@ import websocket
 
 from connector.errors import ConfigError, SourceError
 from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_message
+from connector.logs import redact
 from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
-from connector.stats import Stats
+from connector.stats import ConnectionStats
 
-__all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff", "redact"]
+__all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]
 
 log = logging.getLogger("connector.source")
 # While records await Kafka's acknowledgement the socket wait is this short, so delivery reports are
@@ -37,13 +38,6 @@ def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None =
     while True:
         yield delay / 2 + rng.uniform(0, delay / 2)
         delay = min(cap, delay * 2)
-
-
-def redact(text: str, *secrets: str) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def _socket_reader(sock: socket.socket) -> Callable[[int], bytes | None]:
@@ -125,7 +119,7 @@ class KiteListener(threading.Thread):
         tokens: TokenSource,
         subscriptions: dict[int, Mode],
         handler: MessageHandler,
-        stats: Stats,
+        stats: ConnectionStats,
         watchdog: float = 10.0,
         max_backoff: float = 30.0,
         drain_seconds: float = 0.0,
@@ -143,6 +137,7 @@ class KiteListener(threading.Thread):
         self.on_event = on_event or (lambda event, arg: None)
         self.supervisor: Supervisor = supervisor or (lambda exc: self.handler)
         self.gave_up: str | None = None  # why the supervisor ended the thread
+        self.ended_by: str | None = None  # a BaseException that ended the thread (not ours to catch)
         self._stop_event = threading.Event()
         self._ws: websocket.WebSocket | None = None
         self._lock = threading.Lock()
@@ -157,6 +152,19 @@ class KiteListener(threading.Thread):
     @property
     def stopping(self) -> bool:
         return self._stop_event.is_set()
+
+    def up(self) -> bool:
+        return self.ident is None or self.is_alive() or (self.stopping and self.ended_by is None)
+
+    def failure(self) -> str | None:
+        """Why this listener no longer streams (it gave up, or its thread ended unasked), or None."""
+        if self.gave_up:
+            return f"{self.name} gave up: {self.gave_up}"
+        if self.ended_by:
+            return f"{self.name} ended by {self.ended_by}"
+        if not self.up():
+            return f"{self.name}: listener thread ended"
+        return None
 
     def send_subscriptions(
         self, subscriptions: dict[int, Mode], unsubscribe: list[int] | None = None
@@ -176,6 +184,16 @@ class KiteListener(threading.Thread):
 
     # -- the thread ------------------------------------------------------------------------------------
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # e.g. SystemExit from a callback: it ends the thread, but not unseen
+            self.ended_by = f"{type(exc).__name__}: {exc}"
+            log.critical("%s ended by %s", self.name, self.ended_by, exc_info=exc)
+            self.stats.connected = False
+            self.on_event("died", self.ended_by)
+            raise
+
+    def _run(self) -> None:
         delays = backoff(cap=self.max_backoff)
         refused: str | None = None
         attempts = 0
@@ -272,6 +290,7 @@ class KiteListener(threading.Thread):
                     "`kite-connector login` or update KITE_ACCESS_TOKEN(_FILE); waiting for a new token.",
                     self._public_url,
                 )
+                self.stats.token_refused = True
                 self.on_event("error", (403, "access token refused"))
                 return None, True
             log.warning("handshake with %s failed: HTTP %d", self._public_url, exc.status_code)
@@ -317,7 +336,7 @@ class KiteListener(threading.Thread):
             subscriptions = dict(self.subscriptions)
         self._subscribe(ws, subscriptions)
         log.info("connected to %s, %d instruments subscribed", self._public_url, len(subscriptions))
-        self.stats.connected = True
+        self.stats.connected, self.stats.token_refused = True, False
         self.on_event("connect", None)
 
     def _read(self, ws: websocket.WebSocket) -> str:
@@ -346,7 +365,7 @@ class KiteListener(threading.Thread):
             received = time.perf_counter()
             closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
             wait_ms = self._wait_ms(handler.service(), idle_ms)
-            last = time.monotonic()
+            last = self.stats.last_message = time.monotonic()
             if closed:
                 return "closed by server"
         self._drain(ws, read, reader)
@@ -359,6 +378,10 @@ class KiteListener(threading.Thread):
         deadline = time.monotonic() + self.drain_seconds
         messages = 0
         while time.monotonic() < deadline:
+            if self.handler.saturated():  # the backlog bound holds at stop too: wait for room, not past it
+                self.handler.service()
+                time.sleep(0.001)
+                continue
             data = read(0)
             if not data:
                 break

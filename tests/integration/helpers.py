@@ -40,7 +40,7 @@ def connector_env(bootstrap: str, ws_port: int, instruments: str, tmp: Path, **e
         "KAFKA_TOPIC_ORDER_UPDATES": f"orders-{suffix}",
         "KAFKA_TOPIC_DEAD_LETTERS": f"dlq-{suffix}",
         "KAFKA_TOPIC_PARTITIONS": "3",
-        "SPOOL_DIR": str(tmp / "spool"),
+        "ORDER_LOG_DIR": str(tmp / "order-log"),
         "METRICS_PORT": "0",
         "KITE_WATCHDOG_SECONDS": "3",
         "KITE_RECONNECT_MAX_DELAY": "1",

@@ -17,9 +17,9 @@ import pytest
 from connector.errors import AuthError
 from connector.kite import Tick
 from connector.login import exchange_request_token
+from connector.orders import OrderLog
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator, synthetic_instruments
 from connector.sink import Topics, _producer
-from connector.spool import OrderLog
 from connector.ticker import KafkaOutput, KiteTicker
 from tests.conftest import plain_times
 from tests.integration.faults import producer_failing_at
@@ -233,7 +233,7 @@ def test_strategy_example_reads_the_ticks_topic(kafka_bootstrap: str, tmp_path: 
     with running_simulator(SimulatorConfig(port=0, rate=20), INSTRUMENTS) as sim:
         values = connector_settings(kafka_bootstrap, sim.port, ",".join(map(str, TOKENS[:4])), tmp_path)
         with running_connector(values) as connector:
-            wait_until(lambda: connector.stats[0].delivered.total() >= 400, 30, "ticks in Kafka")
+            wait_until(lambda: connector.shard_stats[0].delivered.total() >= 400, 30, "ticks in Kafka")
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -253,8 +253,8 @@ def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
     log = tmp_path / "sent.jsonl"
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(f"ticks-{suffix}", f"orders-{suffix}", f"dlq-{suffix}")
-    spool = tmp_path / "spool"
-    output = KafkaOutput(kafka_bootstrap, topics, partitions=3, spool_dir=str(spool))
+    order_log_dir = tmp_path / "order-log"
+    output = KafkaOutput(kafka_bootstrap, topics, partitions=3, order_log_dir=str(order_log_dir))
     errors: list[tuple[int, str]] = []
     reconnects: list[int] = []
     with running_simulator(
@@ -266,12 +266,12 @@ def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
         ticker.subscribe(TOKENS)
         ticker.connect(threaded=True)
         wait_until(
-            lambda: bool(errors) and ticker.stats.connected and ticker.stats.delivered.total() > 300,
+            lambda: bool(errors) and ticker.stats.connected and ticker.kafka_stats.delivered.total() > 300,
             60,
             "a failure, then streaming again",
         )
         sim.paused = True
-        wait_until(lambda: ticker.stats.in_flight == 0, 30, "the stream to drain")
+        wait_until(lambda: ticker.kafka_stats.in_flight == 0, 30, "the stream to drain")
         ticker.close()
         sim.flush_log()
     assert [code for code, _ in errors] == [0] and "KafkaException" in errors[0][1]
@@ -282,6 +282,6 @@ def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
     assert {(o["order_id"], o["status"]) for o in orders} <= {
         (r.value["order_id"], r.value["status"]) for r in got
     }
-    assert (spool / "order_updates.wal").exists(), "order updates went through the write-ahead log"
-    with OrderLog(spool / "order_updates.wal") as order_log:
+    assert (order_log_dir / "order_updates.wal").exists(), "order updates went through the write-ahead log"
+    with OrderLog(order_log_dir / "order_updates.wal") as order_log:
         assert order_log.pending() == [], "every one was acknowledged"

@@ -56,12 +56,12 @@ def test_order_updates_the_socket_never_sent_are_published_from_the_order_book(
             ORDER_RECONCILE_INTERVAL_SECONDS="2",
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            stats, orders = connector.shard_stats[0], connector.runtime.orders.stats
             wait_until(lambda: len(sent_log(log, "order_update_hidden")) >= 5, 60, "hidden order updates")
             sim.paused = True
             time.sleep(1)
             hidden = {(o["order_id"], o["status"]) for o in sent_log(log, "order_update_hidden")}
-            wait_until(lambda: stats.order_updates_reconciled >= len(hidden), 30, "reconciliation")
+            wait_until(lambda: orders.reconciled >= len(hidden), 30, "reconciliation")
             wait_until(lambda: stats.in_flight == 0, 30, "acknowledgements")
     socket = {(o["order_id"], o["status"]) for o in sent_log(log, "order")}
     records = _read_with_headers(kafka_bootstrap, values.kafka_topic_order_updates, len(socket) + len(hidden))
@@ -71,4 +71,4 @@ def test_order_updates_the_socket_never_sent_are_published_from_the_order_book(
         by_origin[headers["kite.origin"]].add((value["order_id"], value["status"]))
     assert hidden <= by_origin["reconciliation"], "every update the socket never sent came from the book"
     assert socket <= by_origin["websocket"], "every update the socket sent is in Kafka"
-    assert stats.reconcile_errors == 0
+    assert orders.reconcile_errors == 0

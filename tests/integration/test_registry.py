@@ -34,8 +34,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from connector.app import Connector
-from connector.config import resolve
-from connector.consume import CONSUME_SETTINGS, consume
+from connector.config import ConsumeSettings
+from connector.consume import consume
 from connector.errors import RegistryError
 from connector.serde import SCHEMA_FILES, build_serializers, load_schema, parse_schema_text, schema_dir
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator
@@ -98,7 +98,7 @@ def test_records_read_back_by_confluent_deserializer_and_a_registry_outage_chang
             SCHEMA_REGISTRY_URL=url,
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            stats = connector.shard_stats[0]
             wait_until(lambda: stats.delivered.total() >= 200, 60, "records in Kafka")
             if container_id is not None:  # mid-stream, the registry stops answering: ids are cached
                 from docker.client import DockerClient
@@ -155,7 +155,7 @@ def test_records_read_back_by_confluent_deserializer_and_a_registry_outage_chang
         "CONSUME_IDLE_EXIT_SECONDS": "5",
         "SCHEMA_REGISTRY_URL": url,
     }
-    assert consume(resolve(CONSUME_SETTINGS, environ=settings), consumed, io.StringIO()) == len(sent_orders)
+    assert consume(ConsumeSettings.load(environ=settings), consumed, io.StringIO()) == len(sent_orders)
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,

@@ -194,7 +194,13 @@ def test_fuzz_mutated_messages_never_raise(data: st.DataObject) -> None:
         pos = data.draw(st.integers(0, len(message) - 1))
         message[pos] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(message)))
-    parse_binary(bytes(message[:cut]))
+    mutated = bytes(message[:cut])
+    ticks, errors = parse_binary(mutated)
+    for error in errors:  # each fault says where it is, and keeps the message for its dead letter
+        assert isinstance(error, MalformedFrame) and error.raw == mutated
+        assert error.offset is None or 0 <= error.offset <= len(mutated)
+    declared = int.from_bytes(mutated[:2], "big") if len(mutated) >= 2 else 0
+    assert len(ticks) <= declared, "no more ticks than the packets the message says it holds"
 
 
 def test_order_update_keeps_every_field(postback: dict[str, Any]) -> None:

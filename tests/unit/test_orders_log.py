@@ -22,22 +22,22 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from connector.errors import SpoolError
-from connector.spool import (
+from connector.errors import OrderLogError
+from connector.orders import (
     ORIGIN_HEADER,
     ORIGIN_RECONCILIATION,
     RECORD_ID_HEADER,
-    Entry,
     OrderLog,
+    OrderRecord,
     record_id,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def entry(n: int) -> Entry:
+def entry(n: int) -> OrderRecord:
     """A distinct entry per ``n`` whose content can be checked from its record id alone."""
-    return Entry(f"k{n}".encode(), bytes([n % 251]) * (n % 300), 1_764_000_000_000 + n, f"id{n}")
+    return OrderRecord(f"k{n}".encode(), bytes([n % 251]) * (n % 300), 1_764_000_000_000 + n, f"id{n}")
 
 
 def _child(code: str, *args: str) -> subprocess.Popen[str]:
@@ -55,13 +55,13 @@ def test_record_id_and_headers() -> None:
     frame = b'{"type": "order", "data": {"order_id": "1"}}'
     assert record_id(frame) == hashlib.sha256(frame).hexdigest()[:32]
     assert record_id(frame) != record_id(frame + b" ")
-    e = Entry(b"k", b"v", 1, record_id(frame), ORIGIN_RECONCILIATION)
+    e = OrderRecord(b"k", b"v", 1, record_id(frame), ORIGIN_RECONCILIATION)
     assert e.headers() == [
         (RECORD_ID_HEADER, record_id(frame).encode()),
         (ORIGIN_HEADER, b"reconciliation"),
     ]
     with pytest.raises(ValueError, match="origin must be one of websocket, reconciliation"):
-        Entry(b"k", b"v", 1, "x", "rest")
+        OrderRecord(b"k", b"v", 1, "x", "rest")
 
 
 def test_pending_survives_reopen_and_seqs_never_repeat(tmp_path: Path) -> None:
@@ -94,9 +94,9 @@ def test_closed_log_refuses_work_with_a_clear_error(tmp_path: Path) -> None:
     seq = log.append([entry(1)])[0]
     log.close()
     log.close()  # twice is fine
-    with pytest.raises(SpoolError, match="closed"):
+    with pytest.raises(OrderLogError, match="closed"):
         log.append([entry(2)])
-    with pytest.raises(SpoolError, match="close it after the Kafka producer"):
+    with pytest.raises(OrderLogError, match="close it after the Kafka producer"):
         log.done(seq)
 
 
@@ -127,7 +127,7 @@ def test_a_torn_tail_is_cut_with_a_warning_and_the_rest_is_kept(
         log.append([entry(3)])
     frame = other.read_bytes()[len(_frame(b"H" + bytes(8))) :]
     path.write_bytes(whole + tail(frame))
-    with caplog.at_level(logging.WARNING, "connector.spool"), OrderLog(path) as log:
+    with caplog.at_level(logging.WARNING, "connector.orders"), OrderLog(path) as log:
         assert log.pending() == [(2, entry(2))]
         assert path.stat().st_size == len(whole)  # cut back, so later frames are not stuck behind it
         assert log.append([entry(4)]) == [3]
@@ -142,11 +142,11 @@ def test_an_unknown_record_kind_stops_the_open_and_keeps_the_file(tmp_path: Path
         log.append([entry(1)])
     before = path.read_bytes() + _frame(b"Zfuture")
     path.write_bytes(before)
-    with pytest.raises(SpoolError, match=r"unknown record kind b'Z' .* newer connector version"):
+    with pytest.raises(OrderLogError, match=r"unknown record kind b'Z' .* newer connector version"):
         OrderLog(path)
     assert path.read_bytes() == before
     OrderLog(tmp_path / "log2").close()  # and the failed open released its lock
-    with pytest.raises(SpoolError):
+    with pytest.raises(OrderLogError):
         OrderLog(path)
 
 
@@ -187,7 +187,7 @@ def test_a_compaction_that_fails_costs_no_entry(tmp_path: Path, caplog: pytest.L
     path = tmp_path / "log"
     blocker = tmp_path / ".log.compact"
     blocker.mkdir()  # where the compacted file would be written: opening it fails
-    with caplog.at_level(logging.WARNING, "connector.spool"), OrderLog(path, compact_bytes=4096) as log:
+    with caplog.at_level(logging.WARNING, "connector.orders"), OrderLog(path, compact_bytes=4096) as log:
         for n in range(80):
             assert log.append([entry(n)]) == [n + 1]
         assert caplog.text.count("cannot compact the order log") == 1  # tried again only at twice the size
@@ -204,12 +204,15 @@ def test_a_compaction_that_fails_costs_no_entry(tmp_path: Path, caplog: pytest.L
 
 def test_a_second_opener_is_refused_in_this_process_and_another(tmp_path: Path) -> None:
     path = tmp_path / "log"
-    with OrderLog(path), pytest.raises(SpoolError, match=rf"in use by another process \(pid {os.getpid()}\)"):
+    with (
+        OrderLog(path),
+        pytest.raises(OrderLogError, match=rf"in use by another process \(pid {os.getpid()}\)"),
+    ):
         OrderLog(path)
     holder = _child(
         """
         import sys
-        from connector.spool import OrderLog
+        from connector.orders import OrderLog
         log = OrderLog(sys.argv[1])
         print("locked", flush=True)
         sys.stdin.read()
@@ -219,7 +222,7 @@ def test_a_second_opener_is_refused_in_this_process_and_another(tmp_path: Path) 
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "locked\n"
-        with pytest.raises(SpoolError, match=rf"pid {holder.pid}\).*own SPOOL_DIR"):
+        with pytest.raises(OrderLogError, match=rf"pid {holder.pid}\).*own ORDER_LOG_DIR"):
             OrderLog(path)
     finally:
         holder.kill()
@@ -229,8 +232,8 @@ def test_a_second_opener_is_refused_in_this_process_and_another(tmp_path: Path) 
 
 CRASHING_WRITER = """
 import sys
-from connector.spool import Entry, OrderLog
-from tests.unit.test_spool import entry
+from connector.orders import OrderRecord, OrderLog
+from tests.unit.test_orders_log import entry
 
 log = OrderLog(sys.argv[1], compact_bytes=32 << 10)
 n = int(sys.argv[2])  # ids continue after those of earlier runs
@@ -299,9 +302,9 @@ def test_entries_survive_sigkill_in_the_middle_of_appending(tmp_path: Path) -> N
 
 FULL_DISK_WRITER = """
 import resource, signal, sys
-from connector.errors import SpoolError
-from tests.unit.test_spool import entry
-from connector.spool import OrderLog
+from connector.errors import OrderLogError
+from tests.unit.test_orders_log import entry
+from connector.orders import OrderLog
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversize write fails with EFBIG instead
 log = OrderLog(sys.argv[1], compact_bytes=1 << 30)
@@ -313,7 +316,7 @@ try:
     for n in range(1, 1000):
         log.append([entry(n), entry(n + 1000)])  # some of this batch fits, the rest does not
         ok += 2
-except SpoolError as exc:
+except OrderLogError as exc:
     print("refused", n, exc, flush=True)
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 log.append([entry(5000)])
@@ -344,7 +347,7 @@ class LogModel(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name) / "log"
         self.log = OrderLog(self.path, compact_bytes=2048)
-        self.model: dict[int, Entry] = {}
+        self.model: dict[int, OrderRecord] = {}
         self.last_seq = 0
         self.n = 0
 

@@ -23,7 +23,7 @@ never loses an update.
 A crash in the middle of a write leaves a torn frame at the end: its checksum fails on the next open, the
 frame and what follows are dropped with a warning and the file is cut back (that append never returned,
 so nothing the caller relied on is lost). A frame whose checksum holds but whose kind is unknown stops the
-open with :class:`SpoolError` rather than being cut off. The log is rewritten with only its pending
+open with :class:`OrderLogError` rather than being cut off. The log is rewritten with only its pending
 entries (temporary file, fsync, rename, fsync of the directory) once it reaches ``compact_bytes`` and at
 twice its size after the last compaction, so it stays small, and at close. An exclusive ``flock`` on a
 ``.lock`` file beside it keeps two processes from sharing one log.
@@ -31,41 +31,29 @@ twice its size after the last compaction, so it stays small, and at close. An ex
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import fcntl
-import hashlib
+import json
 import logging
 import os
 import struct
 import threading
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from connector.errors import SpoolError
+from connector.errors import OrderLogError
+from connector.orders._identity import OrderRecord, record_id
 
-__all__ = [
-    "ORIGINS",
-    "ORIGIN_HEADER",
-    "ORIGIN_RECONCILIATION",
-    "ORIGIN_WEBSOCKET",
-    "RECORD_ID_HEADER",
-    "Entry",
-    "OrderLog",
-    "record_id",
-]
+__all__ = ["ORDER_LOG_FILE", "OrderLog", "open_order_log"]
 
-log = logging.getLogger("connector.spool")
+log = logging.getLogger("connector.orders")
 
-RECORD_ID_HEADER = "kite.record_id"
-ORIGIN_HEADER = "kite.origin"
-ORIGIN_WEBSOCKET = "websocket"
-ORIGIN_RECONCILIATION = "reconciliation"
-ORIGINS = (ORIGIN_WEBSOCKET, ORIGIN_RECONCILIATION)
-
+ORDER_LOG_FILE = "order_updates.wal"
+_LEGACY_SPOOL = "order_updates.jsonl"  # written at clean stops by versions before the order log
 _FRAME = struct.Struct("<II")  # payload length, crc32 of the payload
 _ENTRY = struct.Struct("<cQqIIHH")  # kind, seq, timestamp_ms, then the four lengths
 _HEAD = struct.Struct("<cQ")  # kind, next seq
@@ -73,35 +61,7 @@ _ENTRY_KIND, _ACK_KIND, _HEAD_KIND = b"A", b"D", b"H"
 _ACK_BATCH = 256
 
 
-def record_id(raw: bytes) -> str:
-    """A stable id for a record: SHA-256 of its raw bytes (the WebSocket text frame), 32 hex digits.
-
-    128 bits leave no practical chance of two different frames sharing an id; the same frame replayed
-    after a crash keeps its id, so consumers can drop the repeat.
-    """
-    return hashlib.sha256(raw).hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One order update as the sink produces it: Kafka key, Avro value, timestamp, and its identity."""
-
-    key: bytes
-    value: bytes
-    timestamp_ms: int
-    record_id: str
-    origin: str = ORIGIN_WEBSOCKET
-
-    def __post_init__(self) -> None:
-        if self.origin not in ORIGINS:
-            raise ValueError(f"origin must be one of {', '.join(ORIGINS)}, not {self.origin!r}")
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """The Kafka headers naming this record: ``kite.record_id`` and ``kite.origin``."""
-        return [(RECORD_ID_HEADER, self.record_id.encode()), (ORIGIN_HEADER, self.origin.encode())]
-
-
-def _entry_frame(seq: int, entry: Entry) -> bytes:
+def _entry_frame(seq: int, entry: OrderRecord) -> bytes:
     rid, origin = entry.record_id.encode(), entry.origin.encode()
     try:
         head = _ENTRY.pack(
@@ -137,7 +97,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class OrderLog:
     """The write-ahead log at ``path`` (parent directories are created); one process at a time.
 
-    Safe to call from several threads. Raises :class:`SpoolError` if another process holds the log or
+    Safe to call from several threads. Raises :class:`OrderLogError` if another process holds the log or
     it cannot be read or written; an append that raised wrote nothing (the file is cut back to where it
     was), so the caller knows those entries are not durable.
     """
@@ -146,7 +106,7 @@ class OrderLog:
         self.path = Path(path)
         self._compact_bytes = compact_bytes
         self._mutex = threading.Lock()
-        self._pending: dict[int, Entry] = {}  # seq → entry, in append order
+        self._pending: dict[int, OrderRecord] = {}  # seq → entry, in append order
         self._acks: list[int] = []  # acknowledged seqs not written yet
         self._next_seq = 1
         self._broken: str | None = None
@@ -166,24 +126,24 @@ class OrderLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise SpoolError(f"cannot create the order log in {self.path.parent}: {exc.strerror}") from exc
+            raise OrderLogError(f"cannot create the order log in {self.path.parent}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise SpoolError(f"cannot lock {lock_path}: {exc.strerror}") from exc
-            raise SpoolError(
+                raise OrderLogError(f"cannot lock {lock_path}: {exc.strerror}") from exc
+            raise OrderLogError(
                 f"the order log {self.path} is in use by another process (pid {holder}): stop that "
-                "connector, or give this one its own SPOOL_DIR"
+                "connector, or give this one its own ORDER_LOG_DIR"
             ) from None
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # names the holder in the error above
         except OSError as exc:
             os.close(fd)
-            raise SpoolError(f"cannot write {lock_path}: {exc.strerror}") from exc
+            raise OrderLogError(f"cannot write {lock_path}: {exc.strerror}") from exc
         return fd
 
     def _open(self) -> tuple[int, int]:
@@ -191,7 +151,7 @@ class OrderLog:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise SpoolError(f"cannot open the order log {self.path}: {exc.strerror}") from exc
+            raise OrderLogError(f"cannot open the order log {self.path}: {exc.strerror}") from exc
         try:
             if created:
                 _fsync_dir(self.path.parent)
@@ -209,7 +169,7 @@ class OrderLog:
                 os.fsync(fd)
         except OSError as exc:
             os.close(fd)
-            raise SpoolError(f"cannot read the order log {self.path}: {exc.strerror}") from exc
+            raise OrderLogError(f"cannot read the order log {self.path}: {exc.strerror}") from exc
         except BaseException:
             os.close(fd)
             raise
@@ -229,14 +189,16 @@ class OrderLog:
                 _, seq, ts, klen, vlen, rlen, olen = _ENTRY.unpack_from(data, start)
                 at = start + _ENTRY.size
                 if at + klen + vlen + rlen + olen != end:
-                    raise SpoolError(f"order log {self.path}: entry at byte {pos} has inconsistent lengths")
+                    raise OrderLogError(
+                        f"order log {self.path}: entry at byte {pos} has inconsistent lengths"
+                    )
                 key, value = data[at : at + klen], data[at + klen : at + klen + vlen]
                 at += klen + vlen
                 try:
                     rid, origin = data[at : at + rlen].decode(), data[at + rlen : end].decode()
-                    self._pending[seq] = Entry(key, value, ts, rid, origin)
+                    self._pending[seq] = OrderRecord(key, value, ts, rid, origin)
                 except ValueError as exc:  # checksum fine, content not ours: do not cut it off
-                    raise SpoolError(f"order log {self.path}: bad entry at byte {pos}: {exc}") from exc
+                    raise OrderLogError(f"order log {self.path}: bad entry at byte {pos}: {exc}") from exc
                 self._next_seq = max(self._next_seq, seq + 1)
             elif kind == _ACK_KIND:
                 for (seq,) in struct.iter_unpack("<Q", view[start + 1 : end]):
@@ -244,7 +206,7 @@ class OrderLog:
             elif kind == _HEAD_KIND:
                 self._next_seq = max(self._next_seq, _HEAD.unpack_from(data, start)[1])
             else:
-                raise SpoolError(
+                raise OrderLogError(
                     f"order log {self.path}: unknown record kind {kind!r} at byte {pos}; was it written by "
                     "a newer connector version?"
                 )
@@ -252,7 +214,7 @@ class OrderLog:
         return pos
 
     # -- the log -------------------------------------------------------------------------------------------
-    def append(self, entries: Sequence[Entry]) -> list[int]:
+    def append(self, entries: Sequence[OrderRecord]) -> list[int]:
         """Makes ``entries`` durable (one write, one fdatasync) and returns their seqs, in order."""
         if not entries:
             return []
@@ -271,7 +233,9 @@ class OrderLog:
             if self._size >= self._compact_at:
                 try:
                     self._compact()
-                except SpoolError as exc:  # the entries are durable all the same; try again at twice the size
+                except (
+                    OrderLogError
+                ) as exc:  # the entries are durable all the same; try again at twice the size
                     log.warning("%s", exc)
                     self._compact_at = 2 * self._size
             return seqs
@@ -280,14 +244,14 @@ class OrderLog:
         """Kafka acknowledged entry ``seq``: it will not be produced again (recorded lazily, see above)."""
         with self._mutex:
             if self._closed:
-                raise SpoolError(f"order log {self.path} is closed: close it after the Kafka producer")
+                raise OrderLogError(f"order log {self.path} is closed: close it after the Kafka producer")
             if self._pending.pop(seq, None) is None:
                 return  # acknowledged before, or a seq this log never gave out
             self._acks.append(seq)
             if len(self._acks) >= _ACK_BATCH and self._broken is None:
                 try:
                     self._write_acks(sync=False)
-                except SpoolError as exc:  # kept buffered; at worst their entries are produced twice
+                except OrderLogError as exc:  # kept buffered; at worst their entries are produced twice
                     log.warning("%s", exc)
 
     def flush(self) -> None:
@@ -296,13 +260,22 @@ class OrderLog:
             self._usable()
             self._write_acks(sync=True)
 
-    def pending(self) -> list[tuple[int, Entry]]:
+    def pending(self) -> list[tuple[int, OrderRecord]]:
         """(seq, entry) of every entry not acknowledged yet, in append order."""
         with self._mutex:
             return list(self._pending.items())
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def disk_free_bytes(self) -> int:
+        """Free bytes on the log's file system (for the operator's alert before appends start failing)."""
+        st = os.statvfs(self.path.parent)
+        return st.f_bavail * st.f_frsize
 
     def compact(self) -> None:
         """Rewrites the file with only the pending entries, atomically."""
@@ -318,7 +291,7 @@ class OrderLog:
             try:
                 if self._broken is None:
                     self._compact()
-            except SpoolError as exc:
+            except OrderLogError as exc:
                 log.error("%s; entries acknowledged since the last write may be produced again", exc)
             finally:
                 self._closed = True
@@ -336,9 +309,9 @@ class OrderLog:
     # -- writing -------------------------------------------------------------------------------------------
     def _usable(self) -> None:
         if self._closed:
-            raise SpoolError(f"order log {self.path} is closed")
+            raise OrderLogError(f"order log {self.path} is closed")
         if self._broken is not None:
-            raise SpoolError(self._broken)
+            raise OrderLogError(self._broken)
 
     def _write_acks(self, sync: bool) -> None:
         if self._acks:
@@ -351,7 +324,7 @@ class OrderLog:
         try:
             os.fdatasync(self._fd)
         except OSError as exc:
-            raise SpoolError(f"cannot flush the order log {self.path}: {exc.strerror}") from exc
+            raise OrderLogError(f"cannot flush the order log {self.path}: {exc.strerror}") from exc
 
     def _write(self, data: bytes, sync: bool) -> None:
         """Appends ``data`` whole or not at all: on failure the file is cut back to where it was."""
@@ -366,8 +339,8 @@ class OrderLog:
             except OSError as cut:
                 # A partial frame stays at the end: later frames would sit behind it, unreadable.
                 self._broken = f"{reason}, nor cut it back ({cut.strerror}); restart the connector"
-                raise SpoolError(self._broken) from exc
-            raise SpoolError(f"{reason}; free disk space in {self.path.parent}") from exc
+                raise OrderLogError(self._broken) from exc
+            raise OrderLogError(f"{reason}; free disk space in {self.path.parent}") from exc
         self._size += len(data)
 
     def _compact(self) -> None:
@@ -389,15 +362,32 @@ class OrderLog:
         except OSError as exc:
             with contextlib.suppress(OSError):  # the error below says what went wrong
                 tmp.unlink(missing_ok=True)
-            raise SpoolError(f"cannot compact the order log {self.path}: {exc.strerror}") from exc
+            raise OrderLogError(f"cannot compact the order log {self.path}: {exc.strerror}") from exc
         # From here the new file is the log: the old descriptor points at the replaced one.
         try:
             _fsync_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
         except OSError as exc:
             self._broken = f"cannot reopen the order log {self.path} after compacting: {exc.strerror}"
-            raise SpoolError(self._broken) from exc
+            raise OrderLogError(self._broken) from exc
         os.close(self._fd)
         self._fd, self._size = fd, len(data)
         self._acks.clear()  # their entries are not in the new file
         self._compact_at = max(self._compact_bytes, 2 * self._size)
+
+
+def open_order_log(directory: Path) -> OrderLog:
+    """The order log in ``directory``, with what a version before the log spooled at its stop moved in."""
+    order_log = OrderLog(directory / ORDER_LOG_FILE)
+    legacy = directory / _LEGACY_SPOOL
+    if legacy.exists():
+        records = []
+        for line in legacy.read_text().splitlines():
+            item = json.loads(line)
+            value = base64.b64decode(item["value"])
+            records.append(OrderRecord(item["key"].encode(), value, item["ts"], record_id(value)))
+        order_log.append(records)
+        legacy.unlink()
+        log.info("moved %d order updates spooled by an older version from %s into the order log",
+                 len(records), legacy)  # fmt: skip
+    return order_log

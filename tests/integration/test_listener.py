@@ -1,0 +1,287 @@
+"""The listener on real sockets: fragments, pings, TLS records cut in two, broken subscriptions, and a
+handler that raises (the listener logs, counts and goes on with a new one, or gives up and says why)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import websocket
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection, serve
+
+from connector.kite import Mode
+from connector.source import KiteListener, TokenSource
+from connector.source._listener import _socket_reader
+from connector.stats import ConnectionStats
+
+pytestmark = pytest.mark.integration
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bool, bytes]] = []
+
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+        self.messages.append((binary, data))
+
+    def service(self) -> float | None:
+        return None
+
+    def saturated(self) -> bool:
+        return False
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, Path]:
+    """A self-signed certificate for localhost: the server's context, and the file the client trusts."""
+    where = tmp_path_factory.mktemp("tls")
+    key, cert = where / "key.pem", where / "cert.pem"
+    request = "req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+    request += " -addext subjectAltName=DNS:localhost"
+    command = ["openssl", *request.split(), "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    return context, cert
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_the_listener_joins_fragments_and_answers_pings_on_a_real_socket(
+    scheme: str, tls: tuple[ssl.SSLContext, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ponged, finished = threading.Event(), threading.Event()
+    big = bytes(range(256)) * 1024  # spans many TLS records and socket reads
+
+    def handler(ws: ServerConnection) -> None:
+        ws.recv()  # the subscribe message
+        ws.send([b"\x00\x01", b"\x00\x08", b"\x00\x00\x01\x09\x00\x00\x00\x64"])  # sent as three fragments
+        if ws.ping(b"hb").wait(5):
+            ponged.set()
+        ws.send(big)
+        ws.send(b"\x00")
+        finished.wait(5)
+
+    monkeypatch.setenv("WEBSOCKET_CLIENT_CA_BUNDLE", str(tls[1]))
+    with serve(handler, "127.0.0.1", 0, ssl=tls[0] if scheme == "wss" else None) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"{scheme}://localhost:{server.socket.getsockname()[1]}"
+        collect = Collect()
+        listener = KiteListener(
+            "test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, ConnectionStats()
+        )
+        listener.start()
+        deadline = time.monotonic() + 10
+        while len(collect.messages) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        finished.set()
+        listener.stop()
+        listener.join(5)
+        server.shutdown()
+    assert collect.messages[:3] == [
+        (True, b"\x00\x01\x00\x08\x00\x00\x01\x09\x00\x00\x00\x64"),
+        (True, big),
+        (True, b"\x00"),
+    ]
+    assert ponged.is_set()
+
+
+def test_a_connection_that_breaks_while_subscribing_is_opened_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subscription is the first thing sent: a send that fails there is a lost connection (logged,
+    reconnected), not an exception that ends the listener thread."""
+    tick = b"\x00\x01\x00\x08\x00\x00\x01\x09\x00\x00\x00\x64"
+    subscribe, broken = KiteListener._subscribe, threading.Event()
+
+    def break_the_first(ws: websocket.WebSocket, subscriptions: dict[int, Mode]) -> None:
+        if not broken.is_set():
+            broken.set()
+            assert ws.sock is not None
+            ws.sock.shutdown(socket.SHUT_WR)  # the send below then fails for real (EPIPE)
+        subscribe(ws, subscriptions)
+
+    def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()  # the subscription
+            ws.send(tick)
+            for _ in ws:  # until the client goes
+                pass
+
+    monkeypatch.setattr(KiteListener, "_subscribe", staticmethod(break_the_first))
+    events: list[tuple[str, object]] = []
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        collect, stats = Collect(), ConnectionStats()
+        listener = KiteListener(
+            "test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, stats,
+            on_event=lambda event, arg: events.append((event, arg)),
+        )  # fmt: skip
+        listener.start()
+        deadline = time.monotonic() + 10
+        while not collect.messages and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alive = listener.is_alive()
+        listener.stop()
+        listener.join(5)
+        server.shutdown()
+    assert alive and collect.messages == [(True, tick)]
+    assert stats.reconnects == 1
+    disconnects = [arg for event, arg in events if event == "disconnect"]
+    assert len(disconnects) == 1 and "connection lost" in str(disconnects[0])
+
+
+def test_the_socket_reader_says_nothing_came_data_or_closed() -> None:
+    ours, theirs = socket.socketpair()
+    read = _socket_reader(ours)
+    started = time.monotonic()
+    assert read(20) is None
+    assert 0.015 <= time.monotonic() - started < 1
+    theirs.sendall(b"\x00")
+    assert read(1000) == b"\x00"
+    theirs.close()
+    assert read(1000) == b""
+    ours.close()
+
+
+def _tls_pair(
+    tls: tuple[ssl.SSLContext, Path],
+) -> tuple[ssl.SSLSocket, ssl.SSLObject, ssl.MemoryBIO, socket.socket]:
+    """A client TLS socket, and the server's end driven by hand so the test decides how its bytes travel."""
+    client_raw, server_raw = socket.socketpair()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = tls[0].wrap_bio(incoming, outgoing, server_side=True)
+
+    def handshake() -> None:
+        while True:
+            try:
+                server.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                server_raw.sendall(outgoing.read())
+                incoming.write(server_raw.recv(65536))
+        server_raw.sendall(outgoing.read())
+
+    helper = threading.Thread(target=handshake)
+    helper.start()
+    trusting = ssl.create_default_context(cafile=str(tls[1]))
+    client = trusting.wrap_socket(client_raw, server_hostname="localhost")
+    helper.join(5)
+    return client, server, outgoing, server_raw
+
+
+@pytest.mark.parametrize(("timeout", "pause"), [(1.0, 0.02), (0.2, 0.6)])
+def test_a_tls_record_that_arrives_in_part_is_waited_for(
+    timeout: float, pause: float, tls: tuple[ssl.SSLContext, Path]
+) -> None:
+    """The rest of the record comes before, or after, the socket timeout: never an error, and the data
+    once the record is whole (after one empty read when the timeout came first)."""
+    client, server, outgoing, server_raw = _tls_pair(tls)
+    client.settimeout(timeout)  # the listener sets one on the connection
+    read = _socket_reader(client)
+    payload = b"\x00\x01" + bytes(300)
+    server.write(payload)
+    record = outgoing.read()
+    server_raw.sendall(record[:10])
+    threading.Timer(pause, server_raw.sendall, [record[10:]]).start()
+    reads = [read(2000)]
+    if reads[0] is None:
+        reads.append(read(2000))
+    assert reads == ([payload] if pause < timeout else [None, payload])
+    client.close()
+    server_raw.close()
+
+
+class _Exploding:
+    """A message handler whose second message raises, as a bug in a pipeline would."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+        self.messages += 1
+        if self.messages == 2:
+            raise RuntimeError("a bug")
+
+    def service(self) -> float | None:
+        return None
+
+    def saturated(self) -> bool:
+        return False
+
+
+def test_whatever_a_handler_raises_the_listener_logs_counts_and_goes_on_with_a_new_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()
+            for _ in range(5):
+                ws.send(b"\x00\x00")
+            for _ in ws:
+                pass
+
+    first, second = _Exploding(), _Exploding()
+    given: list[Exception] = []
+
+    def supervisor(exc: Exception) -> _Exploding:
+        given.append(exc)
+        return second
+
+    with serve(handler, "127.0.0.1", 0) as server, caplog.at_level(logging.ERROR):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        stats = ConnectionStats()
+        listener = KiteListener(
+            "t", url, "key", TokenSource("tok"), {265: Mode.LTP}, first, stats, 3, 0.2, supervisor=supervisor
+        )
+        listener.start()
+        deadline = time.monotonic() + 10
+        while len(given) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        alive = listener.is_alive()
+        listener.stop()
+        listener.join(5)
+        server.shutdown()
+    assert alive and first.messages == 2 and second.messages == 2, "a new handler took over, and failed too"
+    assert [str(e) for e in given] == ["a bug", "a bug"]
+    assert stats.failures["RuntimeError"] == 2 and stats.last_failure == "RuntimeError: a bug"
+    logged = [r for r in caplog.records if "t failed: RuntimeError: a bug" in r.getMessage()]
+    assert len(logged) == 2 and all(r.exc_info for r in logged), "logged once each, with the traceback"
+
+
+def test_a_supervisor_that_gives_up_ends_the_thread_and_says_why() -> None:
+    def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()
+            ws.send(b"\x00\x00")
+            ws.send(b"\x00\x00")
+            for _ in ws:
+                pass
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        listener = KiteListener(
+            "t",
+            url,
+            "key",
+            TokenSource("tok"),
+            {265: Mode.LTP},
+            _Exploding(),
+            ConnectionStats(),
+            3,
+            0.2,
+            supervisor=lambda exc: None,
+        )
+        listener.start()
+        listener.join(10)
+        server.shutdown()
+    assert not listener.is_alive()
+    assert listener.gave_up == "RuntimeError: a bug"
