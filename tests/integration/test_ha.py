@@ -367,6 +367,8 @@ def test_a_record_the_broker_refuses_is_found_and_dropped_and_the_rest_produced_
     sink._topics = dataclasses.replace(sink._topics, ticks=small)
     sink.produce_tick_records(ticks, 0.0)
     assert sink.close(60) == 0 and sink.failure() is None
-    assert sink.ha.refused == 1 and sink.ha.aborts == 3, "10 records, then 0-4, then 4 alone: halving"
+    # Aborts: 10 records, 0-4, 4 alone (halving), plus those librdkafka needs to bump its epoch after a
+    # refused batch left a gap in its sequence numbers: how many is librdkafka's business.
+    assert sink.ha.refused == 1 and sink.ha.aborts >= 3
     ids = Counter(header(h, TICK_ID_HEADER) for h in _read_committed(kafka_bootstrap, small))
     assert ids == {b"%d" % n: 1 for n in range(10) if n != 4}, "the others once each"
