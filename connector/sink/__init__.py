@@ -1,10 +1,20 @@
 """Kafka sink: produce keyed records, bound what is in flight, apply the backpressure policy; topics."""
 
 from connector.sink._admin import TopicSpec, cluster_metadata, ensure_topics
-from connector.sink._producer import MAX_RECORD_BYTES, KafkaSink, OnDone, RecordTooLarge, SinkConfig, Topics
+from connector.sink._producer import (
+    MAX_RECORD_BYTES,
+    TICK_ID_HEADER,
+    KafkaSink,
+    OnDone,
+    RecordTooLarge,
+    SinkConfig,
+    Topics,
+    tick_id_header,
+)
 
 __all__ = [
     "MAX_RECORD_BYTES",
+    "TICK_ID_HEADER",
     "KafkaSink",
     "OnDone",
     "RecordTooLarge",
@@ -13,4 +23,5 @@ __all__ = [
     "Topics",
     "cluster_metadata",
     "ensure_topics",
+    "tick_id_header",
 ]
