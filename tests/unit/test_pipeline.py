@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from connector.arbiter import Arbiter
+from connector.arbiter import ArbiterPy
 from connector.gaps import GapWatch
 from connector.kite import encode_message, encode_packet, parse_binary
 from connector.orders import OrderDesk
@@ -139,7 +139,7 @@ def test_a_tick_for_a_token_never_subscribed_is_dead_lettered_and_the_others_go_
 def test_two_lines_one_tick_first_arrival_wins() -> None:
     now = time.time_ns() // 1_000_000
     sink = _Captured(sink_config())
-    pipeline = Pipeline(build_serializers(), sink, sink.stats, arbiter=Arbiter())
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, arbiter=ArbiterPy())
     a, b = ConnectionStats(), ConnectionStats()
     first = _message((408065, now), (884737, now))
     overlap = _message((884737, now), (408065, now + 1000))  # one tick both lines carry, one new
