@@ -42,6 +42,16 @@ static inline int kite_packet_kind(Py_ssize_t len) {
     }
 }
 
+/* The KITE_MODE_ of a packet kind. */
+static inline int kite_kind_mode(int kind) {
+    switch (kind) {
+#define KITE_MODE_CASE(K, length, mode) case KITE_PACKET_##K: return mode;
+    KITE_PACKETS(KITE_MODE_CASE)
+#undef KITE_MODE_CASE
+    default: return -1;
+    }
+}
+
 /* A binary message is well formed when its packet count fits in it, kite_next_packet finds each packet,
  * and nothing is left after the last. Heartbeats (under 2 bytes) are not. */
 

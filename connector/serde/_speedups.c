@@ -525,15 +525,15 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
     b.p = b.local;
     for (Py_ssize_t i = 0; i < count; i++) {
         int kind = kite_next_packet(d, size, &off, &p); /* found by acceptable() */
-        kite_tick t;
-        kite_read(p, kind, &t);
-        modes[t.mode]++;
+        modes[kite_kind_mode(kind)]++;
         uint32_t id = arbiter || with_ids ? kite_tick_id(p, d + off - p) : 0;
         if (arbiter) {
             int first = arbitrate(arbiter, kite_token(p), id, received);
             if (first < 0) goto fail;
-            if (!first) continue; /* another line delivered it: not encoded */
+            if (!first) continue; /* another line delivered it: not even read */
         }
+        kite_tick t;
+        kite_read(p, kind, &t);
         b.len = 0;
         if (grow(&b, prefix_len) < 0) goto fail;
         memcpy(b.p, prefix, (size_t)prefix_len);
