@@ -31,6 +31,7 @@ __all__ = [
     "ConsumeSettings",
     "KafkaClient",
     "LoginSettings",
+    "MarketSettings",
     "Registry",
     "RunSettings",
     "Setting",
@@ -44,6 +45,7 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "positive_int",
+    "update_readme",
 ]
 
 log = logging.getLogger("connector.config")
@@ -303,6 +305,17 @@ class TopicLayout(Settings):
     replication_factor: int = setting(1, "replication factor of topics created at start", positive_int)
 
 
+@dataclass(frozen=True, slots=True)
+class MarketSettings(Settings):
+    """``kite-connector market-calendar`` and ``status``: when the exchanges trade."""
+
+    market_calendar_file: str | None = setting(
+        None,
+        "holidays file, lines of `YYYY-MM-DD EXCHANGE[,EXCHANGE...] description` "
+        "(default: the bundled connector/market/holidays.txt)",
+    )
+
+
 _FRAMINGS = ("single-object", "confluent")
 
 
@@ -354,6 +367,7 @@ class RunSettings(Settings):
         "as a gap marker (0: never)",
         non_negative_float,
     )
+    market: MarketSettings = group(MarketSettings)
     kafka: KafkaClient = group(KafkaClient)
     kafka_topic_ticks: str = setting("kite.ticks", "topic for ticks (key: instrument token)")
     kafka_topic_order_updates: str = setting(
@@ -643,22 +657,28 @@ class SimulatorSettings(Settings):
     )
 
 
+# -- kite-connector market-calendar and status ---------------------------------------------------------------
 COMMANDS: dict[str, type[Settings]] = {
     "run": RunSettings,
     "candles": CandlesSettings,
     "consume": ConsumeSettings,
     "login": LoginSettings,
     "simulate": SimulatorSettings,
+    "market-calendar": MarketSettings,
 }
 
 
 def update_readme(text: str) -> str:
     """``text`` with the table between each ``<!-- settings:<command> -->`` marker pair made anew."""
     for command, declaration in COMMANDS.items():
-        start, end = f"<!-- settings:{command} -->\n", f"\n<!-- /settings:{command} -->"
+        start, end = f"<!-- settings:{command} -->", f"<!-- /settings:{command} -->"
         head, found, rest = text.partition(start)
-        if found:
-            text = head + start + markdown_table(declaration) + end + rest.partition(end)[2]
+        if not found:
+            continue
+        _, closed, tail = rest.partition(end)
+        if not closed:
+            raise ValueError(f"README: {start} has no {end}")
+        text = f"{head}{start}\n{markdown_table(declaration)}\n{end}{tail}"
     return text
 
 

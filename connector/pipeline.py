@@ -74,7 +74,7 @@ class Pipeline:
         self._keys: dict[int, bytes] = {}
         # The native path writes the framing prefix of the Tick serializer (either framing) before each body.
         self._tick_prefix = serializers.tick.prefix
-        self._transcode: Transcoder | None = transcode  # None: the generic path only
+        self._transcode: Transcoder | None = transcode  # None: the generic path only (tests)
 
     def service(self) -> float | None:
         """After each socket read (and while idle): order updates made durable and produced, acks served."""

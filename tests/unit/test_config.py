@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from connector.cli import main
-from connector.config import COMMANDS, CandlesSettings, RunSettings, markdown_table
+from connector.config import (
+    COMMANDS,
+    CandlesSettings,
+    LoginSettings,
+    RunSettings,
+    markdown_table,
+    update_readme,
+)
 from connector.errors import ConfigError
 from connector.ticker import _FIELDS, KafkaOutput
 
@@ -116,6 +123,15 @@ def test_the_readme_tables_are_the_declarations() -> None:
         assert found.group(1) == markdown_table(declaration), (
             f"README.md's {command} table differs from its declaration: {fix}"
         )
+
+
+def test_readme_tables_are_written_between_their_markers_and_nothing_else_moves() -> None:
+    text = "head\n<!-- settings:login -->\n<!-- /settings:login -->\ntail\n"
+    assert update_readme(text) == (
+        f"head\n<!-- settings:login -->\n{markdown_table(LoginSettings)}\n<!-- /settings:login -->\ntail\n"
+    )
+    with pytest.raises(ValueError, match="has no <!-- /settings:login -->"):
+        update_readme("<!-- settings:login -->\nno end")
 
 
 def test_kafka_output_fields_are_run_settings_with_their_defaults() -> None:
