@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from connector.ha._buffer import Ident
+from connector.sink import TICK_ID_HEADER
 
 __all__ = [
     "INSTANCE_HEADER",
@@ -25,7 +26,6 @@ __all__ = [
     "tick_ident",
 ]
 
-TICK_ID_HEADER = "kite.tick_id"
 REPLAYED_HEADER = "kite.replayed"  # on records a new active wrote from its buffer at takeover
 REPLAYED = (REPLAYED_HEADER, b"standby")
 INSTANCE_HEADER = "kite.instance"  # HA_INSTANCE_ID of the instance that wrote the record

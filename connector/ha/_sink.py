@@ -27,10 +27,10 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connector.errors import SinkError
 from connector.ha._buffer import Entry, Headers, Ident, RecordBuffer
-from connector.ha._ident import INSTANCE_HEADER, REPLAYED, TICK_ID_HEADER, tick_ident
+from connector.ha._ident import INSTANCE_HEADER, REPLAYED, tick_ident
 from connector.ha._stats import HaStats
 from connector.logs import sample
-from connector.sink import OnDone, SinkConfig
+from connector.sink import OnDone, SinkConfig, tick_id_header
 from connector.stats import ShardStats
 
 __all__ = ["TRANSACTION_TIMEOUT_MS", "HaSink", "HaSinkConfig", "Role"]
@@ -155,18 +155,12 @@ class HaSink:
     def stop(self) -> None:
         self.stopping = True
 
-    def produce_ticks(
-        self, batch: Sequence[tuple[bytes, bytes, int]], received: float, ids: list[int] | None = None
-    ) -> None:
-        if ids is None:
-            self.produce_tick_records([(key, value, ts, None) for key, value, ts in batch], received)
-            return
+    def produce_ticks(self, batch: Sequence[tuple[bytes, bytes, int]], received: float) -> None:
+        self.produce_tick_records([(key, value, ts, None) for key, value, ts in batch], received)
+
+    def produce_named_ticks(self, batch: Sequence[tuple[bytes, bytes, int, int]], received: float) -> None:
         self.produce_tick_records(
-            [
-                (key, value, ts, [(TICK_ID_HEADER, i.to_bytes(4, "big"))])
-                for (key, value, ts), i in zip(batch, ids, strict=True)
-            ],
-            received,
+            [(key, value, ts, [tick_id_header(i)]) for key, value, ts, i in batch], received
         )
 
     def produce_tick_records(

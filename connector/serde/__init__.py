@@ -19,7 +19,9 @@ from connector.serde._serializers import (
 )
 from connector.serde._tick import encode_tick
 from connector.serde._transcode import (
+    NamedTranscoded,
     Transcoded,
+    Transcoder,
     native_transcode,
     record_key,
     record_timestamp,
@@ -37,9 +39,11 @@ __all__ = [
     "AvroSchema",
     "DeadLetter",
     "Frame",
+    "NamedTranscoded",
     "Serializer",
     "Serializers",
     "Transcoded",
+    "Transcoder",
     "build_serializers",
     "dead_letter_dict",
     "encode_tick",

@@ -26,10 +26,12 @@ class Sink(Protocol):
         """Order updates may be produced here now (else they wait in the order log for one that does)."""
         ...
 
-    def produce_ticks(
-        self, batch: list[tuple[bytes, bytes, int]], received: float, ids: list[int] | None = None
-    ) -> None:
-        """(key, value, timestamp) of each tick of one message; ``ids``: their tick ids, where asked for."""
+    def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+        """(key, value, timestamp) of each tick of one message."""
+        ...
+
+    def produce_named_ticks(self, batch: list[tuple[bytes, bytes, int, int]], received: float) -> None:
+        """As :meth:`produce_ticks`, each with its tick id (the ``kite.tick_id`` header)."""
         ...
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None: ...
