@@ -42,6 +42,11 @@ log = logging.getLogger("connector.ha")
 TICK_LOOKBACK_MS = 10_000
 ORDER_LOOKBACK_MS = 600_000
 _POLL = 0.05
+# A lease lost while taking over (nothing produced yet), in session timeouts, before giving up: a broker
+# back from a pause answers "not coordinator" for a moment, the session expires, and the member, alone,
+# is assigned the lease again on rejoining. Regained, the takeover goes on; if another member took it
+# meanwhile, its init_transactions fenced these producers, so nothing written here can become visible.
+_REGAIN_SESSIONS = 5
 
 
 class HaCoordinator:
@@ -102,8 +107,7 @@ class HaCoordinator:
 
     def _keep(self) -> None:
         if not self.lease.held:
-            if self.lease.lost is None:  # else the lease said so already
-                log.error("the HA lease is no longer this instance's: stopping, to come back as a standby")
+            log.error("the HA lease is no longer this instance's: stopping, to come back as a standby")
             self._failure = self.lease.lost or "the HA lease is no longer this instance's"
             return
         self.desk.attach(self.sinks[0])  # updates committed with no sink while a shard was standby
@@ -116,7 +120,7 @@ class HaCoordinator:
             sink.prepare()
         tail = self._tail()
         tail.read_to_end()  # the bulk, while the producer ids come
-        if not self._wait(stop, lambda: all(s.prepared.is_set() for s in self.sinks)):
+        if not self._wait(stop, lambda: self.lease.held and all(s.prepared.is_set() for s in self.sinks)):
             return
         fenced = time.monotonic()
         tail.read_to_end()  # what the old active committed meanwhile: nothing more can come now
@@ -157,14 +161,22 @@ class HaCoordinator:
         return Tail(self.tail, topics)
 
     def _wait(self, stop: threading.Event, done: Callable[[], bool]) -> bool:
-        """Poll the lease until ``done``; False (with the failure said) if the lease or a sink fails first."""
+        """Poll the lease until ``done`` (which needs it held); False (with the failure said) if a sink
+        fails first, or the lease is lost and not regained within a few session timeouts."""
+        lost_at: float | None = None
         while not done():
             if stop.is_set():
                 return False
-            if not self.lease.held or self.failure() is not None:
-                self._failure = (
-                    self.failure() or self.lease.lost or "the HA lease was lost during the takeover"
-                )
+            now = time.monotonic()
+            if self.lease.held:
+                lost_at = None
+            elif lost_at is None:
+                lost_at = now
+                log.warning("HA lease lost during the takeover: waiting for it to come back")
+            elif now - lost_at > _REGAIN_SESSIONS * self.lease.session_timeout:
+                self._failure = self.lease.lost or "the HA lease was lost during the takeover"
+            if self.failure() is not None:
+                self._failure = self.failure()
                 return False
             self.lease.poll(_POLL)
         return True

@@ -40,6 +40,7 @@ class Lease:
         self, client: Mapping[str, Any], group: str, topic: str, session_timeout_ms: int, instance: str
     ) -> None:
         self.group, self.topic = group, topic
+        self.session_timeout = session_timeout_ms / 1000
         self.held = False
         self.lost: str | None = None  # why a lease once held is no longer this member's
         self.error: str | None = None  # why the group refuses this member (a setting to change)
@@ -85,7 +86,7 @@ class Lease:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         consumer.incremental_assign(partitions)
         if any(tp.partition == 0 for tp in partitions):
-            self.held = True
+            self.held, self.lost = True, None
             log.info("HA lease (group %s) acquired", self.group)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -100,4 +101,4 @@ class Lease:
         if self.held and any(tp.partition == 0 for tp in partitions):
             self.held = False
             self.lost = f"the HA lease (group {self.group}) was {why}"
-            log.error("%s: stopping, to come back as a standby", self.lost)
+            log.warning("%s", self.lost)  # an active then stops; one taking over waits for it a little
