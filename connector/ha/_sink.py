@@ -379,7 +379,7 @@ class HaSink:
         if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
             return  # an abort took it back: it is produced again from the buffer
         stats.failed[topic] += 1  # the commit then fails: the transaction is aborted and produced again
-        if err.fatal():
+        if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):  # never fatal() here
             self._fenced(err)
         elif err.code() in _REFUSED:  # produced again it would fail again, and abort every transaction
             self._refused, self._refusal = True, err
