@@ -110,7 +110,7 @@ class Connector:
             "streaming %d instruments over %d connection(s) to %s",
             sum(map(len, self.runtime.shards)),
             len(self.runtime.shards),
-            self.settings.kafka.bootstrap_servers,
+            self.settings.kafka.servers,
         )
 
     def stop(self) -> int:

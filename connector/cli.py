@@ -150,7 +150,9 @@ def _subcommand(
     func: Callable[[argparse.Namespace], int],
     settings: type[Settings] | None = None,
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    # No abbreviated flags: --kafka-sasl-password (there is none: secrets have no flag) must not be taken
+    # for --kafka-sasl-password-file, which would echo the secret back as a file name.
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, allow_abbrev=False)
     if settings is not None:
         settings.add_arguments(parser)
     parser.set_defaults(func=func)
@@ -196,7 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named without the values that follow: one may be a secret given as a flag by mistake
+        flags = " ".join(a.partition("=")[0] for a in unknown if a.startswith("-")) or "(values)"
+        parser.error(f"unrecognized arguments: {flags} (secrets have no flags: set their variable or _FILE)")
     setup_logging(
         args.log_level or os.environ.get("LOG_LEVEL", "INFO"),
         args.log_format or os.environ.get("LOG_FORMAT", "json"),
