@@ -1,16 +1,22 @@
 """Kafka sink: produce keyed records, bound what is in flight, apply the backpressure policy; topics."""
 
-from connector.sink._admin import TopicSpec, cluster_metadata, ensure_topics
+from connector.sink._admin import Access, Cluster, TopicSpec, ensure_topics
+from connector.sink._diagnose import KINDS, KafkaAccessError, kind_of, refusal_of
 from connector.sink._producer import MAX_RECORD_BYTES, KafkaSink, OnDone, RecordTooLarge, SinkConfig, Topics
 
 __all__ = [
+    "KINDS",
     "MAX_RECORD_BYTES",
+    "Access",
+    "Cluster",
+    "KafkaAccessError",
     "KafkaSink",
     "OnDone",
     "RecordTooLarge",
     "SinkConfig",
     "TopicSpec",
     "Topics",
-    "cluster_metadata",
     "ensure_topics",
+    "kind_of",
+    "refusal_of",
 ]
