@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from connector._http import reply
+from connector.sink import KINDS
 from connector.stats import Stats
 
 if TYPE_CHECKING:
@@ -114,6 +115,12 @@ class _ConnectionCollector(Collector):
                 for k, v in got.items() if isinstance(got, dict) else [("", got)]:
                     family.add_metric([str(i), k] if label else [str(i)], v)
             yield family
+        errors = CounterMetricFamily(
+            "kafka_errors", "Errors librdkafka reported, by kind (all connections)", labels=["kind"]
+        )
+        for error_kind in KINDS:
+            errors.add_metric([error_kind], sum(s.kafka_errors[error_kind] for s in self.shards))
+        yield errors
         yield from self._times()
 
     def _times(self) -> Iterator[Metric]:
@@ -255,6 +262,8 @@ class Metrics:
             delivered = s.delivered.total()
             if self._progress[i][0] != delivered or not s.in_flight:
                 self._progress[i] = (delivered, now)
+            if s.kafka_refused and s.delivered.total() <= s.kafka_refused_delivered:
+                return False, f"connection {i}: Kafka refuses the producer: {s.kafka_refused}"
             if not s.connected:
                 failure = f" (last failure: {s.last_failure})" if s.last_failure else ""
                 refused = " (Kite refuses the access token)" if s.token_refused else ""

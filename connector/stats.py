@@ -37,6 +37,9 @@ class Stats:
     last_tick: dict[str, float] = field(default_factory=dict)  # exchange → when a tick of it came
     in_flight: int = 0
     held: int = 0
+    kafka_errors: Counter[str] = field(default_factory=Counter)  # librdkafka's errors, by kind (sink.KINDS)
+    kafka_refused: str | None = None  # why Kafka last refused the producer (credentials, TLS, an ACL)
+    kafka_refused_delivered: int = 0  # records delivered then: once more are, the refusal is over
 
     def summary(self) -> dict[str, object]:
         return {

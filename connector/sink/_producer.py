@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from connector.config import RunSettings
 from connector.errors import SinkError
 from connector.logs import sample
+from connector.sink._diagnose import KafkaAccessError, kind_of, refusal_of
 from connector.stats import Stats
 
 __all__ = ["MAX_RECORD_BYTES", "KafkaSink", "OnDone", "RecordTooLarge", "SinkConfig", "Topics"]
@@ -104,7 +105,10 @@ class KafkaSink:
         self.stats = stats
         self._headers = headers or {}
         self._observe = observe_latency
-        self.producer = Producer(config.producer, logger=sample(logging.getLogger("librdkafka")))
+        self.producer = Producer(
+            config.producer, logger=sample(logging.getLogger("librdkafka")), error_cb=self._on_error
+        )
+        self._refused: KafkaAccessError | None = None  # raised by the next service(), for the supervisor
         self._low_water = config.low_water
         self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
         self._backlog: deque[tuple[bytes, bytes, int]] = deque()  # block policy: ticks waiting for room
@@ -158,8 +162,13 @@ class KafkaSink:
                 done += 1
         except BufferError:  # librdkafka's own queue is full: the rest goes the bounded way
             pass
-        except Exception:  # for the supervisor, which rebuilds the producer; what was not produced counts
+        except (
+            Exception
+        ) as exc:  # for the supervisor, which rebuilds the producer; what was not produced counts
             stats.failed[topic] += len(batch) - done
+            refusal = self._refusal(exc, topic)
+            if refusal is not None:
+                raise refusal from exc
             raise
         finally:
             stats.in_flight += done
@@ -239,6 +248,9 @@ class KafkaSink:
                     raise RecordTooLarge(
                         f"{len(value)} byte record refused for {topic}: {error.str()}"
                     ) from exc
+                refusal = self._refusal(exc, topic)
+                if refusal is not None:
+                    raise refusal from exc
                 raise
         stats = self.stats
         stats.in_flight += 1
@@ -250,8 +262,18 @@ class KafkaSink:
 
         Returns the seconds until an acknowledgement may next arrive (0: any time now), or None when
         no record awaits one. No ack can come before its batch lingered, so the caller can sleep.
+        Raises :class:`KafkaAccessError` once Kafka refused the producer (see :meth:`_on_error`).
         """
-        self.producer.poll(0)
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:  # a fatal error, e.g. no ACL lets it produce idempotently
+            refusal = self._refusal(exc, self._tick_topic)
+            if refusal is not None:
+                raise refusal from exc
+            raise
+        if self._refused is not None:
+            refused, self._refused = self._refused, None
+            raise refused
         if (self._held or self._backlog) and self.stats.in_flight <= self._low_water:
             self._release_waiting()
         if not self.stats.in_flight:
@@ -316,6 +338,29 @@ class KafkaSink:
             self.stats.backpressure_seconds += time.monotonic() - self._waiting_since
             self._waiting_since = None
 
+    # -- refusals: what retrying cannot fix is raised, to count as a connection failure ----------------
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (inside poll, on this thread): counted by kind; wrong credentials or
+        TLS are raised by the next :meth:`service` (the librdkafka client itself would retry for ever)."""
+        self._refusal(err, self._tick_topic, raise_later=True)
+
+    def _refusal(
+        self, error: BaseException | KafkaError, topic: str, raise_later: bool = False
+    ) -> KafkaAccessError | None:
+        """The refusal ``error`` is, if it is one: counted, and kept for /healthz until a record is
+        delivered again."""
+        err = error.args[0] if isinstance(error, KafkaException) and error.args else error
+        kind = kind_of(err) if isinstance(err, KafkaError) else None
+        if kind is not None:
+            self.stats.kafka_errors[kind] += 1
+        refusal = refusal_of(error, self.config.producer, topic=topic)
+        if refusal is not None:
+            self.stats.kafka_refused = str(refusal)
+            self.stats.kafka_refused_delivered = self.stats.delivered.total()
+            if raise_later:
+                self._refused = self._refused or refusal
+        return refusal
+
     # -- delivery callbacks (run inside poll/flush on the producing thread) -----------------------------
     def _settled(self, err: KafkaError | None, msg: Message) -> bool:
         stats = self.stats
@@ -325,6 +370,7 @@ class KafkaSink:
             stats.delivered[topic] += 1
             return True
         stats.failed[topic] += 1
+        self._refusal(err, topic, raise_later=True)
         key = msg.key()
         log.error(
             "delivery failed to %s key %s: %s (failed so far: %d)",

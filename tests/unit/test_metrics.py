@@ -71,3 +71,23 @@ def test_health_names_what_is_wrong() -> None:
     supervisor.watch(Dead())
     assert metrics.healthy() == (False, "thread kite-reconciler ended")
     assert 'thread_up{thread="kite-reconciler"} 0.0' in _scrape(metrics)
+
+
+def test_kafka_refusals_are_counted_by_kind_and_shown_until_a_record_is_delivered() -> None:
+    a, b = Stats(), Stats()
+    a.connected = b.connected = True
+    a.kafka_errors["transport"] += 2
+    b.kafka_errors["transport"] += 1
+    b.kafka_errors["authorization"] += 1
+    b.kafka_refused = (
+        "Kafka authorization: User:connector may not write to topic t (missing ACL: WRITE on Topic:t)"
+    )
+    b.kafka_refused_delivered = b.delivered.total()
+    metrics = Metrics([a, b])
+    metrics.watch(OrderDesk(None, "t", []), Supervisor())
+    body = _scrape(metrics)
+    for kind, count in (("authentication", 0), ("authorization", 1), ("tls", 0), ("transport", 3)):
+        assert f'kafka_errors_total{{kind="{kind}"}} {count}.0' in body  # every kind, for rate() from 0
+    assert metrics.healthy() == (False, f"connection 1: Kafka refuses the producer: {b.kafka_refused}")
+    b.delivered["t"] += 1  # the ACL is back
+    assert metrics.healthy() == (True, "ok")
