@@ -538,7 +538,7 @@ def _check_oauthbearer(
     if mechanism != "OAUTHBEARER":
         for key in (k for k in given if k.startswith("sasl.oauthbearer.")):
             raise ConfigError(f"{named(key)} needs KAFKA_SASL_MECHANISM=OAUTHBEARER")
-    elif method == "oidc":
+    elif method == "oidc" and "sasl.oauthbearer.metadata.authentication.type" not in config:
         missing = [_KAFKA_PROPERTIES[k] for k in _OIDC if not config.get(k)]
         if missing:
             raise ConfigError(f"KAFKA_SASL_OAUTHBEARER_METHOD=oidc needs {' and '.join(missing)}")

@@ -22,7 +22,7 @@ from connector.kite import Mode, OrderUpdate
 from connector.metrics import Metrics, MetricsServer
 from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
 from connector.pipeline import Pipeline, TickCallback
-from connector.serde import Serializers, build_serializers
+from connector.serde import Serializers, build_serializers, registry_client
 from connector.sink import KafkaSink, SinkConfig, Topics, TopicSpec, ensure_topics
 from connector.source import KiteListener, TokenSource
 from connector.stats import Stats
@@ -215,6 +215,8 @@ class Runtime:
             s.kafka_framing,
             s.registry.url,
             self.topics.by_kind(),
+            # retries are register_value_schemas' own, bounded by the timeout
+            registry_client(s.registry.client_config(), retries=0) if s.registry.url else None,
             registry_timeout=s.registry.timeout_seconds,
         )
 
