@@ -1,6 +1,6 @@
 """The chaos scenarios as a table: one row per scenario, counted record by record.
 
-    python bench/chaos.py [--groups connector,paused,broker-kill,cluster]
+    python bench/chaos.py [--groups connector,lines,paused,broker-kill,cluster]
 
 Each scenario streams 5,000 ticks/s and about 5 order updates/s from the simulator (its own process)
 through the connector (its own process) into Kafka (containers from KITE_KAFKA_IMAGE), injects its fault,
@@ -24,7 +24,7 @@ from tests.chaos import scenarios
 from tests.chaos.brokers import kafka_cluster, single_broker
 from tests.chaos.rig import HEADER, Tally
 
-GROUPS = ("connector", "paused", "broker-kill", "cluster")
+GROUPS = ("connector", "lines", "paused", "broker-kill", "cluster")
 
 
 def main() -> int:
@@ -45,6 +45,8 @@ def main() -> int:
                     t0 = time.monotonic()
                     if group == "connector":
                         got = scenarios.connector_faults(broker, work)
+                    elif group == "lines":
+                        got = scenarios.two_lines(broker, work)
                     elif group == "paused":
                         got = scenarios.broker_paused(broker, work)
                     else:

@@ -345,7 +345,7 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     from connector.pipeline import Pipeline
     from connector.serde import build_serializers
     from connector.sink import SinkConfig
-    from connector.stats import Stats
+    from connector.stats import ConnectionStats, ShardStats
 
     class Capture:  # stands in for the sink: keeps the records the pipeline would produce
         def __init__(self) -> None:
@@ -357,10 +357,10 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     market, tokens = Market(synthetic_instruments(instruments)), _tokens(instruments)
     serializers = build_serializers()
     capture = Capture()
-    pipeline = Pipeline(serializers, capture, Stats())  # type: ignore[arg-type]
+    pipeline, line = Pipeline(serializers, capture, ShardStats()), ConnectionStats()  # type: ignore[arg-type]
     sample = [market.tick(t, Mode.FULL) for _ in range(4) for t in tokens]
     for i in range(0, len(sample), 50):
-        pipeline.on_message(True, encode_message(sample[i : i + 50]), int(time.time() * 1000), 0.0)
+        pipeline.on_message(True, encode_message(sample[i : i + 50]), int(time.time() * 1000), 0.0, line)
     settings = RunSettings.load(
         environ={"KITE_API_KEY": "bench", "KITE_ACCESS_TOKEN": "bench", "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     )

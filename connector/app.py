@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from types import FrameType
 
-from connector.config import RunSettings
+from connector.config import KITE_CONNECTIONS, RunSettings
 from connector.errors import ConfigError, Interrupted
 from connector.instruments import Instruments, parse_instruments, read_instruments
 from connector.kite import MAX_TOKENS_PER_CONNECTION, Mode
@@ -20,7 +20,6 @@ from connector.source import TokenSource
 
 __all__ = [
     "EXIT_FAILED",
-    "MAX_CONNECTIONS",
     "Connector",
     "download_instruments",
     "parse_subscriptions",
@@ -28,7 +27,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("connector.app")
-MAX_CONNECTIONS = 3  # Kite allows three WebSocket connections per api_key
 EXIT_FAILED = 3  # a connection kept failing: exit for the restart policy (2 is a start-up error)
 
 
@@ -72,18 +70,20 @@ def parse_subscriptions(
     return subscriptions
 
 
-def shard(subscriptions: dict[int, Mode]) -> list[dict[int, Mode]]:
-    """Split over connections of at most 3000 instruments; more than three connections is an error."""
+def shard(subscriptions: dict[int, Mode], lines: int = 1) -> list[dict[int, Mode]]:
+    """Split into shards of at most 3000 instruments, each carried by ``lines`` connections; more than
+    Kite's three connections in all is an error."""
     items = list(subscriptions.items())
     shards = [
         dict(items[i : i + MAX_TOKENS_PER_CONNECTION])
         for i in range(0, len(items), MAX_TOKENS_PER_CONNECTION)
     ]
-    if len(shards) > MAX_CONNECTIONS:
-        limit = MAX_CONNECTIONS * MAX_TOKENS_PER_CONNECTION
+    if len(shards) * lines > KITE_CONNECTIONS:
+        limit = KITE_CONNECTIONS // lines * MAX_TOKENS_PER_CONNECTION
         raise ConfigError(
-            f"{len(items)} instruments subscribed; Kite allows {limit} per api_key "
-            f"({MAX_CONNECTIONS} connections of {MAX_TOKENS_PER_CONNECTION})"
+            f"{len(items)} instruments on {lines} line(s) need {len(shards) * lines} connections; Kite "
+            f"allows {KITE_CONNECTIONS} per api_key ({MAX_TOKENS_PER_CONNECTION} instruments each), so at "
+            f"most {limit} instruments with KITE_LINES={lines}"
         )
     return shards
 
@@ -99,17 +99,18 @@ class Connector:
             instruments = download_instruments(s.kite_instruments_url, s.kite_api_key or "", tokens.get())
         elif s.kite_instruments_file:
             instruments = Instruments(read_instruments(s.kite_instruments_file))
-        shards = shard(parse_subscriptions(s.kite_instruments, s.kite_mode, instruments))
+        shards = shard(parse_subscriptions(s.kite_instruments, s.kite_mode, instruments), s.kite_lines)
         self.runtime = Runtime(s, shards, failure_limit=s.connection_failure_limit)
-        self.stats = self.runtime.stats
+        self.stats, self.shard_stats = self.runtime.stats, self.runtime.shard_stats
         self.metrics = self.runtime.metrics
 
     def start(self) -> None:
         self.runtime.start()
         log.info(
-            "streaming %d instruments over %d connection(s) to %s",
-            sum(map(len, self.runtime.shards)),
-            len(self.runtime.shards),
+            "streaming %d instruments over %d shard(s) of %d line(s) to %s",
+            sum(map(len, self.runtime.subscriptions)),
+            len(self.runtime.subscriptions),
+            self.settings.kite_lines,
             self.settings.kafka.servers,
         )
 

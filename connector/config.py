@@ -89,6 +89,10 @@ def probability(text: str) -> float:
     return value
 
 
+def connection_numbers(text: str) -> tuple[int, ...]:
+    return tuple(positive_int(part) for part in text.split(","))
+
+
 def check_ws_url(url: str) -> None:
     """A ConfigError naming KITE_WS_URL unless ``url`` is a ws:// or wss:// URL with a host."""
     try:
@@ -611,6 +615,7 @@ _FRAMINGS = ("single-object", "confluent")
 
 # -- kite-connector run ------------------------------------------------------------------------------------
 KITE_API = "https://api.kite.trade"
+KITE_CONNECTIONS = 3  # WebSocket connections Kite allows per api_key
 _KAFKA_MESSAGE_LIMIT = 1_000_000  # librdkafka's default message.max.bytes: a dead letter must fit in it
 
 
@@ -644,6 +649,18 @@ class RunSettings(Settings):
     kite_reconnect_max_delay: float = setting(
         30.0, "cap of the reconnect backoff, seconds", non_negative_float
     )
+    kite_lines: int = setting(
+        1,
+        "WebSockets carrying every instrument: with 2, a tick is lost only if both miss it (first arrival "
+        "wins); Kite allows 3 connections per api_key in all",
+        positive_int,
+    )
+    gap_threshold_seconds: float = setting(
+        3.0,
+        "no message on any line of a shard for longer than this while the market is open is published "
+        "as a gap marker (0: never)",
+        non_negative_float,
+    )
     kafka: KafkaClient = group(KafkaClient)
     kafka_topic_ticks: str = setting("kite.ticks", "topic for ticks (key: instrument token)")
     kafka_topic_order_updates: str = setting(
@@ -651,6 +668,9 @@ class RunSettings(Settings):
     )
     kafka_topic_dead_letters: str = setting(
         "kite.dead_letters", "topic for undecodable input (raw bytes kept)"
+    )
+    kafka_topic_gaps: str = setting(
+        "kite.gaps", "topic for gap markers: times when no line received anything (key: shard)"
     )
     layout: TopicLayout = group(TopicLayout)
     kafka_compression: str = setting(
@@ -734,6 +754,10 @@ class RunSettings(Settings):
             raise ConfigError("set KITE_ACCESS_TOKEN or KITE_ACCESS_TOKEN_FILE (see `kite-connector login`)")
         if self.low_water_mark >= self.max_in_flight:
             raise ConfigError("LOW_WATER_MARK must be below MAX_IN_FLIGHT")
+        if self.kite_lines > KITE_CONNECTIONS:
+            raise ConfigError(
+                f"KITE_LINES={self.kite_lines}: Kite allows {KITE_CONNECTIONS} connections per api_key"
+            )
         if self.tick_timestamp_window_seconds > 3000:
             raise ConfigError(
                 "TICK_TIMESTAMP_WINDOW_SECONDS must be at most 3000: brokers refuse records more than an "
@@ -882,7 +906,15 @@ class SimulatorSettings(Settings):
     )
     sim_max_rate: float = setting(0.0, "cap on ticks per second per connection (0: none)", non_negative_float)
     sim_packets_per_message: int = setting(50, "tick packets per WebSocket message", non_negative_int)
-    sim_order_rate: float = setting(0.2, "new orders per second per connection (0: none)", non_negative_float)
+    sim_order_rate: float = setting(
+        0.2, "new orders per second, each update sent on every connection (0: none)", non_negative_float
+    )
+    sim_jitter_ms: float = setting(
+        0.0,
+        "each connection delays each message by a random 0..N ms of its own, and gets each round of "
+        "instruments in its own order (never out of order on one connection)",
+        non_negative_float,
+    )
     sim_drop_every: float = setting(
         0.0, "drop each connection after this many seconds (0: never)", non_negative_float
     )
@@ -891,6 +923,13 @@ class SimulatorSettings(Settings):
         0.0, "stall sending every this many seconds (0: never)", non_negative_float
     )
     sim_stall_seconds: float = setting(0.0, "how long a stall lasts", non_negative_float)
+    sim_fault_connections: tuple[int, ...] | None = setting(
+        None,
+        "connection numbers the faults (drop, stall, malformed) apply to, e.g. 1 or 1,3 (a connection's "
+        "number is the lowest one no other open connection holds: a line that reconnects keeps it); "
+        "unset: all",
+        connection_numbers,
+    )
     sim_seed: int = setting(0, "random seed: the same seed sends the same prices", int)
     sim_replay_ticks: int = setting(
         0, "benchmark feed: send this many pre-encoded ticks per connection, then idle", non_negative_int

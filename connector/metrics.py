@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 
 from connector._http import reply
 from connector.sink import KINDS
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 
 if TYPE_CHECKING:
     from connector.orders import OrderDesk
@@ -26,20 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = ["Metrics", "MetricsServer", "serve_http"]
 
-Values = Callable[[Stats], "dict[str, float] | float"]
-
-
-def _wall(monotonic: float, now_mono: float, now_wall: float) -> float:
-    return now_wall - (now_mono - monotonic)
-
-
 _C, _G = CounterMetricFamily, GaugeMetricFamily
-# (kind, name, help, label besides "connection", value of one connection's Stats)
-_PER_CONNECTION: tuple[
-    tuple[type[CounterMetricFamily | GaugeMetricFamily], str, str, str | None, Values], ...
-] = (
+Family = type[CounterMetricFamily | GaugeMetricFamily]
+# (kind, name, help, label besides the connection's or shard's, value of one ConnectionStats / ShardStats)
+_PER_CONNECTION: tuple[tuple[Family, str, str, str | None, Callable[[ConnectionStats], Any]], ...] = (
     (_C, "kite_messages_received", "WebSocket messages received", "type", lambda s: dict(s.messages)),
     (_C, "kite_ticks_received", "Tick packets decoded", "mode", lambda s: dict(s.ticks)),
+    (
+        _C,
+        "kite_ticks_won",
+        "Ticks this connection delivered first (every tick, with one line)",
+        None,
+        lambda s: s.ticks_won,
+    ),
     (
         _C,
         "kite_order_updates_received",
@@ -48,6 +47,25 @@ _PER_CONNECTION: tuple[
         lambda s: s.order_updates,
     ),
     (_C, "kite_errors_received", "Error messages from Kite", None, lambda s: s.kite_errors),
+    (_C, "reconnects", "WebSocket reconnects", None, lambda s: s.reconnects),
+    (_C, "callback_errors", "Exceptions raised by user callbacks", None, lambda s: s.callback_errors),
+    (
+        _C,
+        "connection_failures",
+        "Unexpected errors that ended a shard's pipeline and producer (rebuilt), by type",
+        "reason",
+        lambda s: dict(s.failures),
+    ),
+    (_G, "kite_connection_up", "1 while the WebSocket is connected", None, lambda s: float(s.connected)),
+    (
+        _G,
+        "kite_access_token_refused",
+        "1 while Kite refuses the access token (HTTP 403) and the connector waits for a new one",
+        None,
+        lambda s: float(s.token_refused),
+    ),
+)
+_PER_SHARD: tuple[tuple[Family, str, str, str | None, Callable[[ShardStats], Any]], ...] = (
     (_C, "records_produced", "Records handed to the Kafka producer", "topic", lambda s: dict(s.produced)),
     (_C, "records_delivered", "Records acknowledged by Kafka", "topic", lambda s: dict(s.delivered)),
     (_C, "records_failed", "Records Kafka could not take", "topic", lambda s: dict(s.failed)),
@@ -66,15 +84,6 @@ _PER_CONNECTION: tuple[
         None,
         lambda s: s.backpressure_seconds,
     ),
-    (_C, "reconnects", "WebSocket reconnects", None, lambda s: s.reconnects),
-    (_C, "callback_errors", "Exceptions raised by user callbacks", None, lambda s: s.callback_errors),
-    (
-        _C,
-        "connection_failures",
-        "Unexpected errors that ended a connection's pipeline and producer (rebuilt), by type",
-        "reason",
-        lambda s: dict(s.failures),
-    ),
     (
         _C,
         "records_abandoned",
@@ -90,33 +99,42 @@ _PER_CONNECTION: tuple[
         None,
         lambda s: s.held,
     ),
-    (_G, "kite_connection_up", "1 while the WebSocket is connected", None, lambda s: float(s.connected)),
-    (
-        _G,
-        "kite_access_token_refused",
-        "1 while Kite refuses the access token (HTTP 403) and the connector waits for a new one",
-        None,
-        lambda s: float(s.token_refused),
-    ),
 )
 
 
-class _ConnectionCollector(Collector):
-    """The counters and gauges of every connection, labelled by its index."""
+def _wall(monotonic: float, now_mono: float, now_wall: float) -> float:
+    return now_wall - (now_mono - monotonic)
 
-    def __init__(self, shards: Sequence[Stats]) -> None:
-        self.shards = shards
+
+def _families(
+    table: tuple[tuple[Family, str, str, str | None, Callable[[Any], Any]], ...],
+    owners: Sequence[tuple[list[str], Any]],
+    labels: list[str],
+) -> Iterator[Metric]:
+    """One family per row of ``table``: each owner's value(s), labelled by ``labels`` (and the row's)."""
+    for kind, name, doc, label, values in table:
+        family = kind(name, doc, labels=[*labels, label] if label else labels)
+        for names, stats in owners:
+            got = values(stats)
+            for k, v in got.items() if isinstance(got, dict) else [("", got)]:
+                family.add_metric([*names, k] if label else names, v)
+        yield family
+
+
+class _StatsCollector(Collector):
+    """Every connection's and shard's counters, read at scrape time (the hot path takes no lock)."""
+
+    def __init__(
+        self, connections: Sequence[ConnectionStats], shards: Sequence[ShardStats], lines: int
+    ) -> None:
+        self.connections, self.shards, self.lines = connections, shards, lines
 
     def collect(self) -> Iterator[Metric]:
-        for kind, name, doc, label, values in _PER_CONNECTION:
-            family = kind(name, doc, labels=["connection", label] if label else ["connection"])
-            for i, s in enumerate(self.shards):
-                got = values(s)
-                for k, v in got.items() if isinstance(got, dict) else [("", got)]:
-                    family.add_metric([str(i), k] if label else [str(i)], v)
-            yield family
+        per_connection = [([str(i), str(i % self.lines)], s) for i, s in enumerate(self.connections)]
+        yield from _families(_PER_CONNECTION, per_connection, ["connection", "line"])
+        yield from _families(_PER_SHARD, [([str(i)], s) for i, s in enumerate(self.shards)], ["shard"])
         errors = CounterMetricFamily(
-            "kafka_errors", "Errors librdkafka reported, by kind (all connections)", labels=["kind"]
+            "kafka_errors", "Errors librdkafka reported to the producers, by kind", labels=["kind"]
         )
         for error_kind in KINDS:
             errors.add_metric([error_kind], sum(s.kafka_errors[error_kind] for s in self.shards))
@@ -128,12 +146,12 @@ class _ConnectionCollector(Collector):
         message = GaugeMetricFamily(
             "kite_last_message_timestamp_seconds",
             "When any message (heartbeats too) last came",
-            labels=["connection"],
+            labels=["connection", "line"],
         )
         latest: dict[str, float] = {}
-        for i, s in enumerate(self.shards):
+        for i, s in enumerate(self.connections):
             if s.last_message is not None:
-                message.add_metric([str(i)], _wall(s.last_message, now_mono, now_wall))
+                message.add_metric([str(i), str(i % self.lines)], _wall(s.last_message, now_mono, now_wall))
             for exchange, at in list(s.last_tick.items()):
                 latest[exchange] = max(latest.get(exchange, at), at)
         yield message
@@ -208,13 +226,15 @@ def _gauge(name: str, doc: str, value: float) -> Metric:
 
 
 class Metrics:
-    def __init__(self, shards: Sequence[Stats]) -> None:
-        self.shards = shards
+    def __init__(
+        self, connections: Sequence[ConnectionStats], shards: Sequence[ShardStats], lines: int = 1
+    ) -> None:
+        self.connections, self.shards, self.lines = connections, shards, lines
         now = time.monotonic()
-        self._progress = [(0, now) for _ in shards]  # per connection: (delivered, when it last moved)
+        self._progress = [(0, now) for _ in shards]  # per shard: (delivered, when it last moved)
         self.supervisor: Supervisor | None = None
         self.registry = CollectorRegistry()
-        self.registry.register(_ConnectionCollector(shards))
+        self.registry.register(_StatsCollector(connections, shards, lines))
         self._process: _ProcessCollector | None = None
         self.latency = Histogram(
             "receive_to_ack_seconds",
@@ -249,29 +269,36 @@ class Metrics:
         self.supervisor = supervisor
 
     def healthy(self, stall_seconds: float = 30.0) -> tuple[bool, str]:
-        """Every thread works, every connection is up, Kafka acknowledged recently if records wait.
+        """Every thread works, every shard has a line up, Kafka acknowledged recently if records wait.
 
-        Progress is judged here, from the delivered count between checks, so that the delivery
-        callback (once per record) does not have to read the clock.
+        A shard with one of several lines down still streams: healthy, and the answer says which is down.
+        Progress is judged here, from the delivered count between checks, so that the delivery callback
+        (once per record) does not have to read the clock.
         """
         failure = self.supervisor.failure() if self.supervisor is not None else None
         if failure is not None:
             return False, failure
-        now = time.monotonic()
-        for i, s in enumerate(self.shards):
-            delivered = s.delivered.total()
-            if self._progress[i][0] != delivered or not s.in_flight:
-                self._progress[i] = (delivered, now)
+        now, down = time.monotonic(), []
+        for shard, s in enumerate(self.shards):
             if s.kafka_refused and s.delivered.total() <= s.kafka_refused_delivered:
-                return False, f"connection {i}: Kafka refuses the producer: {s.kafka_refused}"
-            if not s.connected:
-                failure = f" (last failure: {s.last_failure})" if s.last_failure else ""
-                refused = " (Kite refuses the access token)" if s.token_refused else ""
-                return False, f"connection {i} is down{refused}{failure}"
-            stalled = now - self._progress[i][1]
+                return False, f"shard {shard}: Kafka refuses the producer: {s.kafka_refused}"
+            lines = range(shard * self.lines, (shard + 1) * self.lines)
+            down += [self._down(i) for i in lines if not self.connections[i].connected]
+            if all(not self.connections[i].connected for i in lines):
+                return False, down[-1]
+            delivered = s.delivered.total()
+            if self._progress[shard][0] != delivered or not s.in_flight:
+                self._progress[shard] = (delivered, now)
+            stalled = now - self._progress[shard][1]
             if stalled > stall_seconds:
-                return False, f"connection {i}: Kafka acknowledged nothing for {stalled:.0f} s"
-        return True, "ok"
+                return False, f"shard {shard}: Kafka acknowledged nothing for {stalled:.0f} s"
+        return True, "ok" if not down else f"ok, degraded: {'; '.join(down)}"
+
+    def _down(self, index: int) -> str:
+        s = self.connections[index]
+        failure = f" (last failure: {s.last_failure})" if s.last_failure else ""
+        refused = " (Kite refuses the access token)" if s.token_refused else ""
+        return f"connection {index} is down{refused}{failure}"
 
 
 def serve_http(

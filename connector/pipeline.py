@@ -1,4 +1,4 @@
-"""One listener's work per message: decode (codec) → serialize (serde) → produce (sink) or callbacks."""
+"""One shard's work per message: decode (codec) → arbitrate (lines) → serialize (serde) → produce (sink)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
+from connector.arbiter import Arbiter
 from connector.errors import MalformedFrame, SerializationError
-from connector.kite import EXCHANGES, KiteError, KiteMessage, Tick, parse_binary, parse_text
+from connector.gaps import Gap, GapWatch
+from connector.kite import EXCHANGES, KiteError, KiteMessage, Tick, packet_ids, parse_binary, parse_text
 from connector.logs import sample
 from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
 from connector.serde import DeadLetter, Serializers, native_transcode
 from connector.sink import KafkaSink
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 
 __all__ = ["Pipeline", "TickCallback"]
 
@@ -21,21 +23,22 @@ TickCallback = Callable[[list[Tick]], None]
 
 
 class Pipeline:
-    """Handles the messages of one connection on its listener thread.
+    """Handles the messages of one shard, from each of its lines (the caller serialises the calls).
 
-    Undecodable input, and records Kafka cannot take for their size, become dead letters (raw bytes kept,
-    cut to ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle.
-    Order updates go to ``orders`` (the desk shared by every connection); the pipeline stages what the desk
-    makes of them and commits the batch after each socket read. With ``reconciled``, this pipeline also
-    publishes what reconciliation found. ``on_ticks`` / ``on_raw`` let an embedding application see the
-    same messages.
+    With an ``arbiter`` (several lines), a tick another line delivered first is dropped. Undecodable
+    input, and records Kafka cannot take for their size, become dead letters (raw bytes kept, cut to
+    ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle. Order
+    updates go to ``orders`` (the desk shared by every shard); the pipeline stages what the desk makes of
+    them and commits the batch after each socket read. With ``reconciled``, this pipeline also publishes
+    what reconciliation found. A message after a silence ``gaps`` calls a gap is followed by its marker.
+    ``on_ticks`` / ``on_raw`` let an embedding application see the same messages.
     """
 
     def __init__(
         self,
         serializers: Serializers,
         sink: KafkaSink | None,
-        stats: Stats,
+        stats: ShardStats,
         orders: OrderDesk | None = None,
         reconciled: bool = False,
         on_ticks: TickCallback | None = None,
@@ -43,9 +46,12 @@ class Pipeline:
         dead_letter_max_bytes: int = 262_144,
         timestamp_window_ms: int = 600_000,
         subscribed: set[int] | None = None,
+        arbiter: Arbiter | None = None,
+        gaps: GapWatch | None = None,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
         self.orders, self.reconciled = orders, reconciled
+        self.arbiter, self.gaps = arbiter, gaps
         self._staged: list[OrderRecord] = []  # order updates taken since the last service()
         # A Kafka timestamp this far from receipt (a wild exchange time in junk that decodes) would make the
         # broker refuse the record and its whole batch: such ticks get the receive time.
@@ -81,13 +87,17 @@ class Pipeline:
     def saturated(self) -> bool:
         return self.sink is not None and self.sink.saturated()
 
-    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+    def on_message(
+        self, binary: bool, data: bytes, received_ms: int, received: float, line: ConnectionStats
+    ) -> None:
+        if self.gaps is not None and (gap := self.gaps.message(received_ms)) is not None:
+            self._gap(gap, received_ms)
         if self.on_raw is not None:
             self.on_raw(binary, data)
         if binary:
-            self._on_binary(data, received_ms, received)
+            self._on_binary(data, received_ms, received, line)
         else:
-            self._on_text(data, received_ms)
+            self._on_text(data, received_ms, line)
 
     def _key(self, token: int) -> bytes:
         key = self._keys.get(token)
@@ -95,24 +105,30 @@ class Pipeline:
             key = self._keys[token] = str(token).encode()
         return key
 
-    def _on_binary(self, data: bytes, received_ms: int, received: float) -> None:
-        stats = self.stats
+    def _on_binary(self, data: bytes, received_ms: int, received: float, line: ConnectionStats) -> None:
         if len(data) < 2:
-            stats.messages["heartbeat"] += 1
+            line.messages["heartbeat"] += 1
             return
-        stats.messages["binary"] += 1
+        line.messages["binary"] += 1
         sink = self.sink
         # The native path takes bytes only (an embedding caller may hand over another buffer).
-        if self._transcode is not None and self.on_ticks is None and sink is not None and type(data) is bytes:
+        if (
+            self._transcode is not None
+            and self.arbiter is None
+            and self.on_ticks is None
+            and sink is not None
+            and type(data) is bytes
+        ):
             done = self._transcode(
                 data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
             )
             if done is not None:  # a well-formed message, encoded in one native call
                 records, ltp, quote, full = done
-                counts = stats.ticks
+                counts = line.ticks
                 for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
                     if count:
                         counts[mode] += count
+                line.ticks_won += len(records)
                 sink.produce_ticks(records, received)
                 return
         ticks, errors = parse_binary(data)
@@ -120,6 +136,9 @@ class Pipeline:
             first, more = errors[0], len(errors) - 1
             reason = f"{first.reason} (and {more} more faults)" if more else first.reason
             self._dead_letter(DeadLetter(data, reason, "ws-binary", first.offset), received_ms)
+        line.ticks.update(tick.mode.value for tick in ticks)
+        if self.arbiter is not None:
+            ticks = self._arbitrate(self.arbiter, data, ticks, received_ms)
         subscribed = self.subscribed
         if subscribed is not None and any(t.instrument_token not in subscribed for t in ticks):
             strays = sorted({t.instrument_token for t in ticks} - subscribed)
@@ -128,8 +147,8 @@ class Pipeline:
             ticks = [t for t in ticks if t.instrument_token in subscribed]
         if not ticks:
             return
-        stats.ticks.update(tick.mode.value for tick in ticks)
-        self._fresh({tick.instrument_token & 0xFF for tick in ticks})
+        line.ticks_won += len(ticks)
+        self._fresh(line, {tick.instrument_token & 0xFF for tick in ticks})
         if self.on_ticks is not None:
             self.on_ticks(ticks)
         if sink is None:
@@ -145,9 +164,19 @@ class Pipeline:
             return
         sink.produce_ticks(batch, received)
 
-    def _fresh(self, segments: Iterable[int]) -> None:
+    @staticmethod
+    def _arbitrate(arbiter: Arbiter, data: bytes, ticks: list[Tick], received_ms: int) -> list[Tick]:
+        """The ticks no other line delivered first (all of them when the message has faulty packets)."""
+        ids = packet_ids(data)
+        if ids is None or len(ids) != len(ticks):
+            return ticks
+        first = arbiter.first
+        return [t for t, i in zip(ticks, ids, strict=True) if first(t.instrument_token, i, received_ms)]
+
+    @staticmethod
+    def _fresh(line: ConnectionStats, segments: Iterable[int]) -> None:
         """Ticks of these exchange segments just came (for the feed-freshness gauge, per exchange)."""
-        now, last = time.monotonic(), self.stats.last_tick
+        now, last = time.monotonic(), line.last_tick
         for segment in segments:
             last[EXCHANGES.get(segment, f"SEGMENT_{segment}")] = now
 
@@ -155,20 +184,20 @@ class Pipeline:
         ts = tick.exchange_timestamp_ms or received_ms
         return ts if abs(ts - received_ms) <= self.timestamp_window_ms else received_ms
 
-    def _on_text(self, data: bytes, received_ms: int) -> None:
-        self.stats.messages["text"] += 1
+    def _on_text(self, data: bytes, received_ms: int, line: ConnectionStats) -> None:
+        line.messages["text"] += 1
         try:
             record = parse_text(data)
         except MalformedFrame as exc:
             self._dead_letter(DeadLetter(exc.raw, exc.reason, "ws-text"), received_ms)
             return
         if isinstance(record, KiteError):
-            self.stats.kite_errors += 1
+            line.kite_errors += 1
             log.error("Kite sent an error: %s", record.message)
         elif isinstance(record, KiteMessage):
             log.info("Kite says: %s", record.message)
         else:
-            self.stats.order_updates += 1
+            line.order_updates += 1
             if self.orders is not None:
                 self._stage(self.orders.take(record, data, received_ms, ORIGIN_WEBSOCKET))
 
@@ -185,3 +214,16 @@ class Pipeline:
             letter = letter.capped(self.dead_letter_max_bytes)
             value = self.serializers.dead_letter(letter, received_ms)
             self.sink.produce_dead_letter(letter.source.encode(), value, received_ms)
+
+    def _gap(self, gap: Gap, received_ms: int) -> None:
+        log.warning(
+            "shard %d: nothing received for %.1f s (%s): ticks of its %d instruments may be missing",
+            gap.shard,
+            (gap.end_ms - gap.start_ms) / 1000,
+            gap.cause,
+            len(gap.instrument_tokens),
+        )
+        if self.sink is not None:
+            self.sink.produce_gap(
+                str(gap.shard).encode(), self.serializers.gap(gap, received_ms), received_ms
+            )

@@ -1,12 +1,16 @@
 """The one assembly path of ``kite-connector run`` and the embedding API: settings → supervised threads.
 
-A connection is one Kite WebSocket (a listener thread), its pipeline and its Kafka producer. Order
-updates from every connection meet at one :class:`OrderDesk`; a reconciler thread fills in what the
-sockets missed; a metrics thread serves ``/metrics`` and ``/healthz``. Every one of those threads is
-watched by one :class:`Supervisor`: what fails on a listener is answered by rebuilding its pipeline and
-producer, a reconciler or metrics thread that raises is started again, and whatever keeps failing or
-ends unasked makes :meth:`Runtime.failure` say so, so that ``run`` exits for its restart policy instead
-of staying up and streaming nothing.
+Instruments are split into shards (up to 3000 each). A shard has one pipeline and one Kafka producer,
+fed by its lines: ``KITE_LINES`` WebSockets, each subscribed to all of the shard's instruments, each on
+its own listener thread; the shard's lock makes them take turns, and its arbiter lets the first copy of
+a tick through. Order updates from every line meet at one :class:`OrderDesk`; a reconciler thread fills
+in what the sockets missed; a metrics thread serves ``/metrics`` and ``/healthz``; a state thread keeps
+the time of the last message, so that a gap across a restart is reported.
+
+One :class:`Supervisor` watches every thread: what fails on a line rebuilds its shard's pipeline and
+producer, a reconciler, metrics or state thread that raises is started again, and whatever keeps failing
+or ends unasked makes :meth:`Runtime.failure` say so, so that ``run`` exits for its restart policy
+instead of staying up and streaming nothing.
 """
 
 from __future__ import annotations
@@ -16,27 +20,32 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from connector.arbiter import Arbiter
 from connector.config import RunSettings
+from connector.gaps import GapWatch, read_last_received, write_last_received
 from connector.kite import Mode, OrderUpdate
 from connector.metrics import Metrics, MetricsServer
 from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
 from connector.pipeline import Pipeline, TickCallback
 from connector.serde import Serializers, build_serializers, registry_client
-from connector.sink import KafkaSink, SinkConfig, Topics, TopicSpec, ensure_topics
+from connector.sink import KafkaSink, SinkConfig, TopicSpec, ensure_topics
 from connector.source import KiteListener, TokenSource
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 from connector.supervise import FailureBudget, SupervisedThread, Supervisor
 
-__all__ = ["Callbacks", "Connection", "Runtime"]
+__all__ = ["Callbacks", "Connection", "Runtime", "Shard"]
 
 log = logging.getLogger("connector.runtime")
 REBUILD_FLUSH_SECONDS = 5.0  # how long a failed producer may take to hand over what it still holds
+PRODUCER_READY_SECONDS = 10.0  # at start, wait this long for every producer to have its producer id
+LAST_RECEIVED = "last-received.json"  # beside the order log: when each shard last received anything
 
 
 @dataclass(slots=True)
 class Callbacks:
-    """What an embedding application sees, called on the listener thread."""
+    """What an embedding application sees, called on a listener thread."""
 
     on_ticks: TickCallback | None = None
     on_order_update: Callable[[OrderUpdate], None] | None = None
@@ -45,38 +54,81 @@ class Callbacks:
 
 
 class Connection:
-    """One Kite WebSocket with its pipeline and Kafka producer (None without Kafka), on one thread."""
+    """One Kite WebSocket, a line of its shard, on its own listener thread (and its message handler)."""
 
-    def __init__(self, index: int, runtime: Runtime, subscriptions: dict[int, Mode], stats: Stats) -> None:
-        self.index, self.runtime, self.stats = index, runtime, stats
-        self.budget = FailureBudget(runtime.failure_limit, runtime.settings.connection_failure_window_seconds)
-        s = runtime.settings
-        self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
-        self.sink: KafkaSink | None = None
-        self.subscribed = set(subscriptions)  # every token ever subscribed here (the listener adds to it)
-        self.pipeline = self._assemble()
+    def __init__(
+        self, index: int, shard: Shard, subscriptions: dict[int, Mode], stats: ConnectionStats
+    ) -> None:
+        self.index, self.shard, self.stats = index, shard, stats
+        runtime, s = shard.runtime, shard.runtime.settings
         self.listener = KiteListener(
             runtime.thread_name(index),
             s.kite_ws_url,
             s.kite_api_key or "",
             runtime.tokens,
             subscriptions,
-            self.pipeline,
+            self,
             stats,
             s.kite_watchdog_seconds,
             s.kite_reconnect_max_delay,
             drain_seconds=s.flush_timeout_seconds / 4,
-            subscribed=self.subscribed,
+            subscribed=shard.subscribed,
             on_event=self._on_event,
             supervisor=self._rebuild,
         )
 
+    # -- the listener's MessageHandler: the shard's pipeline, one line at a time ---------------------------
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+        shard = self.shard
+        with shard.lock:
+            shard.pipeline.on_message(binary, data, received_ms, received, self.stats)
+
+    def service(self) -> float | None:
+        with self.shard.lock:
+            return self.shard.pipeline.service()
+
+    def saturated(self) -> bool:
+        return self.shard.pipeline.saturated()
+
+    # -- events ------------------------------------------------------------------------------------------
     def _on_event(self, event: str, arg: object) -> None:
-        reconciler = self.runtime.reconciler
-        if event == "connect" and reconciler is not None:
-            reconciler.wake()  # what happened while disconnected is only in the order book
-        if self.runtime.callbacks.on_event is not None:
-            self.runtime.callbacks.on_event(event, arg)
+        runtime = self.shard.runtime
+        if event == "connect" and runtime.reconciler is not None:
+            runtime.reconciler.wake()  # what happened while disconnected is only in the order book
+        elif event == "disconnect":
+            self.shard.gaps.cause(f"connection {self.index}: {arg}")
+        if runtime.callbacks.on_event is not None:
+            runtime.callbacks.on_event(event, arg)
+
+    def _rebuild(self, exc: Exception) -> Connection | None:
+        return self if self.shard.rebuild(exc) else None
+
+
+class Shard:
+    """Instruments with one pipeline and one producer, carried by one or more lines (connections)."""
+
+    def __init__(
+        self,
+        index: int,
+        runtime: Runtime,
+        subscriptions: dict[int, Mode],
+        stats: ShardStats,
+        lines: list[tuple[int, ConnectionStats]],
+        last_received_ms: int | None,
+    ) -> None:
+        self.index, self.runtime, self.stats = index, runtime, stats
+        s = runtime.settings
+        self.lock = threading.RLock()  # re-entrant: a callback on a line may stop the runtime
+        self.budget = FailureBudget(runtime.failure_limit, s.connection_failure_window_seconds)
+        self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
+        self.subscribed = set(subscriptions)  # every token ever subscribed here (the listeners add to it)
+        self.arbiter = Arbiter() if len(lines) > 1 else None
+        self.gaps = GapWatch(
+            index, lambda: sorted(self.subscribed), s.gap_threshold_seconds, last_ms=last_received_ms
+        )
+        self.sink: KafkaSink | None = None
+        self.pipeline = self._assemble()
+        self.connections = [Connection(i, self, subscriptions, line) for i, line in lines]
 
     def _assemble(self) -> Pipeline:
         """A new producer (producing what the order log holds for nobody) and the pipeline that feeds it."""
@@ -86,6 +138,7 @@ class Connection:
                 self.sink_config, self.stats, runtime.serializers.headers(), runtime.metrics.latency.observe
             )
             runtime.orders.attach(self.sink)
+        s = runtime.settings
         return Pipeline(
             runtime.serializers,
             self.sink,
@@ -94,31 +147,41 @@ class Connection:
             reconciled=self.index == 0,
             on_ticks=c.on_ticks,
             on_raw=c.on_raw,
-            dead_letter_max_bytes=runtime.settings.dead_letter_max_bytes,
-            timestamp_window_ms=int(runtime.settings.tick_timestamp_window_seconds * 1000),
+            dead_letter_max_bytes=s.dead_letter_max_bytes,
+            timestamp_window_ms=int(s.tick_timestamp_window_seconds * 1000),
             subscribed=self.subscribed,
+            arbiter=self.arbiter,
+            gaps=self.gaps if s.gap_threshold_seconds else None,
         )
 
-    def _rebuild(self, exc: Exception) -> Pipeline | None:
-        """The listener's supervisor: a new pipeline and producer, or None once the budget is spent."""
+    def rebuild(self, exc: Exception) -> bool:
+        """A line's supervisor: a new pipeline and producer; False once the budget is spent."""
+        s = self.runtime.settings
         if not self.budget.spend():
-            s = self.runtime.settings
             log.critical(
-                "connection %d failed more than %d times in %.0f s (CONNECTION_FAILURE_LIMIT): giving up",
+                "shard %d failed more than %d times in %.0f s (CONNECTION_FAILURE_LIMIT): giving up",
                 self.index,
                 s.connection_failure_limit,
                 s.connection_failure_window_seconds,
             )
-            return None
-        self.pipeline.retire()
-        lost = self._close_sink(REBUILD_FLUSH_SECONDS)
-        if lost:
-            self.stats.abandoned += lost
-            log.error("connection %d: %d records unacknowledged by the replaced producer", self.index, lost)
-        self.stats.in_flight = 0
-        self.pipeline = self._assemble()
-        log.warning("connection %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
-        return self.pipeline
+            return False
+        with self.lock:
+            self.pipeline.retire()
+            lost = self._close_sink(REBUILD_FLUSH_SECONDS)
+            if lost:
+                self.stats.abandoned += lost
+                log.error("shard %d: %d records unacknowledged by the replaced producer", self.index, lost)
+            self.stats.in_flight = 0
+            self.pipeline = self._assemble()
+        log.warning("shard %d rebuilt (pipeline and producer) after %s", self.index, type(exc).__name__)
+        return True
+
+    def wait_ready(self, deadline: float) -> bool:
+        """Until the producer has its producer id (or ``deadline``): the first tick must not wait for it."""
+        sink = self.sink
+        while sink is not None and not sink.ready() and time.monotonic() < deadline:
+            sink.producer.poll(0.05)
+        return sink is None or sink.ready()
 
     def _close_sink(self, timeout: float) -> int:
         """Close the producer (flushing up to ``timeout``); the records it left unacknowledged."""
@@ -128,19 +191,29 @@ class Connection:
         try:
             remaining = sink.close(timeout)
         except Exception:  # a producer that failed may fail to close too; the rest must still close
-            log.exception("connection %d: closing the producer failed", self.index)
+            log.exception("shard %d: closing the producer failed", self.index)
             remaining = self.stats.in_flight
         self.runtime.orders.detach(sink)
         return remaining
 
+    def summary(self) -> dict[str, object]:
+        """What the shard did, with what each of its lines saw: ``ticks`` are those it published."""
+        lines = [c.stats for c in self.connections]
+        return {
+            "ticks": sum(line.ticks_won for line in lines),
+            **self.stats.summary(),
+            "connections": [line.summary() for line in lines],
+        }
+
     def close(self, timeout: float) -> int:
         """Flush (bounded) and close the producer; records left unacknowledged."""
-        self.pipeline.retire()
-        return self._close_sink(timeout)
+        with self.lock:
+            self.pipeline.retire()
+            return self._close_sink(timeout)
 
 
 class Runtime:
-    """Topics, serializers, order desk, connections, metrics and their threads, built from settings."""
+    """Topics, serializers, order desk, shards and their lines, metrics and their threads."""
 
     def __init__(
         self,
@@ -150,29 +223,35 @@ class Runtime:
         kafka: bool = True,
         callbacks: Callbacks | None = None,
         failure_limit: int | None = None,
-        stats: list[Stats] | None = None,
+        stats: list[ConnectionStats] | None = None,
+        shard_stats: list[ShardStats] | None = None,
         metrics: Metrics | None = None,
         thread_name: Callable[[int], str] = "kite-listener-{}".format,
     ) -> None:
-        self.settings, self.shards, self.kafka = settings, shards, kafka
+        self.settings, self.subscriptions, self.kafka = settings, shards, kafka
         self.thread_name = thread_name
         self.callbacks = callbacks or Callbacks()
         self.failure_limit = failure_limit
         self.tokens = TokenSource(settings.kite_access_token, settings.kite_access_token_file)
-        self.topics = Topics(
-            settings.kafka_topic_ticks, settings.kafka_topic_order_updates, settings.kafka_topic_dead_letters
-        )
+        self.topics = SinkConfig.of(settings, "").topics
         self.supervisor = Supervisor(
             settings.connection_failure_limit, settings.connection_failure_window_seconds
         )
-        self.stats = stats or [Stats() for _ in shards]
-        self.metrics = metrics or Metrics(self.stats)
+        lines = settings.kite_lines
+        self.stats = stats or [ConnectionStats() for _ in range(len(shards) * lines)]
+        self.shard_stats = shard_stats or [ShardStats() for _ in shards]
+        self.metrics = metrics or Metrics(self.stats, self.shard_stats, lines)
         self.serializers: Serializers = build_serializers()
         self.orders = OrderDesk(None, self.topics.order_updates, [])  # the real one is built at start()
-        self.connections: list[Connection] = []
+        self.shards: list[Shard] = []
         self.reconciler: Reconciler | None = None
         self._threads: list[SupervisedThread] = []
+        self._last_saved: dict[int, int] = {}
         self.metrics_server: MetricsServer | None = None
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [c for shard in self.shards for c in shard.connections]
 
     def start(self) -> None:
         s = self.settings
@@ -190,18 +269,57 @@ class Runtime:
                 s.order_reconcile_interval_seconds or None,
             )
             self._threads.append(self.supervisor.spawn("kite-reconciler", self.reconciler.run))
-        self.connections = [
-            Connection(i, self, subscriptions, stats)
-            for i, (subscriptions, stats) in enumerate(zip(self.shards, self.stats, strict=True))
-        ]
+        self.shards = self._build_shards()
+        self._wait_for_producers()
         if s.metrics_port:
             server = self.metrics_server = MetricsServer(self.metrics, s.metrics_host, s.metrics_port)
             self._threads.append(self.supervisor.spawn("metrics", server.serve))
+        if self._last_received_path is not None:
+            self._threads.append(self.supervisor.spawn("kite-state", self._keep_last_received))
         for thread in self._threads:
             thread.start()
         for connection in self.connections:
             self.supervisor.watch(connection.listener)
             connection.listener.start()
+
+    def _build_shards(self) -> list[Shard]:
+        lines = self.settings.kite_lines
+        path = self._last_received_path
+        earlier = read_last_received(path) if path is not None else {}
+        return [
+            Shard(
+                i,
+                self,
+                subscriptions,
+                self.shard_stats[i],
+                [(i * lines + line, self.stats[i * lines + line]) for line in range(lines)],
+                earlier.get(i),
+            )
+            for i, subscriptions in enumerate(self.subscriptions)
+        ]
+
+    def _wait_for_producers(self) -> None:
+        deadline = time.monotonic() + PRODUCER_READY_SECONDS
+        late = [shard.index for shard in self.shards if not shard.wait_ready(deadline)]
+        if late:
+            log.warning("producers of shards %s have no producer id yet: Kafka is slow to answer", late)
+
+    @property
+    def _last_received_path(self) -> Path | None:
+        directory = self.settings.order_log_path
+        return directory / LAST_RECEIVED if self.kafka and directory is not None else None
+
+    def _keep_last_received(self, stop: threading.Event) -> None:
+        """Every second, when each shard last received anything (for the gap across a restart)."""
+        while not stop.wait(1.0):
+            self._save_last_received()
+
+    def _save_last_received(self) -> None:
+        path = self._last_received_path
+        last = {shard.index: ms for shard in self.shards if (ms := shard.gaps.last_ms) is not None}
+        if path is not None and last and last != self._last_saved:
+            write_last_received(path, last)
+            self._last_saved = last
 
     def _prepare_kafka(self) -> None:
         """Topics created, schemas registered."""
@@ -242,8 +360,9 @@ class Runtime:
         budget = self.settings.flush_timeout_seconds
         for c in self.connections:
             c.listener.stop()
-            if c.sink is not None:
-                c.sink.stop()
+        for shard in self.shards:
+            if shard.sink is not None:
+                shard.sink.stop()
         for thread in self._threads:
             thread.stop()
         if self.reconciler is not None:
@@ -251,12 +370,13 @@ class Runtime:
         for c in self.connections:
             if c.listener.ident is not None and c.listener is not threading.current_thread():
                 c.listener.join(timeout=budget / 4 + 5)  # stop() may come from a callback on it
+        self._save_last_received()
         remaining = 0
-        for c in self.connections:
-            remaining += c.close(max(0.1, budget - (time.monotonic() - t0)))
+        for shard in self.shards:
+            remaining += shard.close(max(0.1, budget - (time.monotonic() - t0)))
         self.orders.close()
-        for i, stats in enumerate(self.stats):
-            log.info("connection %d final counts", i, extra={"fields": {"final": stats.summary()}})
+        for shard in self.shards:
+            log.info("shard %d final counts", shard.index, extra={"fields": {"final": shard.summary()}})
         if remaining:
             log.error("%d records not acknowledged within FLUSH_TIMEOUT_SECONDS", remaining)
         if self.metrics_server is not None:

@@ -20,7 +20,7 @@ from connector.metrics import Metrics
 from connector.runtime import Callbacks, Runtime
 from connector.sink import Topics
 from connector.source import KiteListener
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 
 __all__ = ["KafkaOutput", "KiteTicker"]
 
@@ -155,8 +155,8 @@ class KiteTicker:
         self.on_order_update: Callback | None = None
         self.on_message: Callback | None = None
         self.subscribed_tokens: dict[int, Mode] = {}
-        self.stats = Stats()
-        self.metrics = Metrics([self.stats])
+        self.stats, self.kafka_stats = ConnectionStats(), ShardStats()  # the WebSocket's; Kafka output's
+        self.metrics = Metrics([self.stats], [self.kafka_stats])
         self.callback_errors = 0
         self._runtime: Runtime | None = None
         self._done = threading.Event()
@@ -180,6 +180,7 @@ class KiteTicker:
             kafka=self.kafka is not None,
             callbacks=callbacks,
             stats=[self.stats],
+            shard_stats=[self.kafka_stats],
             metrics=self.metrics,
             thread_name=lambda index: "kite-ticker",
         )

@@ -15,6 +15,7 @@ from connector.kite._client import (
     subscribe_message,
     unsubscribe_message,
 )
+from connector.kite._ids import packet_ids
 from connector.kite._records import (
     EXCHANGES,
     INDICES_SEGMENT,
@@ -45,6 +46,7 @@ __all__ = [
     "encode_text",
     "mode_message",
     "pack_depth",
+    "packet_ids",
     "parse_binary",
     "parse_client_message",
     "parse_text",

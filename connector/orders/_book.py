@@ -131,7 +131,11 @@ class OrderBook:
         else:
             orders.move_to_end(update.order_id)
             if not progress.behind(known.progress):
-                known.progress = progress
+                # An update without a time does not forget the time already known for the order
+                # (else an older timed state fetched again would no longer look behind).
+                known.progress = progress._replace(
+                    updated_ms=progress.updated_ms or known.progress.updated_ms
+                )
         known.states[_state(update)] = None
         known.states.move_to_end(_state(update))
         if len(known.states) > _STATES_PER_ORDER:

@@ -18,6 +18,7 @@ SCHEMA_FILES = {
     "order_update": "order_update.avsc",
     "dead_letter": "dead_letter.avsc",
     "candle": "candle.avsc",
+    "gap": "gap.avsc",
 }
 
 
@@ -50,5 +51,5 @@ def parse_schema_text(text: str) -> AvroSchema:
 
 @cache
 def load_schema(kind: str) -> AvroSchema:
-    """The current schema for ``kind`` (tick, order_update, dead_letter, candle)."""
+    """The current schema for ``kind`` (tick, order_update, dead_letter, candle, gap)."""
     return parse_schema_text((schema_dir() / SCHEMA_FILES[kind]).read_text())

@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 import fastavro
 
 from connector.errors import ConfigError, SerializationError
+from connector.gaps import Gap, gap_dict
 from connector.kite import OrderUpdate, Tick
 from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single_object_frame, split_frame
 from connector.serde._records import DeadLetter, dead_letter_dict, order_update_dict
@@ -66,6 +67,7 @@ class Serializers:
     tick: Serializer[Tick]
     order_update: Serializer[OrderUpdate]
     dead_letter: Serializer[DeadLetter]
+    gap: Serializer[Gap]
 
     def headers(self) -> dict[str, list[tuple[str, str | bytes | None]] | None]:
         """Record kind → the Kafka headers its records carry (None where there are none)."""
@@ -73,6 +75,7 @@ class Serializers:
             "tick": self.tick.headers or None,
             "order_update": self.order_update.headers or None,
             "dead_letter": self.dead_letter.headers or None,
+            "gap": self.gap.headers or None,
         }
 
 
@@ -83,7 +86,7 @@ def build_serializers(
     registry_client: Any = None,
     registry_timeout: float = 60.0,
 ) -> Serializers:
-    """Serializers for the three record kinds.
+    """Serializers for the record kinds the connector writes.
 
     ``single-object`` needs no registry: each message starts with ``C3 01`` and the schema's fingerprint
     (also sent as the ``avro.fingerprint`` header). ``confluent`` registers each schema under
@@ -98,6 +101,7 @@ def build_serializers(
         "tick": encode_tick,
         "order_update": fastavro_encoder(load_schema("order_update"), order_update_dict),
         "dead_letter": fastavro_encoder(load_schema("dead_letter"), dead_letter_dict),
+        "gap": fastavro_encoder(load_schema("gap"), gap_dict),
     }
     # The C and the Python Tick encoders word their errors differently: the fault is named the same for both.
     explain = {"tick": tick_fault}
@@ -108,7 +112,7 @@ def build_serializers(
                              [(FINGERPRINT_HEADER, load_schema(kind).fingerprint)], explain.get(kind))
             for kind, encode in encoders.items()
         }  # fmt: skip
-        return Serializers(built["tick"], built["order_update"], built["dead_letter"])
+        return Serializers(built["tick"], built["order_update"], built["dead_letter"], built["gap"])
     if registry_client is None and not registry_url:
         raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
     # Retries are register_value_schemas' own (bounded by registry_timeout), not the client's.
@@ -126,7 +130,7 @@ def build_serializers(
         )
         for kind, encode in encoders.items()
     }
-    return Serializers(built["tick"], built["order_update"], built["dead_letter"])
+    return Serializers(built["tick"], built["order_update"], built["dead_letter"], built["gap"])
 
 
 class AvroReader:

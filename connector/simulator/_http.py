@@ -1,22 +1,25 @@
-"""The simulator's REST side: Kite's session endpoint (login), the instruments dump and the order book."""
+"""The simulator's REST side: Kite's session endpoint (login), the instruments dump and the order book,
+plus test controls (``/control/...``) answered only to loopback clients."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import threading
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from connector._http import reply
 from connector.instruments import Instrument
 from connector.kite import OrderUpdate
 
-__all__ = ["SimulatorHttp", "order_book_entry"]
+__all__ = ["ConnectionInfo", "SimulatorHttp", "order_book_entry"]
 
 # Fields of the order-update postback that Kite's order book (GET /orders) does not carry.
 _POSTBACK_ONLY = ("user_id", "app_id", "checksum", "unfilled_quantity")
@@ -25,6 +28,16 @@ _COLUMNS = (
     "instrument_token,exchange_token,tradingsymbol,name,last_price,expiry,strike,tick_size,lot_size,"
     "instrument_type,segment,exchange"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """An open WebSocket connection, as ``GET /control/connections`` lists it."""
+
+    conn: int  # its id in the sent log
+    slot: int  # its connection number (what SIM_FAULT_CONNECTIONS names)
+    opened_at: float  # unix time
+    instruments: int
 
 
 def _csv(instruments: list[Instrument]) -> bytes:
@@ -52,7 +65,11 @@ class SimulatorHttp:
     """``POST /session/token`` checks the SHA-256 checksum and issues a token the ticker then accepts;
     ``GET /instruments`` serves the instruments as Kite's CSV dump and ``GET /orders`` the day's orders
     in their latest state (``{"status": "success", "data": [...]}``), both behind Kite's
-    ``Authorization: token api_key:access_token`` header."""
+    ``Authorization: token api_key:access_token`` header.
+
+    Test controls, for loopback clients only (403 for others): ``GET /control/connections`` lists the
+    open WebSocket connections; ``POST /control/drop?conn=ID`` (or ``?slot=N``, a connection number)
+    cuts one as the drop fault does."""
 
     def __init__(
         self,
@@ -64,11 +81,45 @@ class SimulatorHttp:
         issue_token: Callable[[str], None],
         valid: Callable[[str], bool],
         orders: Callable[[], list[OrderUpdate]] = list,
+        connections: Callable[[], list[ConnectionInfo]] = list,
+        drop: Callable[[int], bool] = lambda conn: False,
     ) -> None:
         dump = _csv(instruments)
 
+        def control(method: str, path: str, query: dict[str, str]) -> tuple[int, dict[str, object]]:
+            if (method, path) == ("GET", "/control/connections"):
+                return 200, {"status": "success", "data": [asdict(c) for c in connections()]}
+            if (method, path) != ("POST", "/control/drop"):
+                return 404, {"status": "error", "message": "not found"}
+            by = "slot" if "slot" in query else "conn"
+            try:
+                wanted = int(query[by])
+            except (KeyError, ValueError):
+                return 400, {"status": "error", "message": "give conn=<id> or slot=<number>"}
+            conn = next((c.conn for c in connections() if getattr(c, by) == wanted), None)
+            if conn is None or not drop(conn):
+                return 404, {"status": "error", "message": f"no open connection with {by} {wanted}"}
+            return 200, {"status": "success", "data": {"conn": conn}}
+
         class Handler(BaseHTTPRequestHandler):
+            def _control(self) -> bool:
+                """Answer a /control request (True), to loopback clients only."""
+                parts = urlsplit(self.path)
+                if not parts.path.startswith("/control/"):
+                    return False
+                if not ipaddress.ip_address(self.client_address[0]).is_loopback:
+                    self._json(403, {"status": "error", "message": "controls answer loopback clients only"})
+                    return True
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                try:
+                    self._json(*control(self.command, parts.path, query))
+                except RuntimeError as exc:  # before the WebSocket server runs, or after it stopped
+                    self._json(503, {"status": "error", "message": str(exc)})
+                return True
+
             def do_POST(self) -> None:
+                if self._control():
+                    return
                 if self.path != "/session/token":
                     return self._json(404, {"status": "error", "message": "not found"})
                 length = int(self.headers.get("Content-Length") or 0)
@@ -101,6 +152,8 @@ class SimulatorHttp:
                 )
 
             def do_GET(self) -> None:
+                if self._control():
+                    return
                 path = self.path.split("?")[0]
                 if path not in ("/instruments", "/orders"):
                     return self._json(404, {"status": "error", "message": "not found"})

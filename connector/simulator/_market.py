@@ -11,7 +11,7 @@ from importlib import resources
 from connector.instruments import Instrument, read_instruments
 from connector.kite import EXCHANGES, INDICES_SEGMENT, Mode, OrderUpdate, Tick, price_divisor
 
-__all__ = ["Market", "bundled_instruments", "synthetic_instruments"]
+__all__ = ["Market", "bundled_instruments", "in_mode", "synthetic_instruments"]
 
 # Segment codes for synthetic instruments, so every packet layout and price divisor is exercised.
 _SYNTHETIC_SEGMENTS = (
@@ -24,6 +24,19 @@ _SYNTHETIC_SEGMENTS = (
 # Tick size of an instrument the simulator has no row for, by segment (the common one of each).
 _SEGMENT_TICK_SIZE = {3: 0.0025, 4: 0.01, 5: 0.05, 6: 0.0025, 7: 1.0, 8: 0.0025, 12: 1.0}
 _MAX_TOKEN = 2**32 - 1  # tokens travel as unsigned 32-bit integers
+
+
+def in_mode(tick: Tick, mode: Mode) -> Tick:
+    """A full-mode ``tick`` as a packet of ``mode`` carries it (LTP: the price; quote: all but depth,
+    open interest and times)."""
+    if mode == Mode.FULL:
+        return tick
+    if mode == Mode.LTP:
+        return Tick(tick.instrument_token, Mode.LTP, tick.tradable, tick.last_price)
+    if not tick.tradable:
+        return tick._replace(mode=Mode.QUOTE, exchange_timestamp_ms=None)
+    return tick._replace(mode=Mode.QUOTE, last_trade_time_ms=None, oi=None, oi_day_high=None,
+                         oi_day_low=None, exchange_timestamp_ms=None, depth=None)  # fmt: skip
 
 
 def bundled_instruments() -> list[Instrument]:
@@ -122,6 +135,12 @@ class Market:
 
     def tick(self, token: int, mode: Mode, now: float | None = None) -> Tick:
         """Advance the instrument one step and return its tick in ``mode``."""
+        return in_mode(self.advance(token, now), mode)
+
+    def advance(self, token: int, now: float | None = None, depth: bool = True) -> Tick:
+        """Advance the instrument one step and return its tick in full mode, which holds every other
+        mode's fields: one step of the market, whatever mode each connection asked for. ``depth=False``
+        leaves out the order book (the costly part) when no connection wants full mode."""
         s = self.states[token]
         ins, rng = s.instrument, self.rng
         s.price = max(self._on_grid(s.price + rng.randint(-3, 3) * ins.tick_size, ins), ins.tick_size)
@@ -129,38 +148,32 @@ class Market:
         traded = rng.randint(1, 50) * ins.lot_size
         s.volume += traded
         s.oi = max(0, s.oi + rng.randint(-5, 5) * ins.lot_size) if ins.exchange in ("NFO", "MCX") else 0
-        tradable = token & 0xFF != INDICES_SEGMENT
-        if mode == Mode.LTP:
-            return Tick(token, mode, tradable, s.price)
         s.last_ms = ms = max(s.last_ms, int(time.time() if now is None else now) * 1000)
         change = s.price - s.close
         pct = change * 100 / s.close if s.close else 0
-        if not tradable:
-            return Tick(token, mode, False, s.price, open=s.open, high=s.high, low=s.low, close=s.close,
-                        net_change=change, change_percent=pct,
-                        exchange_timestamp_ms=ms if mode == Mode.FULL else None)  # fmt: skip
-        quote = Tick(
-            token, mode, True, s.price,
+        if token & 0xFF == INDICES_SEGMENT:
+            return Tick(token, Mode.FULL, False, s.price, open=s.open, high=s.high, low=s.low, close=s.close,
+                        net_change=change, change_percent=pct, exchange_timestamp_ms=ms)  # fmt: skip
+        return Tick(
+            token, Mode.FULL, True, s.price,
             last_traded_quantity=traded, average_traded_price=self._on_grid((s.high + s.low) / 2, ins),
             volume_traded=s.volume, total_buy_quantity=rng.randint(0, 500_000),
             total_sell_quantity=rng.randint(0, 500_000),
             open=s.open, high=s.high, low=s.low, close=s.close, net_change=change, change_percent=pct,
-        )  # fmt: skip
-        if mode == Mode.QUOTE:
-            return quote
-        return quote._replace(
             last_trade_time_ms=ms, oi=s.oi, oi_day_high=s.oi, oi_day_low=0, exchange_timestamp_ms=ms,
-            depth=self._depth(s),
+            depth=self._depth(s) if depth else None,
         )  # fmt: skip
 
     def _depth(self, s: _State) -> tuple[int, ...]:
-        step, ins, rng = s.instrument.tick_size, s.instrument, self.rng
+        # Integer prices of the packet and random() rather than randint(): a third of the cost.
+        ins, rnd = s.instrument, self.rng.random
         div = price_divisor(ins.instrument_token)
+        step = round(max(ins.tick_size, 1 / div) * div)
+        price = round(s.price * div)
         raw: list[int] = []
-        for side in (-1, 1):
+        for side in (-step, step):
             for i in range(1, 6):
-                price = self._on_grid(max(s.price + side * i * step, step), ins)
-                raw += (rng.randint(1, 2000), round(price * div), rng.randint(1, 40))
+                raw += (1 + int(rnd() * 2000), max(price + side * i, step), 1 + int(rnd() * 40))
         return tuple(raw)
 
     def place_order(self, now: float) -> OrderUpdate:

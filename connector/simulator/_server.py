@@ -1,4 +1,9 @@
-"""The simulator's WebSocket server: a thin asyncio shell around :class:`Market` and the codec."""
+"""The simulator's WebSocket server: a thin asyncio shell around the market's fan-out and the codec.
+
+One clock task drives the market (ticks of every subscribed instrument, order lifecycles); each
+connection has a sender task that sends what is due from its queue, heartbeats when idle, and its
+faults (drop, stall). Every message is logged once it is sent, or as undelivered if it never is.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -21,44 +26,27 @@ from websockets.http11 import Request, Response
 
 from connector.errors import MalformedFrame
 from connector.instruments import Instrument
-from connector.kite import (
-    MAX_TOKENS_PER_CONNECTION,
-    KiteError,
-    Mode,
-    OrderUpdate,
-    Tick,
-    encode_message,
-    encode_text,
-    parse_client_message,
-)
-from connector.simulator._http import SimulatorHttp
+from connector.kite import KiteError, OrderUpdate, encode_message, encode_text, parse_client_message
+from connector.simulator._config import SimulatorConfig
+from connector.simulator._fanout import Fanout, LogLine, Outgoing, Subscriber
+from connector.simulator._http import ConnectionInfo, SimulatorHttp
 from connector.simulator._market import Market
 
 __all__ = ["Simulator", "SimulatorConfig", "running_simulator"]
 
 log = logging.getLogger("connector.simulator")
 
+_T = TypeVar("_T")
 
-@dataclass(slots=True)
-class SimulatorConfig:
-    api_key: str = "simulator"
-    access_token: str = "simulator-token"
-    api_secret: str = "simulator-secret"
-    host: str = "127.0.0.1"
-    port: int = 8765
-    http_port: int | None = None  # login and instruments endpoints; None: off
-    rate: float = 1.0  # ticks per second per subscribed instrument
-    max_rate: float = 0.0  # ticks per second per connection in all; 0 = no cap
-    packets_per_message: int = 50
-    order_rate: float = 0.0  # new orders per second per connection
-    drop_every: float = 0.0  # seconds between forced disconnects; 0 = never
-    malformed_probability: float = 0.0
-    stall_every: float = 0.0  # seconds between stalls; 0 = never
-    stall_seconds: float = 0.0
-    seed: int = 0
-    sent_log: str | None = None  # JSON lines of every record sent
-    order_hide_every: int = 0  # >0: every Nth final order update is left out of the socket (GET /orders only)
-    replay_ticks: int = 0  # >0: send this many pre-encoded ticks per connection, as fast as max_rate allows
+
+@dataclass(eq=False)
+class _Connection:
+    ws: ServerConnection
+    sub: Subscriber
+    opened_at: float
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # something queued, or a drop asked for
+    drop_asked: bool = False
+    ended: str = "closed"  # why what is still queued never left: closed (by the client), dropped, stopped
 
 
 class Simulator:
@@ -67,16 +55,20 @@ class Simulator:
     def __init__(self, config: SimulatorConfig, instruments: list[Instrument]) -> None:
         self.config = config
         self.market = Market(instruments, config.seed)
+        self.fanout = Fanout(self.market, config)
         self.valid_tokens = {config.access_token}
-        self.connections = 0
+        self.connections = 0  # connections accepted so far
+        self._open: dict[int, _Connection] = {}
         self._log: IO[str] | None = open(config.sent_log, "a") if config.sent_log else None  # noqa: SIM115
         self._log_lock = threading.Lock()
-        self.paused = False  # stops ticks and orders (heartbeats go on), so tests can drain the stream
+        self.paused = False  # stops ticks and orders (heartbeats and queued messages go on): tests drain
         self.http: SimulatorHttp | None = None
         self.replayed = 0
         self._finals = 0  # final order updates so far, for order_hide_every
-        self._stopping = False  # set on shutdown: send loops finish their message and return
+        self._stopping = False  # set on shutdown: senders finish their message and return
         self._senders: set[asyncio.Task[None]] = set()
+        self._drained = asyncio.Event()  # a connection's queue ran empty (paces SIM_RATE=0)
+        self._loop: asyncio.AbstractEventLoop | None = None
         if config.http_port is not None:
             self.http = SimulatorHttp(
                 config.host,
@@ -87,6 +79,8 @@ class Simulator:
                 self.valid_tokens.add,
                 self.valid_tokens.__contains__,
                 lambda: list(self.market.order_book.values()),
+                self.open_connections,
+                self.drop,
             )
             log.info("Kite REST (login, instruments, orders) on http://%s:%d", config.host, self.http.port)
 
@@ -105,155 +99,92 @@ class Simulator:
     # -- a connection ----------------------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
         self.connections += 1
-        conn_id = self.connections
-        modes: dict[int, Mode] = {}
+        c = _Connection(ws, self.fanout.open(self.connections), time.time())
+        conn_id = c.sub.conn
+        self._open[conn_id] = c
+        self._record(conn_id, "connect", {"slot": c.sub.slot, "at": c.opened_at})
         loop = self._replay_loop if self.config.replay_ticks else self._send_loop
-        self._record(conn_id, "connect", {"at": time.time()})
-        sender = asyncio.create_task(loop(ws, conn_id, modes))
+        sender = asyncio.create_task(loop(c))
         self._senders.add(sender)
         sender.add_done_callback(self._senders.discard)
         try:
             async for message in ws:
-                await self._on_client_message(ws, message, modes)
+                await self._on_client_message(c, message)
         except ConnectionClosed:
             pass
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await sender
+            del self._open[conn_id]
+            ended = self._ended(c)
+            lines = [line for out in self.fanout.close(conn_id) for line in out.unsent(ended)]
+            lines.append(("disconnect", {"slot": c.sub.slot, "at": time.time(), "reason": ended}))
+            self._record_all(conn_id, lines)
 
-    async def _on_client_message(
-        self, ws: ServerConnection, message: str | bytes, modes: dict[int, Mode]
-    ) -> None:
+    def _ended(self, c: _Connection) -> str:
+        return "stopped" if self._stopping else c.ended
+
+    async def _on_client_message(self, c: _Connection, message: str | bytes) -> None:
         try:
             request = parse_client_message(message)
         except MalformedFrame as exc:
-            await ws.send(encode_text(KiteError(f"invalid message: {exc.reason}")))
+            await c.ws.send(encode_text(KiteError(f"invalid message: {exc.reason}")))
             return
-        known = [t for t in request.tokens if self.market.ensure(t)]
+        known = tuple(t for t in request.tokens if self.market.ensure(t))
         if len(known) < len(request.tokens):
             bad = sorted(set(request.tokens) - set(known))
             log.warning("not instrument tokens (no Kite segment in the low byte), ignored: %s", bad[:10])
-        if request.action == "unsubscribe":
-            for token in known:
-                modes.pop(token, None)
-            return
-        new = [t for t in known if t not in modes]
-        if len(modes) + len(new) > MAX_TOKENS_PER_CONNECTION:
-            await ws.send(encode_text(KiteError(f"more than {MAX_TOKENS_PER_CONNECTION} instruments")))
-            new = new[: MAX_TOKENS_PER_CONNECTION - len(modes)]
-        for token in new:
-            modes[token] = Mode.QUOTE
-        if request.action == "mode" and request.mode is not None:
-            for token in known:
-                if token in modes:
-                    modes[token] = request.mode
+        error = self.fanout.apply(c.sub, request._replace(tokens=known))
+        if error is not None:
+            await c.ws.send(encode_text(error))
 
-    async def _send_loop(self, ws: ServerConnection, conn_id: int, modes: dict[int, Mode]) -> None:
-        cfg, market = self.config, self.market
-        started = last_sent = last_order = time.monotonic()
-        next_drop = started + cfg.drop_every if cfg.drop_every else float("inf")
-        next_stall = started + cfg.stall_every if cfg.stall_every else float("inf")
-        next_cycle = started
-        while not self._stopping:
+    # -- the market clock ------------------------------------------------------------------------------
+    async def _clock(self) -> None:
+        """Every subscribed instrument ticks once per interval, and orders move on, while a connection
+        is open and the simulator is not paused; the ticks and updates are queued on each connection."""
+        cfg, fanout = self.config, self.fanout
+        next_cycle = last_order = time.monotonic()
+        while True:
             now = time.monotonic()
-            if now >= next_drop:
-                log.info("connection %d: dropping (fault injection)", conn_id)
-                await self._drop(ws)
-                return
-            if now >= next_stall:
-                next_stall = now + cfg.stall_every + cfg.stall_seconds
-                await asyncio.sleep(cfg.stall_seconds)
-                continue
-            if self.paused:
-                next_cycle = now  # resume at once
-            else:
-                if cfg.order_rate and now - last_order >= 1 / cfg.order_rate:
-                    last_order = now
-                    await self._send_orders(ws, conn_id, [market.place_order(time.time())])
-                await self._send_orders(ws, conn_id, list(market.due_orders(time.time())))
-            ticking = bool(modes) and not self.paused
-            if ticking and now >= next_cycle:
-                await self._send_ticks(ws, conn_id, [market.tick(t, m) for t, m in list(modes.items())])
-                last_sent = time.monotonic()
-                next_cycle = max(next_cycle + self._cycle_interval(len(modes)), now - 1.0)
-            elif now - last_sent >= 1.0:
-                await ws.send(b"\x00")  # heartbeat, as Kite sends when idle
-                last_sent = now
-            # Idle or paused, look again every 50 ms (for orders and heartbeats), never spin.
-            wake = min(next_cycle, now + 0.05) if ticking else now + 0.05
-            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            live = bool(self._open) and not self.paused
+            if live and cfg.order_rate and now - last_order >= 1 / cfg.order_rate:
+                last_order = now
+                self._publish(self.market.place_order(time.time()), now)
+            if live:
+                for update in self.market.due_orders(time.time()):
+                    self._publish(update, now)
+            interval = fanout.interval()
+            # With no interval (SIM_RATE=0), the next cycle waits until a connection has sent the last.
+            ready = live and fanout.subscribed and (interval > 0 or fanout.idle())
+            if not (live and fanout.subscribed):
+                next_cycle = now  # start at once when something is subscribed
+            elif ready and now >= next_cycle:
+                self._cycle(now)
+                next_cycle = max(next_cycle + interval, now - 1.0)
+            # Look again by the next cycle, within 50 ms (orders), or when a connection runs dry.
+            wake = min(next_cycle, now + 0.05) if ready else now + 0.05
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), max(0.0, wake - time.monotonic()))
 
-    async def _drop(self, ws: ServerConnection) -> None:
-        """Cut the TCP connection with no close frame, once what was sent has left for the kernel (so
-        the sent log holds what the client can still read; the kernel delivers it before the FIN)."""
-        deadline = time.monotonic() + 2
-        while ws.transport.get_write_buffer_size() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        ws.transport.abort()
+    def _cycle(self, now: float) -> None:
+        refused = self.fanout.cycle(now, time.time())
+        for sub, out in refused:
+            self._record_all(sub.conn, out.unsent("backlog"))
+        self._wake_senders()
 
-    async def _replay_loop(self, ws: ServerConnection, conn_id: int, modes: dict[int, Mode]) -> None:
-        """Benchmark feed: messages encoded once, then sent back to back so the source is never the limit."""
-        cfg = self.config
-        while not modes:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)  # let mode messages that follow the subscription arrive
-        ticks = [self.market.tick(t, m) for _ in range(20) for t, m in list(modes.items())]
-        size = max(1, cfg.packets_per_message)
-        batches = [ticks[i : i + size] for i in range(0, len(ticks), size)]
-        messages = [(encode_message(batch), len(batch)) for batch in batches]
-        sent, started = 0, time.monotonic()
-        while sent < cfg.replay_ticks:
-            for (data, count), batch in zip(messages, batches, strict=True):
-                left = cfg.replay_ticks - sent
-                if left <= 0:
-                    break
-                if count > left:  # the last message carries exactly what is left
-                    data, count = encode_message(batch[:left]), left
-                await ws.send(data)
-                sent += count
-                if cfg.max_rate > 0:
-                    ahead = started + sent / cfg.max_rate - time.monotonic()
-                    if ahead > 0:
-                        await asyncio.sleep(ahead)
-        self.replayed += sent
-        log.info("connection %d: replayed %d ticks in %.1f s", conn_id, sent, time.monotonic() - started)
-        while not self._stopping:
-            await ws.send(b"\x00")
-            await asyncio.sleep(1)
+    def _publish(self, update: OrderUpdate, now: float) -> None:
+        if self._hidden(update):
+            # Never on the socket: only GET /orders shows it, as when Kite misses a postback.
+            self._record(None, "order_update_hidden", update.to_json_dict())
+            return
+        self.fanout.order(update, now)
+        self._wake_senders()
 
-    def _cycle_interval(self, subscribed: int) -> float:
-        cfg = self.config
-        interval = 1 / cfg.rate if cfg.rate > 0 else 0.0
-        if cfg.max_rate > 0:
-            interval = max(interval, subscribed / cfg.max_rate)
-        return interval
-
-    async def _send_ticks(self, ws: ServerConnection, conn_id: int, ticks: list[Tick]) -> None:
-        size = max(1, self.config.packets_per_message)
-        for i in range(0, len(ticks), size):
-            batch = ticks[i : i + size]
-            if self._malformed():
-                await ws.send(encode_message(batch)[:-3])  # truncated: only the last packet is broken
-                lines = [("malformed", {"packets": len(batch)})]
-                lines += [("tick", tick.to_json_dict()) for tick in batch[:-1]]
-            else:
-                await ws.send(encode_message(batch))
-                lines = [("tick", tick.to_json_dict()) for tick in batch]
-            self._record_all(conn_id, lines)
-
-    async def _send_orders(self, ws: ServerConnection, conn_id: int, updates: list[OrderUpdate]) -> None:
-        for update in updates:
-            if self._hidden(update):
-                # Never on the socket: only GET /orders shows it, as when Kite misses a postback.
-                self._record(conn_id, "order_update_hidden", update.to_json_dict())
-                continue
-            if self._malformed():
-                await ws.send('{"type": "order", "data": {broken')
-                self._record(conn_id, "malformed", {"text": True})
-                continue
-            await ws.send(encode_text(update))
-            self._record(conn_id, "order", update.to_json_dict())
+    def _wake_senders(self) -> None:
+        for c in self._open.values():
+            c.wake.set()
 
     def _hidden(self, update: OrderUpdate) -> bool:
         # Only final states: they stay the latest in the order book, so a reconciler can recover them.
@@ -263,22 +194,130 @@ class Simulator:
         self._finals += 1
         return self._finals % every == 0
 
-    def _malformed(self) -> bool:
-        p = self.config.malformed_probability
-        return p > 0 and self.market.rng.random() < p
+    # -- a connection's sender -------------------------------------------------------------------------
+    async def _send_loop(self, c: _Connection) -> None:
+        cfg, sub = self.config, c.sub
+        started = last_sent = time.monotonic()
+        never = float("inf")
+        next_drop = started + cfg.drop_every if cfg.drop_every and sub.faulty else never
+        next_stall = started + cfg.stall_every if cfg.stall_every and sub.faulty else never
+        while not self._stopping:
+            now = time.monotonic()
+            if c.drop_asked or now >= next_drop:
+                log.info("connection %d: dropping (fault injection)", sub.conn)
+                c.ended = "dropped"
+                await self._drop(c.ws)
+                return
+            if now >= next_stall:
+                next_stall = now + cfg.stall_every + cfg.stall_seconds
+                await asyncio.sleep(cfg.stall_seconds)  # what is queued meanwhile waits, up to the backlog
+                continue
+            out = sub.pop_due(now)
+            if out is not None:
+                await self._send(c, out)
+                last_sent = time.monotonic()
+                if not sub.queue:
+                    self._drained.set()
+                continue
+            if now - last_sent >= 1.0:
+                await c.ws.send(b"\x00")  # heartbeat, as Kite sends when idle
+                last_sent = now
+                continue
+            c.wake.clear()
+            wake = min(sub.next_due(), last_sent + 1.0, next_drop, next_stall)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(c.wake.wait(), max(0.0, wake - now))
 
-    def _record(self, conn_id: int, kind: str, body: dict[str, Any]) -> None:
+    async def _send(self, c: _Connection, out: Outgoing) -> None:
+        try:
+            await c.ws.send(out.data)
+        except (ConnectionClosed, asyncio.CancelledError):
+            self._record_all(c.sub.conn, out.unsent(self._ended(c)))
+            raise
+        self._record_all(c.sub.conn, out.sent())
+
+    async def _drop(self, ws: ServerConnection) -> None:
+        """Cut the TCP connection with no close frame, once what was sent has left for the kernel (so
+        the sent log holds what the client can still read; the kernel delivers it before the FIN)."""
+        deadline = time.monotonic() + 2
+        while ws.transport.get_write_buffer_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        ws.transport.abort()
+
+    async def _replay_loop(self, c: _Connection) -> None:
+        """Benchmark feed: messages encoded once, then sent back to back so the source is never the limit.
+        No market clock, faults or sent log."""
+        cfg = self.config
+        while not c.sub.modes:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # let mode messages that follow the subscription arrive
+        messages = self.fanout.replay(c.sub, time.time())
+        sent, started = 0, time.monotonic()
+        while sent < cfg.replay_ticks:
+            for data, batch in messages:
+                left = cfg.replay_ticks - sent
+                if left <= 0:
+                    break
+                if len(batch) > left:  # the last message carries exactly what is left
+                    data, batch = encode_message(batch[:left]), batch[:left]
+                await c.ws.send(data)
+                sent += len(batch)
+                if cfg.max_rate > 0:
+                    ahead = started + sent / cfg.max_rate - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        self.replayed += sent
+        log.info("connection %d: replayed %d ticks in %.1f s", c.sub.conn, sent, time.monotonic() - started)
+        while not self._stopping:
+            await c.ws.send(b"\x00")
+            await asyncio.sleep(1)
+
+    # -- control, from any thread (tests, and the loopback-only /control endpoints) --------------------
+    def open_connections(self) -> list[ConnectionInfo]:
+        return self._call(
+            lambda: [
+                ConnectionInfo(c.sub.conn, c.sub.slot, c.opened_at, len(c.sub.modes))
+                for c in self._open.values()
+            ]
+        )
+
+    def drop(self, conn: int) -> bool:
+        """Cut connection ``conn`` as SIM_DROP_EVERY does (what is queued for it is logged undelivered);
+        False if no such connection is open."""
+
+        def ask() -> bool:
+            c = self._open.get(conn)
+            if c is not None:
+                c.drop_asked = True
+                c.wake.set()
+            return c is not None
+
+        return self._call(ask)
+
+    def _call(self, func: Callable[[], _T]) -> _T:
+        """Run ``func`` on the simulator's event loop, which owns the connections (from another thread)."""
+        if self._loop is None or self._loop.is_closed():
+            raise RuntimeError("the simulator is not serving")
+
+        async def run() -> _T:
+            return func()
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(5)
+
+    # -- the sent log ----------------------------------------------------------------------------------
+    def _record(self, conn_id: int | None, kind: str, body: dict[str, Any]) -> None:
         self._record_all(conn_id, [(kind, body)])
 
-    def _record_all(self, conn_id: int, lines: list[tuple[str, dict[str, Any]]]) -> None:
-        """Log what was just sent, flushed at once: a stop or a crash of this process never leaves a
-        message sent but unlogged or a line cut in half (one write per message, whole lines)."""
-        if self._log is None:
+    def _record_all(self, conn_id: int | None, lines: list[LogLine]) -> None:
+        """Log what was just sent (or not), flushed at once: a stop or a crash of this process never
+        leaves a message sent but unlogged or a line cut in half (one write per message, whole lines)."""
+        if self._log is None or not lines:
             return
         text = "".join(json.dumps({"kind": kind, "conn": conn_id, **body}) + "\n" for kind, body in lines)
         with self._log_lock:
-            self._log.write(text)
-            self._log.flush()
+            if self._log is not None:  # not closed meanwhile (a stop that outlasted its wait)
+                self._log.write(text)
+                self._log.flush()
 
     def flush_log(self) -> None:
         if self._log is not None:
@@ -290,10 +329,12 @@ class Simulator:
             self.http.close()
             self.http = None
         if self._log is not None:
-            self._log.close()
-            self._log = None
+            with self._log_lock:
+                self._log.close()
+                self._log = None
 
     async def serve(self, ready: threading.Event | None = None, stop: asyncio.Event | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         async with serve(
             self.handle,
             self.config.host,
@@ -304,12 +345,17 @@ class Simulator:
         ) as server:
             self._bound_port = _port_of(server)
             log.info("Kite simulator listening on ws://%s:%d", self.config.host, self._bound_port)
+            clock = None if self.config.replay_ticks else asyncio.create_task(self._clock())
             if ready is not None:
                 ready.set()
             await (stop.wait() if stop is not None else asyncio.Future())
-            # Clean stop: every send loop finishes the message it is on (so the log matches the
-            # socket), then leaving this block closes each connection with a close frame.
+            # Clean stop: the market stops, every sender finishes the message it is on (so the log
+            # matches the socket), then leaving this block closes each connection with a close frame;
+            # what was still queued is logged as undelivered ("stopped").
             self._stopping = True
+            if clock is not None:
+                clock.cancel()
+            self._wake_senders()
             if self._senders:
                 await asyncio.wait(set(self._senders), timeout=5)
             log.info("Kite simulator stopping: %d connection(s) closed", len(server.connections))

@@ -7,6 +7,7 @@ listener thread that produces also serves them; waiting for capacity means polli
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from connector.config import RunSettings
 from connector.errors import SinkError
 from connector.logs import sample
 from connector.sink._diagnose import KafkaAccessError, kind_of, refusal_of
-from connector.stats import Stats
+from connector.stats import ShardStats
 
 __all__ = ["MAX_RECORD_BYTES", "KafkaSink", "OnDone", "RecordTooLarge", "SinkConfig", "Topics"]
 
@@ -28,6 +29,7 @@ MAX_RECORD_BYTES = 900_000  # under librdkafka's default message.max.bytes (1,00
 Headers = list[tuple[str, str | bytes | None]]
 Callback = Callable[[KafkaError | None, Message], None]
 OnDone = Callable[[bool], None]  # told whether Kafka acknowledged the record
+_ASSIGNED = re.compile(r'"idemp_state":\s*"Assigned"')  # librdkafka's statistics, "eos" object
 
 
 class RecordTooLarge(SinkError):
@@ -39,13 +41,19 @@ class Topics:
     ticks: str = "kite.ticks"
     order_updates: str = "kite.order_updates"
     dead_letters: str = "kite.dead_letters"
+    gaps: str = "kite.gaps"
 
-    def all(self) -> tuple[str, str, str]:
-        return (self.ticks, self.order_updates, self.dead_letters)
+    def all(self) -> tuple[str, str, str, str]:
+        return (self.ticks, self.order_updates, self.dead_letters, self.gaps)
 
     def by_kind(self) -> dict[str, str]:
-        """Record kind (tick, order_update, dead_letter) → topic, as the serializers name them."""
-        return {"tick": self.ticks, "order_update": self.order_updates, "dead_letter": self.dead_letters}
+        """Record kind (tick, order_update, dead_letter, gap) → topic, as the serializers name them."""
+        return {
+            "tick": self.ticks,
+            "order_update": self.order_updates,
+            "dead_letter": self.dead_letters,
+            "gap": self.gaps,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,9 +85,13 @@ class SinkConfig:
             # librdkafka's own queue is kept larger than our bound, so BufferError stays the exception.
             "queue.buffering.max.messages": max(2 * s.max_in_flight, 100_000),
             "queue.buffering.max.kbytes": 1_048_576,
+            # Statistics say when the idempotent producer has its producer id (see KafkaSink.ready).
+            "statistics.interval.ms": 100,
             **s.producer_overrides,
         }
-        topics = Topics(s.kafka_topic_ticks, s.kafka_topic_order_updates, s.kafka_topic_dead_letters)
+        topics = Topics(
+            s.kafka_topic_ticks, s.kafka_topic_order_updates, s.kafka_topic_dead_letters, s.kafka_topic_gaps
+        )
         low_water = s.low_water_mark or s.max_in_flight // 2
         return cls(topics, s.max_in_flight, low_water, s.backpressure_policy, s.tick_backlog,
                    s.kafka_delivery_timeout_ms, producer)  # fmt: skip
@@ -97,7 +109,7 @@ class KafkaSink:
     def __init__(
         self,
         config: SinkConfig,
-        stats: Stats,
+        stats: ShardStats,
         headers: dict[str, Headers | None] | None = None,
         observe_latency: Callable[[float], None] | None = None,
     ) -> None:
@@ -105,8 +117,11 @@ class KafkaSink:
         self.stats = stats
         self._headers = headers or {}
         self._observe = observe_latency
+        self._ready = False
         self.producer = Producer(
-            config.producer, logger=sample(logging.getLogger("librdkafka")), error_cb=self._on_error
+            {**config.producer, "stats_cb": self._on_stats},
+            logger=sample(logging.getLogger("librdkafka")),
+            error_cb=self._on_error,
         )
         self._refused: KafkaAccessError | None = None  # raised by the next service(), for the supervisor
         self._low_water = config.low_water
@@ -122,6 +137,14 @@ class KafkaSink:
         self._tick_headers = self._headers.get("tick")
 
     # -- lifecycle -------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        """The producer has its producer id: a record produced now is not held back waiting for one."""
+        return self._ready
+
+    def _on_stats(self, stats: str) -> None:
+        if not self._ready and _ASSIGNED.search(stats) is not None:
+            self._ready = True
+
     def stop(self) -> None:
         """Ask a blocked produce to give up waiting (called from another thread)."""
         self.stopping = True
@@ -216,6 +239,11 @@ class KafkaSink:
             on_done(self._settled(err, msg))
 
         self._produce(topic, key, value, timestamp_ms, settled, headers)
+
+    def produce_gap(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self._produce(
+            self.config.topics.gaps, key, value, timestamp_ms, self._settled, self._headers.get("gap")
+        )
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         self._produce(

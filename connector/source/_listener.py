@@ -20,7 +20,7 @@ from connector.errors import ConfigError, SourceError
 from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_message
 from connector.logs import redact
 from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
-from connector.stats import Stats
+from connector.stats import ConnectionStats
 
 __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]
 
@@ -119,7 +119,7 @@ class KiteListener(threading.Thread):
         tokens: TokenSource,
         subscriptions: dict[int, Mode],
         handler: MessageHandler,
-        stats: Stats,
+        stats: ConnectionStats,
         watchdog: float = 10.0,
         max_backoff: float = 30.0,
         drain_seconds: float = 0.0,

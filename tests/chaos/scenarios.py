@@ -6,6 +6,7 @@ them. Every wait is bounded. Rates: each rig streams 5,000 ticks/s and about 5 o
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ PAUSED = (
     "SIGTERM to connector while broker paused",
 )
 BROKER_KILL = ("broker SIGKILL + restart",)
+LINES = ("two lines, 20 drops of each",)
 CLUSTER = (
     "cluster: leader SIGKILL + restart x3",
     "cluster: every broker bounced in turn",
@@ -89,6 +91,48 @@ def connector_faults(broker: Broker, workdir: Path) -> dict[str, Tally]:
         return _finish(CONNECTOR, rigs)
     finally:
         _stop_all(rigs)
+
+
+def two_lines(broker: Broker, workdir: Path, drops: int = 20) -> dict[str, Tally]:
+    """KITE_LINES=2 with delivery jitter: line A and line B are each cut ``drops`` times at random
+    moments, one at a time. Every tick either line carried must be in Kafka, once."""
+    rig = Rig(_slug(LINES[0]), broker.address, workdir, seed=401,
+              simulator_extra={"SIM_JITTER_MS": "20"}, connector_extra={"KITE_LINES": "2"})  # fmt: skip
+    rng = random.Random(401)
+    try:
+        rig.start()
+        rig.wait_streaming()
+        left = {1: drops, 2: drops}  # the simulator numbers connections from 1
+        deadline = time.monotonic() + 240
+        while any(left.values()):
+            while rig.open_slots() != {1, 2}:  # both lines up: never cut the last one standing
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"two lines did not come back within 240 s ({left} drops left)")
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.2, 1.0))
+            slot = rng.choice([s for s, n in left.items() if n])
+            rig.drop_slot(slot)
+            left[slot] -= 1
+        wait_recovered([rig], {rig.name: rig.delivered()}, timeout=30)
+        per_line = _per_line(rig.metrics() or {})
+        out = _finish(LINES, [rig])
+        out[LINES[0]].notes.append(per_line)
+        return out
+    finally:
+        _stop_all([rig])
+
+
+def _per_line(m: dict[str, float]) -> str:
+    """Ticks each line decoded and delivered first, from the connector's metrics."""
+
+    def line(name: str, n: int) -> int:
+        return int(sum(v for k, v in m.items() if k.startswith(f"{name}{{") and f'line="{n}"' in k))
+
+    return ", ".join(
+        f"line {'AB'[n]}: received {line('kite_ticks_received_total', n):,}, "
+        f"first {line('kite_ticks_won_total', n):,}"
+        for n in (0, 1)
+    )
 
 
 def broker_paused(broker: Broker, workdir: Path) -> dict[str, Tally]:

@@ -43,6 +43,11 @@ def connector_faults(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
+def two_lines(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tally]:
+    return scenarios.two_lines(broker, tmp_path_factory.mktemp("two-lines"))
+
+
+@pytest.fixture(scope="module")
 def broker_paused(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tally]:
     return scenarios.broker_paused(broker, tmp_path_factory.mktemp("broker-paused"))
 
@@ -60,6 +65,13 @@ def cluster_faults(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.parametrize("scenario", scenarios.CONNECTOR)
 def test_connector_faults(connector_faults: dict[str, Tally], scenario: str) -> None:
     _check(connector_faults[scenario])
+
+
+@pytest.mark.parametrize("scenario", scenarios.LINES)
+def test_two_lines(two_lines: dict[str, Tally], scenario: str) -> None:
+    tally = two_lines[scenario]
+    _check(tally)
+    assert tally.lost == 0, "a tick is lost only if both lines miss it, and they never were down together"
 
 
 @pytest.mark.parametrize("scenario", scenarios.PAUSED)

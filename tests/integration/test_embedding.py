@@ -233,7 +233,7 @@ def test_strategy_example_reads_the_ticks_topic(kafka_bootstrap: str, tmp_path: 
     with running_simulator(SimulatorConfig(port=0, rate=20), INSTRUMENTS) as sim:
         values = connector_settings(kafka_bootstrap, sim.port, ",".join(map(str, TOKENS[:4])), tmp_path)
         with running_connector(values) as connector:
-            wait_until(lambda: connector.stats[0].delivered.total() >= 400, 30, "ticks in Kafka")
+            wait_until(lambda: connector.shard_stats[0].delivered.total() >= 400, 30, "ticks in Kafka")
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -266,12 +266,12 @@ def test_kiteticker_has_the_runtime_of_run_supervision_and_order_log(
         ticker.subscribe(TOKENS)
         ticker.connect(threaded=True)
         wait_until(
-            lambda: bool(errors) and ticker.stats.connected and ticker.stats.delivered.total() > 300,
+            lambda: bool(errors) and ticker.stats.connected and ticker.kafka_stats.delivered.total() > 300,
             60,
             "a failure, then streaming again",
         )
         sim.paused = True
-        wait_until(lambda: ticker.stats.in_flight == 0, 30, "the stream to drain")
+        wait_until(lambda: ticker.kafka_stats.in_flight == 0, 30, "the stream to drain")
         ticker.close()
         sim.flush_log()
     assert [code for code, _ in errors] == [0] and "KafkaException" in errors[0][1]

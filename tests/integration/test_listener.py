@@ -20,7 +20,7 @@ from websockets.sync.server import ServerConnection, serve
 from connector.kite import Mode
 from connector.source import KiteListener, TokenSource
 from connector.source._listener import _socket_reader
-from connector.stats import Stats
+from connector.stats import ConnectionStats
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,9 @@ def test_the_listener_joins_fragments_and_answers_pings_on_a_real_socket(
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"{scheme}://localhost:{server.socket.getsockname()[1]}"
         collect = Collect()
-        listener = KiteListener("test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, Stats())
+        listener = KiteListener(
+            "test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, ConnectionStats()
+        )
         listener.start()
         deadline = time.monotonic() + 10
         while len(collect.messages) < 3 and time.monotonic() < deadline:
@@ -116,7 +118,7 @@ def test_a_connection_that_breaks_while_subscribing_is_opened_again(monkeypatch:
     with serve(handler, "127.0.0.1", 0) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
-        collect, stats = Collect(), Stats()
+        collect, stats = Collect(), ConnectionStats()
         listener = KiteListener(
             "test", url, "key", TokenSource("token"), {265: Mode.FULL}, collect, stats,
             on_event=lambda event, arg: events.append((event, arg)),
@@ -235,7 +237,7 @@ def test_whatever_a_handler_raises_the_listener_logs_counts_and_goes_on_with_a_n
     with serve(handler, "127.0.0.1", 0) as server, caplog.at_level(logging.ERROR):
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
-        stats = Stats()
+        stats = ConnectionStats()
         listener = KiteListener(
             "t", url, "key", TokenSource("tok"), {265: Mode.LTP}, first, stats, 3, 0.2, supervisor=supervisor
         )
@@ -273,7 +275,7 @@ def test_a_supervisor_that_gives_up_ends_the_thread_and_says_why() -> None:
             TokenSource("tok"),
             {265: Mode.LTP},
             _Exploding(),
-            Stats(),
+            ConnectionStats(),
             3,
             0.2,
             supervisor=lambda exc: None,

@@ -56,7 +56,7 @@ def test_order_updates_the_socket_never_sent_are_published_from_the_order_book(
             ORDER_RECONCILE_INTERVAL_SECONDS="2",
         )
         with running_connector(values) as connector:
-            stats, orders = connector.stats[0], connector.runtime.orders.stats
+            stats, orders = connector.shard_stats[0], connector.runtime.orders.stats
             wait_until(lambda: len(sent_log(log, "order_update_hidden")) >= 5, 60, "hidden order updates")
             sim.paused = True
             time.sleep(1)

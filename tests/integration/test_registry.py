@@ -98,7 +98,7 @@ def test_records_read_back_by_confluent_deserializer_and_a_registry_outage_chang
             SCHEMA_REGISTRY_URL=url,
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            stats = connector.shard_stats[0]
             wait_until(lambda: stats.delivered.total() >= 200, 60, "records in Kafka")
             if container_id is not None:  # mid-stream, the registry stops answering: ids are cached
                 from docker.client import DockerClient

@@ -58,7 +58,7 @@ def _outage(container: str, connector: Connector, samples: list[tuple[int, float
     try:
         deadline = time.monotonic() + OUTAGE
         while time.monotonic() < deadline:
-            samples.append((connector.stats[0].in_flight, _rss_mb()))
+            samples.append((connector.shard_stats[0].in_flight, _rss_mb()))
             time.sleep(0.2)
     finally:
         subprocess.run(["docker", "unpause", container], check=True)
@@ -74,7 +74,7 @@ def test_block_policy_outage_bounded_and_lossless(paused_broker: tuple[str, str]
             bootstrap, sim.port, SPEC, tmp_path, MAX_IN_FLIGHT=str(bound), BACKPRESSURE_POLICY="block"
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            stats, line = connector.shard_stats[0], connector.stats[0]
             wait_until(lambda: stats.delivered.total() > 2000, 60, "a steady stream")
             samples: list[tuple[int, float]] = []
             _outage(container, connector, samples)
@@ -84,7 +84,7 @@ def test_block_policy_outage_bounded_and_lossless(paused_broker: tuple[str, str]
         sim.flush_log()
     in_flight = [s[0] for s in samples]
     settled = [rss for n, rss in samples if n >= bound - 10]
-    assert max(in_flight) <= bound + stats.order_updates, "ticks stay at the bound (order updates never wait)"
+    assert max(in_flight) <= bound + line.order_updates, "ticks stay at the bound (order updates never wait)"
     assert len(settled) > 10, "the bound was reached and held during the outage"
     assert max(settled) - min(settled) < 40, f"memory stays flat: {min(settled):.0f}..{max(settled):.0f} MB"
     assert stats.backpressure_seconds > OUTAGE / 2
@@ -105,14 +105,14 @@ def test_conflate_policy_outage_keeps_latest_and_all_orders(
             bootstrap, sim.port, SPEC, tmp_path, MAX_IN_FLIGHT="2000", BACKPRESSURE_POLICY="conflate"
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            stats, line = connector.shard_stats[0], connector.stats[0]
             wait_until(lambda: stats.delivered.total() > 2000, 60, "a steady stream")
             _outage(container, connector, [])
             wait_until(lambda: stats.held == 0 and stats.in_flight == 0, 90, "held ticks to be produced")
             _drain(sim, connector)
         sim.flush_log()
     assert stats.conflated > 1000, "ticks were conflated during the outage"
-    received = stats.ticks.total()
+    received = line.ticks.total()
     ticks = read_topic(bootstrap, values.kafka_topic_ticks, expect=received - stats.conflated)
     assert len(ticks) + stats.conflated == received, "every tick read is in Kafka or counted as conflated"
     latest: dict[int, int] = {}
@@ -135,10 +135,10 @@ def test_dropped_connections_reconnect_and_resubscribe(kafka_bootstrap: str, tmp
             kafka_bootstrap, sim.port, ",".join(f"{t}@quote" for t in tokens), tmp_path
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
-            wait_until(lambda: stats.reconnects >= 5, 60, "five reconnects")
+            line = connector.stats[0]
+            wait_until(lambda: line.reconnects >= 5, 60, "five reconnects")
             since_ms = time.time_ns() // 1_000_000
-            wait_until(lambda: stats.connected, 10, "the sixth connection")
+            wait_until(lambda: line.connected, 10, "the sixth connection")
             time.sleep(1.5)
         assert sim.connections >= 6
     ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks)
@@ -156,10 +156,10 @@ def test_watchdog_reconnects_a_stalled_connection(kafka_bootstrap: str, tmp_path
             kafka_bootstrap, sim.port, ",".join(map(str, TOKENS[:5])), tmp_path, KITE_WATCHDOG_SECONDS="2"
         )
         with running_connector(values) as connector:
-            stats = connector.stats[0]
-            wait_until(lambda: stats.reconnects >= 1, 20, "the watchdog to reconnect")
-            before = stats.ticks.total()
-            wait_until(lambda: stats.ticks.total() > before + 10, 10, "ticks after the reconnect")
+            line = connector.stats[0]
+            wait_until(lambda: line.reconnects >= 1, 20, "the watchdog to reconnect")
+            before = line.ticks.total()
+            wait_until(lambda: line.ticks.total() > before + 10, 10, "ticks after the reconnect")
         assert sim.connections >= 2
 
 

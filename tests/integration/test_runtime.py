@@ -27,9 +27,9 @@ TRADABLE = [i.instrument_token for i in INSTRUMENTS if i.instrument_token & 0xFF
 def _drain(sim: Simulator, connector: Connector) -> None:
     """Stop the simulator's stream and let the connector read what is still on the wire."""
     sim.paused = True
-    stats = connector.stats[0]
+    line, stats = connector.stats[0], connector.shard_stats[0]
     time.sleep(1)
-    wait_until(lambda: stats.messages["heartbeat"] > 0 and stats.in_flight == 0, 30, "the stream to drain")
+    wait_until(lambda: line.messages["heartbeat"] > 0 and stats.in_flight == 0, 30, "the stream to drain")
 
 
 def test_steady_stream_every_sent_tick_and_order_is_in_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_steady_stream_every_sent_tick_and_order_is_in_kafka(kafka_bootstrap: st
             time.sleep(30)
             _drain(sim, connector)
         sim.flush_log()
-        stats = connector.stats[0]
+        stats = connector.shard_stats[0]
     sent_ticks, sent_orders = sent_log(log, "tick"), sent_log(log, "order")
     assert len(sent_ticks) > 10_000 and len(sent_orders) > 60
     assert stats.failed.total() == 0 and stats.in_flight == 0
@@ -83,7 +83,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic(kafka_bootstrap: str, tm
     with running_simulator(config, INSTRUMENTS) as sim:
         values = connector_settings(kafka_bootstrap, sim.port, ",".join(map(str, TRADABLE[:20])), tmp_path)
         with running_connector(values) as connector:
-            wait_until(lambda: connector.stats[0].dead_letters.total() >= 5, 30, "dead letters")
+            wait_until(lambda: connector.shard_stats[0].dead_letters.total() >= 5, 30, "dead letters")
             _drain(sim, connector)
         sim.flush_log()
     malformed = sent_log(log, "malformed")

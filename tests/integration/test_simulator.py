@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websocket
@@ -232,3 +236,210 @@ def test_sigterm_stops_the_simulator_with_its_sent_log_complete(tmp_path: Path) 
     assert ticks == len(sent_log(log, "tick")), "every tick the client read is logged, and no more"
     assert orders == len(sent_log(log, "order"))
     assert log.read_text().endswith("\n")
+
+
+# -- two connections on one market ---------------------------------------------------------------------
+Frame = tuple[float, int, bytes]  # (monotonic receive time, opcode, payload)
+
+
+def _read_for(ws: websocket.WebSocket, seconds: float) -> tuple[list[Frame], bool]:
+    """Every frame until ``seconds`` have passed or the connection is gone; and whether it is gone."""
+    frames: list[Frame] = []
+    deadline = time.monotonic() + seconds
+    ws.settimeout(0.1)
+    while time.monotonic() < deadline:
+        try:
+            opcode, data = ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            continue
+        except (websocket.WebSocketConnectionClosedException, ConnectionError):
+            return frames, True
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return frames, True
+        frames.append((time.monotonic(), opcode, data))
+    return frames, False
+
+
+def _ticks(frames: list[Frame]) -> list[tuple[float, Tick]]:
+    out = []
+    for at, opcode, data in frames:
+        if opcode == websocket.ABNF.OPCODE_BINARY and len(data) > 1:
+            ticks, errors = parse_binary(data)
+            assert errors == []
+            out += [(at, t) for t in ticks]
+    return out
+
+
+def _texts(frames: list[Frame]) -> list[bytes]:
+    return [data for _, opcode, data in frames if opcode == websocket.ABNF.OPCODE_TEXT]
+
+
+def _open(port: int, tokens: list[int], mode: Mode) -> websocket.WebSocket:
+    ws = websocket.create_connection(_url(port), timeout=5)
+    ws.send(subscribe_message(tokens))
+    ws.send(mode_message(mode, tokens))
+    return ws
+
+
+def _both(sockets: list[websocket.WebSocket], seconds: float) -> list[list[Frame]]:
+    with ThreadPoolExecutor(len(sockets)) as pool:
+        return [frames for frames, _ in pool.map(lambda ws: _read_for(ws, seconds), sockets)]
+
+
+TRADABLE = [i.instrument_token for i in bundled_instruments() if i.segment != "INDICES"][:20]
+
+
+def test_two_connections_get_the_same_ticks_and_order_updates_each_with_its_own_jitter(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "sent.jsonl"
+    config = SimulatorConfig(
+        port=0, rate=20, order_rate=10, jitter_ms=40, packets_per_message=5, seed=8, sent_log=str(log)
+    )
+    with running_simulator(config, bundled_instruments()) as sim:
+        sim.paused = True  # both subscribed before the first tick
+        sockets = [_open(sim.port, TRADABLE, Mode.QUOTE), _open(sim.port, TRADABLE, Mode.FULL)]
+        time.sleep(0.3)
+        sim.paused = False
+        threading.Timer(1.5, lambda: setattr(sim, "paused", True)).start()  # then the queues drain
+        frames = _both(sockets, 2.2)
+        for ws in sockets:
+            ws.close()
+        sim.flush_log()
+    lines = sent_log(log, "tick")
+    conns = sorted({r["conn"] for r in lines})
+    assert len(conns) == 2
+    seq_of = {(r["conn"], r["instrument_token"], r["volume_traded"]): r["seq"] for r in lines}
+    arrivals: list[dict[int, float]] = []
+    for conn, got in zip(conns, frames, strict=True):
+        by_seq = {seq_of[conn, t.instrument_token, t.volume_traded]: at for at, t in _ticks(got)}
+        assert sorted(by_seq) == sorted(r["seq"] for r in lines if r["conn"] == conn), "read = logged"
+        arrivals.append(by_seq)
+        volumes: dict[int, list[int]] = {}
+        for _, t in _ticks(got):
+            volumes.setdefault(t.instrument_token, []).append(t.volume_traded or 0)
+        assert all(a < b for v in volumes.values() for a, b in pairwise(v)), "never reordered on a line"
+    a, b = arrivals
+    assert set(a) == set(b) and len(a) >= 400, "the same ticks, by market-wide id, on both lines"
+    lead = [a[seq] - b[seq] for seq in a]
+    assert min(lead) < -0.005 and max(lead) > 0.005, "each line is sometimes first, by its own jitter"
+    assert sorted(a, key=a.__getitem__) != sorted(b, key=b.__getitem__), "own interleaving per line"
+    modes = [{t.mode for _, t in _ticks(got)} for got in frames]
+    assert modes == [{Mode.QUOTE}, {Mode.FULL}]
+    orders_a, orders_b = (_texts(got) for got in frames)
+    assert orders_a == orders_b and len(orders_a) >= 10, "every order update on both, the same text"
+    assert {parse_text(t).status for t in orders_a} > {"OPEN"}  # type: ignore[union-attr]
+
+
+def test_a_fault_on_connection_number_1_leaves_connection_2_alone(tmp_path: Path) -> None:
+    log = tmp_path / "sent.jsonl"
+    config = SimulatorConfig(
+        port=0, rate=20, drop_every=0.6, malformed_probability=0.3, fault_connections=(1,), seed=9,
+        sent_log=str(log),
+    )  # fmt: skip
+    with running_simulator(config, bundled_instruments()) as sim:
+        line_a = _open(sim.port, TRADABLE, Mode.QUOTE)
+        line_b = _open(sim.port, TRADABLE, Mode.QUOTE)
+        a_frames: list[Frame] = []
+
+        def line_a_reconnecting() -> int:
+            ws, drops, deadline = line_a, 0, time.monotonic() + 2.5
+            while time.monotonic() < deadline:
+                a_frames.extend(_read_for(ws, deadline - time.monotonic())[0])
+                if time.monotonic() < deadline:
+                    drops += 1
+                    ws = _open(sim.port, TRADABLE, Mode.QUOTE)
+            ws.close()
+            return drops
+
+        with ThreadPoolExecutor(1) as pool:
+            drops = pool.submit(line_a_reconnecting)
+            b_frames, b_closed = _read_for(line_b, 2.5)
+        assert not b_closed, "connection 2 was never dropped"
+        line_b.close()
+        sim.flush_log()
+    assert drops.result() >= 2
+    errors = [
+        e for _, op, data in a_frames if op == websocket.ABNF.OPCODE_BINARY for e in parse_binary(data)[1]
+    ]
+    assert errors, "connection 1 got malformed messages"
+    assert len(_ticks(b_frames)) >= 500, "connection 2 streamed on, every message whole"
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    connects = [r for r in records if r["kind"] == "connect"]
+    b_conn = connects[1]["conn"]
+    assert connects[1]["slot"] == 2 and all(r["slot"] == 1 for r in connects if r["conn"] != b_conn)
+    faulted = {r["conn"] for r in records if r["kind"] in ("malformed", "tick_undelivered")}
+    faulted |= {r["conn"] for r in records if r["kind"] == "disconnect" and r["reason"] == "dropped"}
+    assert faulted and b_conn not in faulted
+    undelivered = [r for r in records if r["kind"] == "tick_undelivered"]
+    assert {r["reason"] for r in undelivered} <= {"malformed", "dropped", "closed"}
+    assert all(isinstance(r["seq"], int) for r in undelivered)
+
+
+def _control(port: int, path: str, host: str = "127.0.0.1", method: str = "GET") -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://{host}:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _outside_address() -> str | None:
+    """This machine's address on its default route, if it has one that is not loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route
+        except OSError:
+            return None
+        address: str = s.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_a_test_drops_one_connection_on_demand_from_loopback_only() -> None:
+    config = SimulatorConfig(host="0.0.0.0", port=0, http_port=0, rate=10)
+    with running_simulator(config, bundled_instruments()) as sim:
+        assert sim.http is not None
+        http = sim.http.port
+        line_a = _open(sim.port, TRADABLE, Mode.LTP)
+        line_b = _open(sim.port, TRADABLE[:5], Mode.LTP)
+        wait = time.monotonic() + 5
+        while sum(c.instruments for c in sim.open_connections()) < 25 and time.monotonic() < wait:
+            time.sleep(0.05)
+        status, listed = _control(http, "/control/connections")
+        assert status == 200
+        assert [(c["slot"], c["instruments"]) for c in listed["data"]] == [(1, 20), (2, 5)]
+        outside = _outside_address()
+        if outside is not None:
+            assert _control(http, "/control/drop?slot=1", outside, "POST")[0] == 403
+            assert _control(http, "/control/connections", outside)[0] == 403
+        assert _control(http, "/control/drop?conn=99", method="POST")[0] == 404
+        status, dropped = _control(http, "/control/drop?slot=2", method="POST")
+        assert status == 200 and dropped["data"]["conn"] == listed["data"][1]["conn"]
+        assert _read_for(line_b, 3)[1], "dropped"
+        assert [c.slot for c in sim.open_connections()] == [1], "only the connection asked for is gone"
+        assert _ticks(_read_for(line_a, 0.5)[0]), "the other streams on"
+        line_a.close()
+
+
+def test_replay_gives_every_connection_the_same_pre_encoded_feed() -> None:
+    instruments = synthetic_instruments(200)
+    tokens = [i.instrument_token for i in instruments if i.segment != "INDICES"]
+    config = SimulatorConfig(port=0, replay_ticks=5000, order_rate=0)
+    with running_simulator(config, instruments) as sim:
+        sockets = [_open(sim.port, tokens, Mode.FULL) for _ in range(2)]
+
+        def feed(ws: websocket.WebSocket) -> list[bytes]:
+            messages, ticks = [], 0
+            while ticks < 5000:
+                opcode, data = ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_BINARY and len(data) > 1:
+                    messages.append(data)
+                    ticks += len(parse_binary(data)[0])
+            return messages
+
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(feed, sockets)
+        for ws in sockets:
+            ws.close()
+    assert a == b and sum(len(parse_binary(m)[0]) for m in a) == 5000

@@ -14,7 +14,7 @@ from connector.errors import SinkError
 from connector.logs import sample
 from connector.orders import OrderDesk, OrderLog, OrderRecord
 from connector.sink import KafkaSink
-from connector.stats import Stats
+from connector.stats import ShardStats
 from tests.unit.helpers import NO_BROKER, sink_config
 
 pytestmark = pytest.mark.integration
@@ -37,7 +37,7 @@ def test_librdkafka_connection_errors_are_sampled(caplog: pytest.LogCaptureFixtu
 
 def test_a_record_that_cannot_be_queued_gives_up_at_stop_not_never() -> None:
     config = sink_config({**NO_BROKER, "queue.buffering.max.messages": "3"}, MAX_IN_FLIGHT="1000")
-    sink = KafkaSink(config, Stats())
+    sink = KafkaSink(config, ShardStats())
     threading.Timer(0.5, sink.stop).start()
     started = time.monotonic()
     with pytest.raises(SinkError, match="could not be queued \\(stopping\\)"):
@@ -50,7 +50,7 @@ def test_a_record_that_cannot_be_queued_gives_up_at_stop_not_never() -> None:
 def test_undelivered_order_updates_stay_in_the_order_log_for_the_next_run(tmp_path: Path) -> None:
     path = tmp_path / "orders.wal"
     desk = OrderDesk(None, "kite.order_updates", [], OrderLog(path))
-    sink = KafkaSink(sink_config(NO_BROKER), Stats())
+    sink = KafkaSink(sink_config(NO_BROKER), ShardStats())
     desk.commit([OrderRecord(b"779521", b"order-1", TS, "id-1")], sink)
     sink.close(0.5)
     assert desk.detach(sink) == 1
@@ -63,7 +63,7 @@ def test_undelivered_order_updates_stay_in_the_order_log_for_the_next_run(tmp_pa
 def test_an_order_update_that_cannot_be_queued_at_close_stays_in_the_log(tmp_path: Path) -> None:
     path = tmp_path / "orders.wal"
     desk = OrderDesk(None, "kite.order_updates", [], OrderLog(path))
-    sink = KafkaSink(sink_config({**NO_BROKER, "queue.buffering.max.messages": "1"}), Stats())
+    sink = KafkaSink(sink_config({**NO_BROKER, "queue.buffering.max.messages": "1"}), ShardStats())
     sink.produce_ticks([(b"1", b"tick", TS)], 0.0)  # librdkafka's queue is now full
     sink.stop()
     desk.commit([OrderRecord(b"779521", b"order-1", TS, "id-1")], sink)  # durable, then not queued

@@ -45,9 +45,9 @@ def test_a_message_larger_than_kafka_takes_is_a_dead_letter_that_fits(
     with scripted_kite(script) as port:
         values = connector_settings(kafka_bootstrap, port, ",".join(map(str, TOKENS)), tmp_path)
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            line, stats = connector.stats[0], connector.shard_stats[0]
             wait_until(lambda: stats.delivered.total() == 10 * len(TOKENS) + 2, 60, "ticks and dead letters")
-    assert stats.failures.total() == 0 and stats.reconnects == 0, "the connection never broke"
+    assert line.failures.total() == 0 and line.reconnects == 0, "the connection never broke"
     assert stats.failed.total() == 0
     letters = read_topic(kafka_bootstrap, values.kafka_topic_dead_letters, expect=2)
     cap = values.dead_letter_max_bytes
@@ -70,14 +70,14 @@ def test_produce_raising_rebuilds_the_connection_and_loses_no_order_update(
     with running_simulator(config, INSTRUMENTS) as sim:
         values = connector_settings(kafka_bootstrap, sim.port, ",".join(map(str, TOKENS)), tmp_path)
         with running_connector(values) as connector:
-            stats = connector.stats[0]
-            wait_until(lambda: stats.failures["KafkaException"] == 1, 60, "the injected failure")
+            line, stats = connector.stats[0], connector.shard_stats[0]
+            wait_until(lambda: line.failures["KafkaException"] == 1, 60, "the injected failure")
             health = connector.metrics.healthy()
-            wait_until(lambda: stats.connected and stats.delivered.total() > 400, 60, "streaming again")
+            wait_until(lambda: line.connected and stats.delivered.total() > 400, 60, "streaming again")
             sim.paused = True
             wait_until(lambda: stats.in_flight == 0, 30, "the stream to drain")
         sim.flush_log()
-    assert "KafkaException" in (stats.last_failure or "")
+    assert "KafkaException" in (line.last_failure or "")
     assert health[0] or "last failure: KafkaException" in health[1]
     orders = sent_log(log, "order")
     got = read_topic(kafka_bootstrap, values.kafka_topic_order_updates, expect=len(orders))
@@ -87,7 +87,7 @@ def test_produce_raising_rebuilds_the_connection_and_loses_no_order_update(
     ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks)
     delivered = stats.delivered[values.kafka_topic_ticks]
     assert len(ticks) == delivered, "what was acknowledged is in Kafka"
-    assert delivered + stats.abandoned + stats.failed[values.kafka_topic_ticks] == stats.ticks.total(), (
+    assert delivered + stats.abandoned + stats.failed[values.kafka_topic_ticks] == line.ticks.total(), (
         "every tick read is in Kafka, or counted as not delivered"
     )
     assert stats.failed[values.kafka_topic_ticks] > 0, "the message whose produce raised is counted"
@@ -112,7 +112,9 @@ def test_a_missing_token_file_is_waited_for_with_one_log_line(
             assert len(waiting) == 1, "one clear line, not one per retry"
             assert connector.stats[0].failures.total() == 0
             token_file.write_text("simulator-token\n")
-            wait_until(lambda: connector.stats[0].delivered.total() > 0, 15, "ticks once the file exists")
+            wait_until(
+                lambda: connector.shard_stats[0].delivered.total() > 0, 15, "ticks once the file exists"
+            )
 
 
 def test_delivery_reports_are_served_while_the_websocket_is_down(
@@ -125,16 +127,17 @@ def test_delivery_reports_are_served_while_the_websocket_is_down(
         simulator = contextlib.ExitStack()
         sim = simulator.enter_context(running_simulator(SimulatorConfig(port=0, rate=20), INSTRUMENTS))
         values = connector_settings(bootstrap, sim.port, ",".join(map(str, TOKENS)), tmp_path)
-        stats = stack.enter_context(running_connector(values)).stats[0]
+        connector = stack.enter_context(running_connector(values))
+        line, stats = connector.stats[0], connector.shard_stats[0]
         stack.callback(subprocess.run, ["docker", "unpause", container], capture_output=True)
         wait_until(lambda: stats.delivered.total() > 200, 30, "a steady stream")
         subprocess.run(["docker", "pause", container], check=True)
         wait_until(lambda: stats.in_flight > 50, 30, "records waiting for the paused broker")
         simulator.close()  # the WebSocket side goes away: the connector retries with backoff
-        wait_until(lambda: not stats.connected, 15, "the connection to drop")
+        wait_until(lambda: not line.connected, 15, "the connection to drop")
         subprocess.run(["docker", "unpause", container], check=True)
         wait_until(lambda: stats.in_flight == 0, 30, "acknowledgements counted while disconnected")
-        assert not stats.connected and stats.reconnects > 0
+        assert not line.connected and line.reconnects > 0
     assert stats.failed.total() == 0
 
 
@@ -187,7 +190,7 @@ def test_a_storm_of_malformed_frames_is_counted_logged_as_a_sample_and_the_strea
     with running_simulator(config, INSTRUMENTS) as sim:
         values = connector_settings(kafka_bootstrap, sim.port, ",".join(map(str, TOKENS)), tmp_path)
         with caplog.at_level(logging.WARNING, "connector.pipeline"), running_connector(values) as connector:
-            stats = connector.stats[0]
+            line, stats = connector.stats[0], connector.shard_stats[0]
             wait_until(lambda: stats.dead_letters.total() >= 1000, 60, "a storm of malformed frames")
             sim.config.malformed_probability = 0.0  # the storm ends; the stream goes on
             delivered = stats.delivered[values.kafka_topic_ticks]
@@ -197,7 +200,7 @@ def test_a_storm_of_malformed_frames_is_counted_logged_as_a_sample_and_the_strea
         sim.flush_log()
     lines = [r for r in caplog.records if r.getMessage().startswith("dead letter")]
     assert 1 <= len(lines) <= 10, f"{len(lines)} lines for {stats.dead_letters.total()} dead letters"
-    assert stats.failures.total() == 0 and stats.reconnects == 0
+    assert line.failures.total() == 0 and line.reconnects == 0
     malformed = len(sent_log(log, "malformed"))
     assert stats.dead_letters.total() == malformed, "every malformed frame is one counted dead letter"
     assert len(read_topic(kafka_bootstrap, values.kafka_topic_dead_letters, expect=malformed)) == malformed
@@ -215,7 +218,7 @@ def test_a_wild_exchange_time_fails_neither_its_record_nor_the_records_around_it
     with scripted_kite(script) as port:
         values = connector_settings(kafka_bootstrap, port, ",".join(map(str, TOKENS)), tmp_path)
         with running_connector(values) as connector:
-            stats = connector.stats[0]
+            stats = connector.shard_stats[0]
             wait_until(lambda: stats.delivered.total() + stats.failed.total() >= 5 * len(TOKENS), 60, "all")
     assert stats.failed.total() == 0, "no record, nor its batch, refused"
     ticks = read_topic(kafka_bootstrap, values.kafka_topic_ticks, expect=5 * len(TOKENS))

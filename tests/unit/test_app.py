@@ -27,5 +27,5 @@ def test_subscriptions_by_token_and_symbol_with_modes() -> None:
 
 def test_more_than_3000_instruments_are_sharded_and_9000_is_the_limit() -> None:
     assert [len(s) for s in shard({t: Mode.FULL for t in range(7000)})] == [3000, 3000, 1000]
-    with pytest.raises(ConfigError, match="9000 per api_key"):
+    with pytest.raises(ConfigError, match="at most 9000 instruments with KITE_LINES=1"):
         shard({t: Mode.FULL for t in range(9001)})

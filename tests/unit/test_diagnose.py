@@ -11,7 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Message
 
 from connector.sink import KafkaAccessError, KafkaSink, kind_of, refusal_of
 from connector.sink._diagnose import diagnose
-from connector.stats import Stats
+from connector.stats import ShardStats
 from tests.unit.helpers import NO_BROKER, sink_config
 
 SCRAM = {
@@ -175,7 +175,7 @@ def test_an_authorization_error_of_a_call_names_the_acl_it_lacks() -> None:
 
 # -- the producer at run time -----------------------------------------------------------------------------
 def _sink() -> KafkaSink:
-    return KafkaSink(sink_config(NO_BROKER), Stats())
+    return KafkaSink(sink_config(NO_BROKER), ShardStats())
 
 
 def test_credentials_that_stop_working_are_raised_by_the_next_service_and_counted() -> None:

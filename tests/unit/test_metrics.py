@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 
 from connector.metrics import Metrics
 from connector.orders import OrderDesk, OrderLog, OrderRecord
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 from connector.supervise import Supervisor
 
 
@@ -18,23 +18,25 @@ def _scrape(metrics: Metrics) -> str:
 
 
 def test_per_connection_series_carry_the_connection_index(tmp_path: Path) -> None:
-    a, b = Stats(), Stats()
+    a, b = ConnectionStats(), ConnectionStats()
     a.ticks["full"] += 3
     b.ticks["full"] += 4
     b.connected = True
     a.last_tick["NSE"] = time.monotonic() - 5
-    metrics = Metrics([a, b])
+    shard = ShardStats()
+    shard.in_flight = 7
+    metrics = Metrics([a, b], [shard], lines=2)
     desk = OrderDesk(None, "t", [], OrderLog(tmp_path / "wal"))
     assert desk.order_log is not None
     desk.order_log.append([OrderRecord(b"k", b"v", 1, "id")])
     metrics.watch(OrderDesk(None, "t", [], None), Supervisor())
     metrics.watch(desk, Supervisor())  # watching again replaces, it does not register twice
     body = _scrape(metrics)
-    assert 'kite_ticks_received_total{connection="0",mode="full"} 3.0' in body
-    assert 'kite_ticks_received_total{connection="1",mode="full"} 4.0' in body
-    assert (
-        'kite_connection_up{connection="0"} 0.0' in body and 'kite_connection_up{connection="1"} 1.0' in body
-    )
+    assert 'kite_ticks_received_total{connection="0",line="0",mode="full"} 3.0' in body
+    assert 'kite_ticks_received_total{connection="1",line="1",mode="full"} 4.0' in body
+    assert 'kite_connection_up{connection="0",line="0"} 0.0' in body
+    assert 'kite_connection_up{connection="1",line="1"} 1.0' in body
+    assert 'records_in_flight{shard="0"} 7.0' in body
     assert "order_log_pending 0.0" in body, "pending counts what the desk tracks, loaded at its start"
     assert "order_log_bytes " in body and "order_log_disk_free_bytes " in body
     line = next(
@@ -45,8 +47,8 @@ def test_per_connection_series_carry_the_connection_index(tmp_path: Path) -> Non
 
 
 def test_health_names_what_is_wrong() -> None:
-    stats = Stats()
-    metrics = Metrics([stats])
+    stats, shard = ConnectionStats(), ShardStats()
+    metrics = Metrics([stats], [shard])
     supervisor = Supervisor()
     metrics.watch(OrderDesk(None, "t", []), supervisor)
     assert metrics.healthy() == (False, "connection 0 is down")
@@ -54,10 +56,10 @@ def test_health_names_what_is_wrong() -> None:
     assert metrics.healthy() == (False, "connection 0 is down (Kite refuses the access token)")
     stats.connected, stats.token_refused = True, False
     assert metrics.healthy() == (True, "ok")
-    stats.in_flight = 10
+    shard.in_flight = 10
     metrics.healthy()
-    assert metrics.healthy(stall_seconds=0)[1].startswith("connection 0: Kafka acknowledged nothing for")
-    stats.in_flight = 0
+    assert metrics.healthy(stall_seconds=0)[1].startswith("shard 0: Kafka acknowledged nothing for")
+    shard.in_flight = 0
 
     class Dead:
         name = "kite-reconciler"
@@ -73,9 +75,19 @@ def test_health_names_what_is_wrong() -> None:
     assert 'thread_up{thread="kite-reconciler"} 0.0' in _scrape(metrics)
 
 
+def test_with_two_lines_one_down_is_degraded_but_healthy() -> None:
+    a, b = ConnectionStats(), ConnectionStats()
+    metrics = Metrics([a, b], [ShardStats()], lines=2)
+    metrics.watch(OrderDesk(None, "t", []), Supervisor())
+    a.connected, b.last_failure = True, "OSError: gone"
+    assert metrics.healthy() == (True, "ok, degraded: connection 1 is down (last failure: OSError: gone)")
+    a.connected = False
+    assert metrics.healthy() == (False, "connection 1 is down (last failure: OSError: gone)")
+
+
 def test_kafka_refusals_are_counted_by_kind_and_shown_until_a_record_is_delivered() -> None:
-    a, b = Stats(), Stats()
-    a.connected = b.connected = True
+    a, b = ShardStats(), ShardStats()
+    line_a, line_b = ConnectionStats(connected=True), ConnectionStats(connected=True)
     a.kafka_errors["transport"] += 2
     b.kafka_errors["transport"] += 1
     b.kafka_errors["authorization"] += 1
@@ -83,11 +95,11 @@ def test_kafka_refusals_are_counted_by_kind_and_shown_until_a_record_is_delivere
         "Kafka authorization: User:connector may not write to topic t (missing ACL: WRITE on Topic:t)"
     )
     b.kafka_refused_delivered = b.delivered.total()
-    metrics = Metrics([a, b])
+    metrics = Metrics([line_a, line_b], [a, b])
     metrics.watch(OrderDesk(None, "t", []), Supervisor())
     body = _scrape(metrics)
     for kind, count in (("authentication", 0), ("authorization", 1), ("tls", 0), ("transport", 3)):
         assert f'kafka_errors_total{{kind="{kind}"}} {count}.0' in body  # every kind, for rate() from 0
-    assert metrics.healthy() == (False, f"connection 1: Kafka refuses the producer: {b.kafka_refused}")
+    assert metrics.healthy() == (False, f"shard 1: Kafka refuses the producer: {b.kafka_refused}")
     b.delivered["t"] += 1  # the ACL is back
     assert metrics.healthy() == (True, "ok")

@@ -98,6 +98,14 @@ def test_a_new_trading_day_starts_an_empty_book() -> None:
     ]
 
 
+def test_an_update_without_a_time_does_not_make_an_older_timed_state_new_again() -> None:
+    book = OrderBook()
+    assert book.reconcile([order("2", "CANCELLED", 3, updated_ms=DAY1 + 1)])
+    fetched = [order("2", "COMPLETE", 3, updated_ms=DAY1, price=2.0), order("2", "COMPLETE", 3, price=1.0)]
+    assert book.reconcile(fetched) == [fetched[1]], "the timed one is behind what was seen"
+    assert book.reconcile(fetched) == [], "and stays behind once an untimed state was recorded"
+
+
 def test_memory_is_capped_by_evicting_the_least_recently_changed_order() -> None:
     book = OrderBook(max_orders=3)
     for n in range(3):
@@ -116,7 +124,7 @@ class _Model:
     """What was seen per order: its states, and its most advanced (terminal, filled, time)."""
 
     states: dict[str, set[tuple[Any, ...]]] = field(default_factory=dict)
-    best: dict[str, OrderUpdate] = field(default_factory=dict)
+    best: dict[str, OrderUpdate] = field(default_factory=dict)  # with the latest time known for the order
 
     @staticmethod
     def state(u: OrderUpdate) -> tuple[Any, ...]:
@@ -138,7 +146,10 @@ class _Model:
         self.states.setdefault(u.order_id, set()).add(self.state(u))
         best = self.best.get(u.order_id)
         if best is None or not self.behind(u, best):
-            self.best[u.order_id] = u
+            known_ms = best.exchange_update_timestamp_ms if best is not None else None
+            self.best[u.order_id] = u._replace(
+                exchange_update_timestamp_ms=u.exchange_update_timestamp_ms or known_ms
+            )
 
     def missed(self, u: OrderUpdate) -> bool:
         best = self.best.get(u.order_id)

@@ -21,7 +21,7 @@ from connector.orders import (
 )
 from connector.serde import AvroReader, DeadLetter, build_serializers
 from connector.sink import MAX_RECORD_BYTES, KafkaSink
-from connector.stats import Stats
+from connector.stats import ShardStats
 from tests.unit.helpers import sink_config
 
 TS = 1_700_000_000_000
@@ -43,7 +43,7 @@ def _desk(tmp_path: Path, **kwargs: Any) -> OrderDesk:
 
 
 def _sink() -> KafkaSink:
-    return KafkaSink(sink_config(), Stats())
+    return KafkaSink(sink_config(), ShardStats())
 
 
 def test_the_same_update_from_two_connections_is_one_record(tmp_path: Path, postback: dict[str, Any]) -> None:

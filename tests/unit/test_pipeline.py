@@ -9,12 +9,14 @@ import time
 
 import pytest
 
+from connector.arbiter import Arbiter
+from connector.gaps import GapWatch
 from connector.kite import encode_message, encode_packet, parse_binary
 from connector.orders import OrderDesk
 from connector.pipeline import Pipeline
 from connector.serde import AvroReader, build_serializers
 from connector.sink import KafkaSink, OnDone, SinkConfig
-from connector.stats import Stats
+from connector.stats import ConnectionStats, ShardStats
 from tests.conftest import fixture_json, fixture_packet
 from tests.unit.helpers import sink_config
 
@@ -23,12 +25,16 @@ class _Captured(KafkaSink):
     """A real sink (librdkafka's mock cluster) that also keeps what it produced, for the test to read."""
 
     def __init__(self, config: SinkConfig) -> None:
-        super().__init__(config, Stats())
+        super().__init__(config, ShardStats())
         self.records: list[tuple[str, bytes, bytes, int]] = []
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         self.records.append((self.config.topics.dead_letters, key, value, timestamp_ms))
         super().produce_dead_letter(key, value, timestamp_ms)
+
+    def produce_gap(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+        self.records.append((self.config.topics.gaps, key, value, timestamp_ms))
+        super().produce_gap(key, value, timestamp_ms)
 
     def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
         self.records += [(self.config.topics.ticks, key, value, ts) for key, value, ts in batch]
@@ -64,8 +70,8 @@ def _pipeline(
 def test_a_malformed_message_is_one_dead_letter_cut_to_the_cap_whatever_its_faults() -> None:
     pipeline, sink = _pipeline(cap=1000)
     hostile = b"\xff\xff" + bytes(100_000)  # 65,535 packets of length 0: as many faults
-    pipeline.on_message(True, hostile, 1_700_000_000_000, 0.0)
-    pipeline.on_message(False, b"not json", 1_700_000_000_000, 0.0)
+    pipeline.on_message(True, hostile, 1_700_000_000_000, 0.0, ConnectionStats())
+    pipeline.on_message(False, b"not json", 1_700_000_000_000, 0.0, ConnectionStats())
     assert sink.close(10) == 0
     letters = [AvroReader().read(value)[1] for _, _, value, _ in sink.records]
     assert [(d["source"], len(d["raw"])) for d in letters] == [("ws-binary", 1000), ("ws-text", 8)]
@@ -81,12 +87,13 @@ def test_an_order_update_on_two_connections_is_published_once() -> None:
     desk = OrderDesk(serializers.order_update, "kite.order_updates", [])
     (a, sink_a), (b, sink_b) = _pipeline(desk), _pipeline(desk)
     frame = json.dumps({"type": "order", "data": fixture_json("postback.json")}).encode()
-    for pipeline in (a, b):
-        pipeline.on_message(False, frame, 1_700_000_000_000, 0.0)
+    lines = ConnectionStats(), ConnectionStats()
+    for pipeline, line in zip((a, b), lines, strict=True):
+        pipeline.on_message(False, frame, 1_700_000_000_000, 0.0, line)
         pipeline.service()  # commits what the read staged
     assert sink_a.close(10) == 0 and sink_b.close(10) == 0
     assert [t for t, *_ in sink_a.records + sink_b.records] == ["kite.order_updates"]
-    assert sink_a.stats.order_updates == sink_b.stats.order_updates == 1, "each connection counts its own"
+    assert lines[0].order_updates == lines[1].order_updates == 1, "each connection counts its own"
     assert desk.stats.duplicates == 1
 
 
@@ -104,7 +111,8 @@ def test_a_wild_exchange_time_is_kept_in_the_record_but_not_used_as_kafka_timest
     now = time.time_ns() // 1_000_000 // 1000 * 1000
     hours_ahead, a_minute_ago = now + 2 * 3_600_000, now - 60_000
     pipeline, sink = _pipeline(native=native)
-    pipeline.on_message(True, _message((408065, hours_ahead), (884737, a_minute_ago)), now, 0.0)
+    message = _message((408065, hours_ahead), (884737, a_minute_ago))
+    pipeline.on_message(True, message, now, 0.0, ConnectionStats())
     assert sink.close(10) == 0
     records = {key: (ts, AvroReader().read(value)[1]) for _, key, value, ts in sink.records}
     wild_ts, wild = records[b"408065"]
@@ -118,7 +126,7 @@ def test_a_tick_for_a_token_never_subscribed_is_dead_lettered_and_the_others_go_
     now = time.time_ns() // 1_000_000
     pipeline, sink = _pipeline(subscribed={408065}, native=native)
     message = _message((408065, now), (131169028, now), (408065, now))
-    pipeline.on_message(True, message, now, 0.0)
+    pipeline.on_message(True, message, now, 0.0, ConnectionStats())
     assert sink.close(10) == 0
     topics = [topic for topic, *_ in sink.records]
     assert topics.count(sink.config.topics.ticks) == 2
@@ -126,3 +134,39 @@ def test_a_tick_for_a_token_never_subscribed_is_dead_lettered_and_the_others_go_
         AvroReader().read(v)[1] for t, _, v, _ in sink.records if t == sink.config.topics.dead_letters
     ]
     assert letter["raw"] == message and "never subscribed: [131169028]" in letter["error"]
+
+
+def test_two_lines_one_tick_first_arrival_wins() -> None:
+    now = time.time_ns() // 1_000_000
+    sink = _Captured(sink_config())
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, arbiter=Arbiter())
+    a, b = ConnectionStats(), ConnectionStats()
+    first = _message((408065, now), (884737, now))
+    overlap = _message((884737, now), (408065, now + 1000))  # one tick both lines carry, one new
+    pipeline.on_message(True, first, now, 0.0, a)
+    pipeline.on_message(True, first, now + 3, 0.0, b)  # the same message, later, on line B
+    pipeline.on_message(True, overlap, now + 5, 0.0, b)
+    pipeline.on_message(True, overlap, now + 9, 0.0, a)
+    assert sink.close(10) == 0
+    assert len(sink.records) == 3, "each distinct tick once"
+    assert (a.ticks.total(), a.ticks_won, b.ticks.total(), b.ticks_won) == (4, 2, 4, 1)
+
+
+def test_a_silence_longer_than_the_threshold_is_followed_by_its_gap_marker() -> None:
+    now = time.time_ns() // 1_000_000
+    sink = _Captured(sink_config())
+    gaps = GapWatch(0, lambda: [408065, 884737], threshold_s=2)
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, gaps=gaps)
+    line = ConnectionStats()
+    gaps.cause("connection 0: connection lost (ConnectionResetError)")  # and back within the threshold
+    for at in (now, now + 1000, now + 1500):  # heartbeats within the threshold: no gap
+        pipeline.on_message(True, b"\x00", at, 0.0, line)
+    gaps.cause("connection 0: no message for 5 s (watchdog)")
+    pipeline.on_message(True, b"\x00", now + 9500, 0.0, line)
+    assert sink.close(10) == 0
+    ((topic, key, value, _),) = sink.records
+    gap = AvroReader().read(value)[1]
+    assert (topic, key) == ("kite.gaps", b"0")
+    assert gap["instrument_tokens"] == [408065, 884737]
+    assert (gap["start"].timestamp() * 1000, gap["end"].timestamp() * 1000) == (now + 1500, now + 9500)
+    assert gap["cause"] == "connection 0: no message for 5 s (watchdog)"

@@ -14,7 +14,7 @@ from connector.kite import Mode, Tick
 from connector.serde import AvroReader, build_serializers, load_schema
 from connector.serde._registry import _transport_errors, register_value_schemas, shown_url
 
-TOPICS = {"tick": "kite.ticks", "order_update": "kite.orders", "dead_letter": "kite.dlq"}
+TOPICS = {"tick": "kite.ticks", "order_update": "kite.orders", "dead_letter": "kite.dlq", "gap": "kite.gaps"}
 CONNECT_ERROR = _transport_errors("ConnectError")[0]
 
 
@@ -86,7 +86,12 @@ def test_confluent_framing_registers_under_topic_name_strategy_with_backward() -
     data = serializers.tick(Tick(256265, Mode.LTP, False, 24_000.5), 1_764_000_000_123)
     assert data[0] == 0
     assert int.from_bytes(data[1:5], "big") == registry.schemas.index(load_schema("tick").text) + 1
-    assert set(registry.versions) == {"kite.ticks-value", "kite.orders-value", "kite.dlq-value"}
+    assert set(registry.versions) == {
+        "kite.ticks-value",
+        "kite.orders-value",
+        "kite.dlq-value",
+        "kite.gaps-value",
+    }
     assert registry.levels == dict.fromkeys(registry.versions, "BACKWARD")
     assert serializers.tick.headers == []
     kind, value = AvroReader(registry_client=registry).read(data)
@@ -99,7 +104,11 @@ def test_an_existing_subject_keeps_its_level(caplog: pytest.LogCaptureFixture) -
     registry.levels = {"kite.ticks-value": "FULL_TRANSITIVE"}  # orders: none of its own, the global NONE
     with caplog.at_level(logging.WARNING):
         build_serializers("confluent", topics=TOPICS, registry_client=registry)
-    assert registry.levels == {"kite.ticks-value": "FULL_TRANSITIVE", "kite.dlq-value": "BACKWARD"}
+    assert registry.levels == {
+        "kite.ticks-value": "FULL_TRANSITIVE",
+        "kite.dlq-value": "BACKWARD",
+        "kite.gaps-value": "BACKWARD",
+    }
     assert [r.getMessage() for r in caplog.records] == [
         "subject kite.orders-value has compatibility NONE, weaker than BACKWARD: consumers with the newest "
         "schema may fail on older records; the connector leaves the subject's setting alone"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from connector.sink import KafkaSink
-from connector.stats import Stats
+from connector.stats import ShardStats
 from tests.unit.helpers import MOCK_CLUSTER, sink_config
 
 TS = 1_700_000_000_000
@@ -11,7 +11,7 @@ TS = 1_700_000_000_000
 
 def _sink(policy: str, bound: int, backlog: int = 100_000) -> KafkaSink:
     config = sink_config(BACKPRESSURE_POLICY=policy, MAX_IN_FLIGHT=str(bound), TICK_BACKLOG=str(backlog))
-    return KafkaSink(config, Stats())
+    return KafkaSink(config, ShardStats())
 
 
 def test_conflate_holds_only_the_newest_tick_per_instrument() -> None:
@@ -53,7 +53,7 @@ def test_service_says_when_the_next_acknowledgement_may_come() -> None:
 def test_a_full_librdkafka_queue_is_waited_out_not_waited_on_forever() -> None:
     probes: list[float] = []
     config = sink_config({**MOCK_CLUSTER, "queue.buffering.max.messages": "3"}, MAX_IN_FLIGHT="100")
-    sink = KafkaSink(config, Stats(), observe_latency=probes.append)
+    sink = KafkaSink(config, ShardStats(), observe_latency=probes.append)
     sink.produce_ticks([(f"{i}".encode(), b"x", TS) for i in range(10)], 0.0)
     assert sink.close(10) == 0
     assert sink.stats.delivered.total() == 10

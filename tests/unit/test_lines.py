@@ -1,0 +1,54 @@
+"""Lines: tick ids, arbitration (first arrival wins), gap markers, and the connection limit."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from connector.app import shard
+from connector.arbiter import Arbiter
+from connector.errors import ConfigError
+from connector.gaps import GapWatch
+from connector.kite import Mode, encode_message, packet_ids
+from tests.conftest import fixture_packet
+
+
+def test_packet_ids_are_the_crc32_of_each_packet_and_none_for_bad_framing() -> None:
+    full, quote = fixture_packet("ticker_full"), fixture_packet("ticker_quote")
+    message = encode_message([full, quote])
+    assert packet_ids(message) == [zlib.crc32(full), zlib.crc32(quote)]
+    assert packet_ids(b"\x00") == [] and packet_ids(message + b"x") is None
+    assert packet_ids(message[:-1]) is None
+
+
+def test_a_tick_wins_once_within_the_window_and_memory_is_bounded() -> None:
+    arbiter = Arbiter(window_ms=1000, per_token=3)
+    assert arbiter.first(1, 10, 0) and not arbiter.first(1, 10, 5), "the copy from the other line loses"
+    assert arbiter.first(2, 10, 5), "the same id of another instrument is another tick"
+    assert arbiter.first(1, 10, 2000), "outside the window, the same content is a new tick"
+    for tick_id in (11, 12, 13):
+        assert arbiter.first(1, tick_id, 2001)
+    assert arbiter.first(1, 10, 2002), "evicted: at most per_token ids are remembered per instrument"
+
+
+def test_gap_watch_needs_a_silence_longer_than_the_threshold_while_the_market_is_open() -> None:
+    closed = GapWatch(0, lambda: [1], 2.0, open_during=lambda start, end: False)
+    assert closed.message(0) is None and closed.message(10_000) is None, "market closed: no gap"
+    watch = GapWatch(3, lambda: [5, 6], 2.0)
+    assert watch.message(0) is None and watch.message(2000) is None
+    gap = watch.message(4001)
+    assert gap is not None and (gap.shard, gap.start_ms, gap.end_ms) == (3, 2000, 4001)
+    assert gap.cause == "no message on any line"
+    restarted = GapWatch(0, lambda: [1], 2.0, last_ms=1000)
+    gap = restarted.message(60_000)
+    assert gap is not None and gap.cause == "connector restarted" and gap.start_ms == 1000
+
+
+def test_lines_count_against_kites_three_connections() -> None:
+    subscriptions = {t: Mode.FULL for t in range(3000)}
+    assert len(shard(subscriptions, lines=2)) == 1
+    with pytest.raises(ConfigError, match=r"3001 instruments on 2 line\(s\) need 4 connections"):
+        shard({t: Mode.FULL for t in range(3001)}, lines=2)
+    with pytest.raises(ConfigError, match="at most 3000 instruments with KITE_LINES=3"):
+        shard({t: Mode.FULL for t in range(3001)}, lines=3)
