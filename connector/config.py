@@ -595,7 +595,7 @@ class Registry(Settings):
         """confluent-kafka's ``SchemaRegistryClient`` configuration (secrets included: never log it)."""
         config: dict[str, Any] = {"url": self.url}
         if self._user_info:
-            config |= {"basic.auth.credentials.source": "USER_INFO", "basic.auth.user.info": self._user_info}
+            config["basic.auth.user.info"] = self._user_info
         if self.ca_location:
             config["ssl.ca.location"] = self.ca_location
         return config

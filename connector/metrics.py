@@ -280,8 +280,9 @@ class Metrics:
             return False, failure
         now, down = time.monotonic(), []
         for shard, s in enumerate(self.shards):
-            if s.kafka_refused and s.delivered.total() <= s.kafka_refused_delivered:
-                return False, f"shard {shard}: Kafka refuses the producer: {s.kafka_refused}"
+            refused = s.refused()
+            if refused is not None:
+                return False, f"shard {shard}: Kafka refuses the producer: {refused}"
             lines = range(shard * self.lines, (shard + 1) * self.lines)
             down += [self._down(i) for i in lines if not self.connections[i].connected]
             if all(not self.connections[i].connected for i in lines):

@@ -5,8 +5,12 @@
 #   KITE_BASE_IMAGE     Debian base with python3/venv/pip (FROM of the project's Dockerfile)
 #   KITE_KAFKA_IMAGE    Apache Kafka (KRaft) honouring the apache/kafka KAFKA_* environment convention
 #   KITE_REGISTRY_IMAGE Apicurio Registry 2.4.2 (in-memory), the stand-in for apicurio/apicurio-registry-mem
+#   KITE_REGISTRY_PROXY_IMAGE
+#                       Debian's nginx on KITE_BASE_IMAGE: TLS and basic auth in front of the registry
+#                       (docker-compose.secure.yml)
 #
-# `build-local-images.sh registry` builds the registry image only.
+# `build-local-images.sh registry` builds the registry image only, `... kafka` the Kafka image only,
+# `... registry-proxy` the proxy only (from an existing KITE_BASE_IMAGE).
 # Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka and registry images
 # are also rebuilt when their recipe under docker/kafka or docker/registry changes).
 # Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
@@ -17,6 +21,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KITE_BASE_IMAGE="${KITE_BASE_IMAGE:-kite-kafka/python-base:bookworm}"
 KITE_KAFKA_IMAGE="${KITE_KAFKA_IMAGE:-kite-kafka/kafka:4.1.1}"
 KITE_REGISTRY_IMAGE="${KITE_REGISTRY_IMAGE:-kite-kafka/apicurio-registry:2.4.2}"
+KITE_REGISTRY_PROXY_IMAGE="${KITE_REGISTRY_PROXY_IMAGE:-kite-kafka/registry-proxy:bookworm}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.24.3}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
@@ -137,6 +142,21 @@ build_registry() {
   say "built $KITE_REGISTRY_IMAGE in $((SECONDS - t0)) s"
 }
 
+# The registry proxy: Debian's nginx-light installed on the project's Debian base (apt runs in the build).
+build_registry_proxy() {
+  local recipe
+  recipe="$(cat "$here"/registry-proxy/* | sha256sum | cut -c1-16)"
+  if image_exists "$KITE_REGISTRY_PROXY_IMAGE" \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "kite.recipe" }}' "$KITE_REGISTRY_PROXY_IMAGE" 2>/dev/null)" = "$recipe" ]; then
+    say "exists: $KITE_REGISTRY_PROXY_IMAGE"
+    return
+  fi
+  local t0=$SECONDS
+  docker build -q --build-arg "BASE=$KITE_BASE_IMAGE" --label "kite.recipe=$recipe" \
+    -t "$KITE_REGISTRY_PROXY_IMAGE" "$here/registry-proxy" >/dev/null
+  say "built $KITE_REGISTRY_PROXY_IMAGE in $((SECONDS - t0)) s"
+}
+
 command -v docker >/dev/null || { echo "docker is not installed" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 if [ "${1:-}" = registry ]; then  # only the registry image (the others come from elsewhere)
@@ -144,9 +164,21 @@ if [ "${1:-}" = registry ]; then  # only the registry image (the others come fro
   say "ready: KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
   exit 0
 fi
+if [ "${1:-}" = kafka ]; then  # only the Kafka image (docker-compose.secure.yml needs this one)
+  build_kafka
+  say "ready: KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE"
+  exit 0
+fi
+if [ "${1:-}" = registry-proxy ]; then  # only the proxy, on an existing base image
+  build_registry_proxy
+  say "ready: KITE_REGISTRY_PROXY_IMAGE=$KITE_REGISTRY_PROXY_IMAGE"
+  exit 0
+fi
 build_python_base &
 base_pid=$!
 build_kafka
 build_registry
 wait "$base_pid"
+build_registry_proxy
 say "ready: KITE_BASE_IMAGE=$KITE_BASE_IMAGE KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
+say "ready: KITE_REGISTRY_PROXY_IMAGE=$KITE_REGISTRY_PROXY_IMAGE"

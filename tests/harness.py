@@ -341,7 +341,9 @@ def secure_kafka_broker(workdir: Path) -> Iterator[SecureBroker]:
     _disable_ryuk_without_image()
     from testcontainers.core.container import DockerContainer
 
-    image = pick_image("KITE_KAFKA_IMAGE", LOCAL_KAFKA_IMAGE, LOCAL_KAFKA_IMAGE)  # SCRAM_USERS is ours
+    # SCRAM_USERS and kite-certs.sh are the project's image's: the official one has neither
+    chosen = os.environ.get("KITE_KAFKA_IMAGE")
+    image = chosen if chosen and chosen != DEFAULT_KAFKA_IMAGE else LOCAL_KAFKA_IMAGE
     sasl, mtls = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     passwords = {user: secrets.token_hex(12) for user in SCRAM_USERS}
     env = {**secure_kafka_environment(sasl, mtls), **{f"PASSWORD_{u}": p for u, p in passwords.items()}}

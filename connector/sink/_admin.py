@@ -35,6 +35,7 @@ _CREATE_TIMEOUT = 30.0
 _CHECK_TIMEOUT = 20.0
 _SLICE = 0.5  # each wait is this short, so a signal and a refusal are both seen at once
 _WAITING_LOG_EVERY = 10.0
+_FIRST_WAITING_LOG = 2.0
 _VERBS = {AclOperation.READ: "read", AclOperation.WRITE: "write to"}
 _COORDINATOR_NOT_READY = {
     KafkaError.NOT_COORDINATOR,
@@ -103,7 +104,7 @@ class Cluster:
         reached; raises :class:`KafkaAccessError` as soon as it refuses this client."""
         where = self.config.get("bootstrap.servers")
         deadline = time.monotonic() + timeout
-        next_log = time.monotonic()
+        next_log = time.monotonic() + _FIRST_WAITING_LOG  # a refusal is named first, in one line
         while True:
             try:
                 meta: ClusterMetadata = self.admin.list_topics(timeout=_SLICE)

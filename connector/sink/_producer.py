@@ -383,8 +383,11 @@ class KafkaSink:
             self.stats.kafka_errors[kind] += 1
         refusal = refusal_of(error, self.config.producer, topic=topic)
         if refusal is not None:
-            self.stats.kafka_refused = str(refusal)
-            self.stats.kafka_refused_delivered = self.stats.delivered.total()
+            stats = self.stats
+            stats.kafka_refused = str(refusal)
+            stats.kafka_refused_topic = topic if refusal.kind == "authorization" else None
+            refused = stats.kafka_refused_topic
+            stats.kafka_refused_delivered = stats.delivered[refused] if refused else stats.delivered.total()
             if raise_later:
                 self._refused = self._refused or refusal
         return refusal

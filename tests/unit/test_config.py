@@ -21,6 +21,7 @@ from connector.config import (
     update_readme,
 )
 from connector.errors import ConfigError
+from connector.serde import registry_client
 from connector.ticker import _FIELDS, KafkaOutput
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -310,7 +311,9 @@ def test_a_bad_line_of_the_properties_file_is_named_by_number_only(tmp_path: Pat
 
 
 def test_the_registry_client_config_carries_basic_auth_and_the_ca(tmp_path: Path) -> None:
-    ca = _file(tmp_path, "ca.crt", "pem")
+    import certifi  # a real bundle of CA certificates (requests' dependency)
+
+    ca = certifi.where()
     env = {
         "SCHEMA_REGISTRY_URL": "https://registry:8443/apis/ccompat/v7",
         "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO_FILE": _file(tmp_path, "ui", "kite:reg-pw\n"),
@@ -319,11 +322,12 @@ def test_the_registry_client_config_carries_basic_auth_and_the_ca(tmp_path: Path
     registry = ConsumeSettings.load(environ=env).registry
     assert registry.client_config() == {
         "url": "https://registry:8443/apis/ccompat/v7",
-        "basic.auth.credentials.source": "USER_INFO",
         "basic.auth.user.info": "kite:reg-pw",
         "ssl.ca.location": ca,
     }
     assert "reg-pw" not in repr(registry)
+    client = registry_client(registry.client_config())  # confluent-kafka takes it as it is (no request yet)
+    assert "reg-pw" not in repr(client)
 
 
 # Each secret setting added for Kafka and the registry, with the other settings it needs to be valid.
