@@ -22,7 +22,7 @@ from connector.config import (
     Settings,
     SimulatorSettings,
 )
-from connector.errors import ConnectorError, MalformedFrame
+from connector.errors import ConnectorError, Interrupted, MalformedFrame
 from connector.logs import setup_logging
 
 __all__ = ["main"]
@@ -124,9 +124,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return Connector(RunSettings.load(args)).run_until_signalled()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
     from connector.consume import consume
 
+    # SIGTERM (docker stop) ends it at once, waiting or reading; as a container's PID 1 it would be ignored
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(BrokenPipeError):  # e.g. piped into `head`
         consume(ConsumeSettings.load(args), sys.stdout, sys.stderr)
     return 0

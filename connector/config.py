@@ -409,7 +409,9 @@ class KafkaClient(Settings):
     sasl_oauthbearer_token_endpoint_url: str | None = setting(None, "OIDC token endpoint URL")
     sasl_oauthbearer_scope: str | None = setting(None, "OIDC scope (optional)")
     ssl_ca_location: str | None = setting(
-        None, "CA certificates (PEM file) that signed the brokers' certificates (unset: the system's)"
+        None,
+        "CA certificates (PEM file) that signed the brokers' certificates (unset: the system's, which "
+        "librdkafka finds by itself)",
     )
     ssl_certificate_location: str | None = setting(None, "client certificate (PEM) for mutual TLS")
     ssl_key_location: str | None = setting(None, "client private key (PEM) for mutual TLS")

@@ -103,3 +103,12 @@ def test_the_secured_stack_streams_and_the_consumer_prints_ticks(secure_stack: S
         Cluster({"bootstrap.servers": f"127.0.0.1:{env['KAFKA_HOST_PORT']}"}).metadata(timeout=30)
     # the candle processor (transactions, its own group and state topic) runs as its own principal too
     assert " Up " in secure_stack.run("ps", "candles").stdout
+    # a reader with the wrong registry password stops at start, saying so
+    wrong = secure_stack.run(
+        "run", "--rm", "--no-deps",
+        "-e", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO_FILE=",
+        "-e", "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=kite:not-the-password",
+        "consumer",
+    )  # fmt: skip
+    assert wrong.returncode == 2, wrong.stderr[-2000:]
+    assert "refused the credentials (HTTP 401): check SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO" in wrong.stderr

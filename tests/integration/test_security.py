@@ -448,9 +448,11 @@ def test_an_acl_removed_at_run_time_shows_in_healthz_and_ends_in_exit_3(
 
 
 # -- signals during start-up waits ------------------------------------------------------------------------
-@pytest.mark.parametrize("wait", ["kafka", "registry"])
+@pytest.mark.parametrize(
+    ("command", "wait"), [("run", "kafka"), ("run", "registry"), ("candles", "kafka"), ("consume", "kafka")]
+)
 def test_a_signal_during_a_start_up_wait_ends_the_process_at_once(
-    wait: str, kafka_bootstrap: str, tmp_path: Path
+    command: str, wait: str, kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     env = {**connector_env(f"127.0.0.1:{free_port()}", 1, TOKENS, tmp_path), "LOG_FORMAT": "text"}
     waiting = "waiting for Kafka"
@@ -460,13 +462,16 @@ def test_a_signal_during_a_start_up_wait_ends_the_process_at_once(
         waiting = "not reachable"
     log = tmp_path / "stderr.log"
     with log.open("w") as stderr:
-        run = subprocess.Popen(
-            [sys.executable, "-m", "connector.cli", "run"], env={**os.environ, **env}, cwd=ROOT, stderr=stderr
+        process = subprocess.Popen(
+            [sys.executable, "-m", "connector.cli", command],
+            env={**os.environ, **env},
+            cwd=ROOT,
+            stderr=stderr,
         )
         wait_until(lambda: waiting in log.read_text(), 30, f"'{waiting}' in the log")
         signalled = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        code = run.wait(timeout=30)
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
     took = time.monotonic() - signalled
     assert code == 128 + signal.SIGTERM, log.read_text()[-2000:]
     assert took < 2, f"{took:.1f} s after SIGTERM"
