@@ -96,7 +96,7 @@ class Cluster:
                 f"{text}: librdkafka has no such property (is it a Java client's?); it comes from "
                 "KAFKA_CONFIG_FILE (librdkafka's properties: CONFIGURATION.md in its repository)"
             )
-        return f"the Kafka client settings are refused: {text}"
+        return f"librdkafka refuses the Kafka client settings (KAFKA_* and KAFKA_CONFIG_FILE): {text}"
 
     # -- reaching the cluster --------------------------------------------------------------------------
     def metadata(self, timeout: float = 60.0) -> ClusterMetadata:

@@ -6,10 +6,14 @@ broker the integration tests start); the probes of the listener are given as fun
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from connector.sink import KafkaAccessError, KafkaSink, kind_of, refusal_of
+from connector.config import KafkaClient
+from connector.errors import ConfigError
+from connector.sink import Cluster, KafkaAccessError, KafkaSink, kind_of, refusal_of
 from connector.sink._diagnose import diagnose
 from connector.stats import ShardStats
 from tests.unit.helpers import NO_BROKER, sink_config
@@ -213,3 +217,15 @@ def test_a_record_refused_for_a_missing_acl_is_raised_and_shown_until_one_is_del
     sink._on_tick(None, Message(topic="kite.ticks"))
     assert stats.refused() is None, "a record delivered again: /healthz is fine again"
     sink.close(0)
+
+
+def test_a_property_librdkafka_does_not_know_stops_start_up_naming_the_file(tmp_path: Path) -> None:
+    properties = tmp_path / "client.properties"
+    properties.write_text(
+        "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.username=u\nsasl.password=hunter2\n"
+        "key.serializer=org.apache.kafka.common.serialization.StringSerializer\n"  # a Java client's
+    )
+    client = KafkaClient.load(environ={"KAFKA_CONFIG_FILE": str(properties)})
+    with pytest.raises(ConfigError, match=r'"key\.serializer".*Java client.*KAFKA_CONFIG_FILE') as info:
+        Cluster(client.client_config())  # librdkafka refuses it before it opens any connection
+    assert "hunter2" not in str(info.value)
