@@ -1,5 +1,8 @@
 """Build hook: compiles the optional native decoder and encoder; without a C compiler, pure Python is used.
 
+Before compiling, it renders ``connector/kite/_layout.h`` from the tick layout declared in
+``connector/kite/_layout.py``, so a build never compiles against a stale layout.
+
 The extensions are compiled and linked the way setuptools builds C extensions: Python's own ``CC``,
 ``CFLAGS``, ``CCSHARED`` and ``LDSHARED`` (from ``sysconfig``), then the environment's ``CC``,
 ``CPPFLAGS``, ``CFLAGS``, ``LDSHARED`` and ``LDFLAGS`` on top, with ``-Wall -Wextra``.
@@ -23,6 +26,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 SOURCES = ("connector/kite/_native.c", "connector/serde/_speedups.c")
+LAYOUT_HEADER = ("connector.kite._layout_gen", "header")  # python -m ... writes connector/kite/_layout.h
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 WARNINGS = ("-Wall", "-Wextra")
 
@@ -33,6 +37,20 @@ def _flag(name: str) -> bool:
 
 def _split(value: str | None) -> list[str]:
     return shlex.split(value or "")
+
+
+def render_layout(root: Path) -> None:
+    """Writes ``connector/kite/_layout.h`` from the layout, in a child Python: this process then loads
+    nothing of the package it is about to build (the C modules it replaces included)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", *LAYOUT_HEADER], cwd=root, env=env, capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"connector/kite/_layout.py does not render: {done.stderr.strip()}")
 
 
 def compile_command(source: str, obj: str) -> list[str]:
@@ -78,6 +96,7 @@ class SpeedupsHook(BuildHookInterface):  # type: ignore[misc]
             if _flag("KITE_REQUIRE_SPEEDUPS"):
                 raise RuntimeError("KITE_NO_SPEEDUPS and KITE_REQUIRE_SPEEDUPS are both set: unset one")
             return
+        render_layout(Path(self.root))
         built = [target for source in SOURCES if (target := self._compile(source, version)) is not None]
         if not built:
             return

@@ -11,7 +11,10 @@ the same records, producer settings and bursts from a bare producer loop: what K
 on their own on this machine, so the connector's share of latency and CPU can be read off. The full-speed
 run is likewise followed by that loop producing as fast as it goes (same records, settings, in-flight bound
 and a delivery callback per record): the connector's throughput as a share of it is e2e_vs_floor.
-Last two lines: e2e_vs_floor, e2e_speedup_vs_naive.
+The connector runs with one line and with two (KITE_LINES=2: two WebSockets carrying the same ticks,
+arbitrated). Latency quantiles come from the steady state (the histogram from 3 s after the first delivery
+to the end), for the connector and for Kafka alone alike. Last lines: p99 over the floor (ms) with one line
+and with two, two_lines_vs_one (full-speed ticks/s), e2e_vs_floor, e2e_speedup_vs_naive.
 """
 
 from __future__ import annotations
@@ -157,26 +160,44 @@ def _connector_env(
     }
 
 
+def _delivered(metrics: dict[str, float], topic: str) -> float:
+    return sum(
+        v for k, v in metrics.items() if k.startswith("records_delivered_total{") and f'"{topic}"' in k
+    )
+
+
 def run_connector(
-    bootstrap: str, ticks: int, instruments: int, max_rate: float = 0, poll: float = 0.05
+    bootstrap: str,
+    ticks: int,
+    instruments: int,
+    max_rate: float = 0,
+    poll: float = 0.05,
+    lines: int = 1,
+    warm_up: float = 3.0,
 ) -> dict[str, Any]:
     """``poll``: seconds between /metrics scrapes; each costs the connector CPU, so the steady phase
     scrapes once a second (as a Prometheus server would, if more often) and the full-speed phase often
-    enough to time the run closely."""
+    enough to time the run closely. The latency histogram is read from ``warm_up`` seconds after the
+    first delivery to the end: the steady state, not the start."""
     sim_port, metrics_port = free_port(), free_port()
     topic = f"bench-ticks-{uuid.uuid4().hex[:8]}"
-    key = f'records_delivered_total{{topic="{topic}"}}'
     env = _connector_env(bootstrap, sim_port, metrics_port, _tokens(instruments), topic)
+    env["KITE_LINES"] = str(lines)
     with _process(_simulator(sim_port, ticks, instruments, max_rate), {}):
         _wait_port(sim_port)
         with _process([*CLI, "run"], env) as proc:
             _wait_port(metrics_port)
             samples: list[tuple[float, float, float]] = []  # (time, connector CPU seconds, delivered)
+            warm: dict[str, float] | None = None
             delivered, deadline = 0.0, time.monotonic() + 60 + ticks / 2000
             while delivered < ticks and time.monotonic() < deadline:
                 time.sleep(poll)
-                delivered = _metrics(metrics_port).get(key, 0.0)
+                scraped = _metrics(metrics_port)
+                delivered = _delivered(scraped, topic)
                 samples.append((time.monotonic(), _cpu_seconds(proc.pid), delivered))
+                first = next((t for t, _, d in samples if d > 0), None)
+                if warm is None and first is not None and samples[-1][0] - first >= warm_up:
+                    warm = scraped
             metrics = _metrics(metrics_port)
             rss = _status_mb(proc.pid, "VmHWM")
     in_kafka = _count_records(bootstrap, topic, ticks)
@@ -185,6 +206,7 @@ def run_connector(
     flowing = [s for s in samples if 0 < s[2] < ticks] or [s for s in samples if s[2] > 0] or samples
     (t0, c0, d0), (t1, c1, d1) = flowing[0], flowing[-1]
     seconds, counted = max(t1 - t0, 1e-9), max(d1 - d0, 1.0)
+    steady = {k: v - (warm or {}).get(k, 0.0) for k, v in metrics.items() if k.startswith("receive_to_ack")}
     return {
         "ticks": ticks,
         "in_kafka": in_kafka,
@@ -194,6 +216,7 @@ def run_connector(
         "cpu_share": (c1 - c0) / seconds,
         "peak_rss_mb": rss,
         "metrics": metrics,
+        "steady": steady,
     }
 
 
@@ -366,7 +389,8 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     )
     config = SinkConfig.of(settings, "bench-floor")
     producer = Producer(config.producer)
-    headers, acked, settled, probes = serializers.headers()["tick"], [0], [0], []
+    headers, acked, settled = serializers.headers()["tick"], [0], [0]
+    probes: list[float] = []
 
     def on_ack(err: Any, msg: Any) -> None:
         acked[0] += err is None
@@ -375,14 +399,15 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     def probe(sent: float) -> Any:
         def on_delivery(err: Any, msg: Any) -> None:
             on_ack(err, msg)
-            probes.append(time.perf_counter() - sent)
+            if sent - started >= warm_up:  # the steady state, as for the connector
+                probes.append(time.perf_counter() - sent)
 
         return on_delivery
 
     producer.produce(topic, b"warm-up", b"0")
     producer.flush(30)
     bursts, interval = ticks // 50, 50 / rate if rate else 0.0
-    low_water = config.low_water
+    low_water, warm_up = config.low_water, 3.0 if rate else 0.0
     acked[0] = settled[0] = 0  # the warm-up record does not count
     started, cpu0 = time.perf_counter(), time.process_time()
     for i in range(bursts):
@@ -409,7 +434,10 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
                 "rate": acked[0] / elapsed,
                 "cpu_per_million": cpu / max(acked[0], 1) * 1e6,
                 "cpu_share": cpu / elapsed,
-                "quantiles": {q: probes[int(q * (len(probes) - 1))] for q in (0.5, 0.99, 0.999)},
+                "quantiles": {
+                    q: probes[int(q * (len(probes) - 1))] if probes else float("nan")
+                    for q in (0.5, 0.99, 0.999)
+                },
             }
         )
     )
@@ -433,6 +461,15 @@ def _quantile(metrics: dict[str, float], q: float) -> float:
     return float("inf")
 
 
+def _latency(run: dict[str, Any]) -> str:
+    m = run["steady"]
+    return (
+        f"p50 {_quantile(m, 0.5) * 1000:.2f} ms, p99 {_quantile(m, 0.99) * 1000:.2f} ms, "
+        f"p999 {_quantile(m, 0.999) * 1000:.2f} ms; CPU {run['cpu_share'] * 100:.1f}% of one core, "
+        f"peak RSS {run['peak_rss_mb']:.0f} MB"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -446,21 +483,32 @@ def main() -> int:
     steady_ticks = int(args.latency_rate * args.latency_seconds)
     with kafka_broker() as (bootstrap, _):
         ours = run_connector(bootstrap, args.ticks, args.instruments)
+        two = run_connector(bootstrap, args.ticks, args.instruments, lines=2)
         top = run_floor(bootstrap, 0, args.ticks, args.instruments)  # right after: the machine's same hour
         naive = run_naive(bootstrap, args.naive_ticks or args.ticks, args.instruments)
         steady = run_connector(bootstrap, steady_ticks, args.instruments, args.latency_rate, 1.0)
+        steady_two = run_connector(bootstrap, steady_ticks, args.instruments, args.latency_rate, 1.0, lines=2)
         floor = run_floor(bootstrap, args.latency_rate, steady_ticks, args.instruments)
-    runs = {"connector": ours, "floor": top, "naive": naive, "steady": steady, "steady floor": floor}
+    runs = {
+        "connector": ours,
+        "connector, two lines": two,
+        "floor": top,
+        "naive": naive,
+        "steady": steady,
+        "steady, two lines": steady_two,
+        "steady floor": floor,
+    }
     failed = [(name, r) for name, r in runs.items() if r["in_kafka"] != r["ticks"]]
     for name, r in failed:
         print(f"FAILED: {name} run sent {r['ticks']} ticks but Kafka holds {r['in_kafka']}")
     if failed:
         return 1
     print(f"instruments: {args.instruments}, full mode, 50 packets per message; 0 lost in every run")
-    print(
-        f"connector: {ours['rate']:10,.0f} ticks/s  {ours['cpu_per_million']:6.1f} CPU s per 1M ticks  "
-        f"peak RSS {ours['peak_rss_mb']:.0f} MB  ({ours['ticks']:,} ticks; {ours['seconds']:.1f} s measured)"
-    )
+    for name, run in (("connector", ours), ("two lines", two)):
+        print(
+            f"{name + ':':11}{run['rate']:10,.0f} ticks/s  {run['cpu_per_million']:6.1f} CPU s per 1M ticks  "
+            f"peak RSS {run['peak_rss_mb']:.0f} MB  ({run['ticks']:,} ticks; {run['seconds']:.1f} s measured)"
+        )
     print(
         f"Kafka alone: {top['rate']:8,.0f} ticks/s  {top['cpu_per_million']:6.1f} CPU s per 1M ticks  "
         "(a bare producer loop, same records, settings and callbacks, as fast as it goes)"
@@ -469,17 +517,17 @@ def main() -> int:
         f"naive:     {naive['rate']:10,.0f} ticks/s  {naive['cpu_per_million']:6.1f} CPU s per 1M ticks  "
         f"peak RSS {naive['peak_rss_mb']:.0f} MB  ({naive['ticks']:,} ticks in {naive['seconds']:.1f} s)"
     )
-    m = steady["metrics"]
-    print(
-        f"at {args.latency_rate:,.0f} ticks/s: receive->ack p50 {_quantile(m, 0.5) * 1000:.2f} ms, "
-        f"p99 {_quantile(m, 0.99) * 1000:.2f} ms, p999 {_quantile(m, 0.999) * 1000:.2f} ms; "
-        f"connector CPU {steady['cpu_share'] * 100:.1f}% of one core, peak RSS {steady['peak_rss_mb']:.0f} MB"
-    )
     q = {float(k): v * 1000 for k, v in floor["quantiles"].items()}
+    print(f"at {args.latency_rate:,.0f} ticks/s, receive->ack in the steady state (after its first 3 s):")
+    print(f"  connector, one line:  {_latency(steady)}")
+    print(f"  connector, two lines: {_latency(steady_two)}")
     print(
         f"  Kafka alone (a bare producer loop, same records, settings and bursts): p50 {q[0.5]:.2f} ms, "
         f"p99 {q[0.99]:.2f} ms, p999 {q[0.999]:.2f} ms; CPU {floor['cpu_share'] * 100:.1f}% of one core"
     )
+    for name, run in (("one_line", steady), ("two_lines", steady_two)):
+        print(f"p99_over_floor_ms_{name}={_quantile(run['steady'], 0.99) * 1000 - q[0.99]:.2f}")
+    print(f"two_lines_vs_one={two['rate'] / ours['rate']:.3f}")
     print(f"e2e_vs_floor={ours['rate'] / top['rate']:.3f}")
     print(f"e2e_speedup_vs_naive={ours['rate'] / naive['rate']:.2f}")
     return 0

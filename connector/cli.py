@@ -18,6 +18,7 @@ from connector.config import (
     CandlesSettings,
     ConsumeSettings,
     LoginSettings,
+    MarketSettings,
     RunSettings,
     Settings,
     SimulatorSettings,
@@ -151,6 +152,40 @@ def _cmd_login(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_market_calendar(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from connector.market import BUNDLED_CALENDAR, EXCHANGES, load_calendar, prometheus_rules
+
+    path = MarketSettings.load(args).market_calendar_file
+    calendar = load_calendar(path)
+    if args.prometheus_rules:
+        sys.stdout.write(prometheus_rules(calendar, path or BUNDLED_CALENDAR, args.always_open))
+        return 0
+    now = datetime.now(UTC)
+    upcoming = calendar.sessions(now, now + timedelta(days=14))
+    for exchange in EXCHANGES:
+        session = next((s for s in upcoming if s.exchange == exchange), None)
+        if session is None:
+            print(f"{exchange:8} no session in the next 14 days")
+        elif session.open <= now:
+            print(f"{exchange:8} open until {session.close:%a %Y-%m-%d %H:%M} IST")
+        else:
+            print(f"{exchange:8} closed, opens {session.open:%a %Y-%m-%d %H:%M} IST")
+    # exchanges publish the next year's holidays in December
+    if (calendar.last_year() or 0) < now.year + (now.month == 12):
+        print(f"holidays are listed up to {calendar.last_year()}: add the next year's", file=sys.stderr)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from connector.market import load_calendar
+    from connector.status import run_status
+
+    calendar = load_calendar(MarketSettings.load(args).market_calendar_file)
+    return run_status(args.url, args.candles_url, args.interval, args.json, calendar, sys.stdout)
+
+
 def _subcommand(
     sub: Any,
     name: str,
@@ -202,6 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
         LoginSettings,
     )
     _subcommand(sub, "simulate", "run the Kite-compatible ticker simulator", _cmd_simulate, SimulatorSettings)
+    calendar = _subcommand(
+        sub,
+        "market-calendar",
+        "when each exchange trades next (IST), or the calendar as Prometheus recording rules",
+        _cmd_market_calendar,
+        MarketSettings,
+    )
+    calendar.add_argument("--prometheus-rules", action="store_true", help="print the rule file")
+    calendar.add_argument(
+        "--always-open", action="store_true", help="rules recording every exchange as open (alerting drills)"
+    )
+    status = _subcommand(
+        sub,
+        "status",
+        "each connection's state, rates, in flight, order log and failures, from /healthz and /metrics",
+        _cmd_status,
+        MarketSettings,
+    )
+    status.add_argument("--url", default="http://127.0.0.1:9100", help="the connector's metrics address")
+    status.add_argument(
+        "--candles-url", help="the candle processor's metrics address, e.g. http://127.0.0.1:9101"
+    )
+    status.add_argument("--interval", type=float, default=1.0, help="seconds between two scrapes (0: one)")
+    status.add_argument("--json", action="store_true", help="JSON for scripts instead of a table")
     return parser
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "ConsumeSettings",
     "KafkaClient",
     "LoginSettings",
+    "MarketSettings",
     "Registry",
     "RunSettings",
     "Setting",
@@ -47,6 +48,7 @@ __all__ = [
     "read_properties",
     "read_secret",
     "readme_tables",
+    "update_readme",
 ]
 
 log = logging.getLogger("connector.config")
@@ -612,6 +614,17 @@ class TopicLayout(Settings):
     replication_factor: int = setting(1, "replication factor of topics created at start", positive_int)
 
 
+@dataclass(frozen=True, slots=True)
+class MarketSettings(Settings):
+    """``kite-connector market-calendar`` and ``status``: when the exchanges trade."""
+
+    market_calendar_file: str | None = setting(
+        None,
+        "holidays file, lines of `YYYY-MM-DD EXCHANGE[,EXCHANGE...] description` "
+        "(default: the bundled connector/market/holidays.txt)",
+    )
+
+
 _FRAMINGS = ("single-object", "confluent")
 
 
@@ -663,6 +676,7 @@ class RunSettings(Settings):
         "as a gap marker (0: never)",
         non_negative_float,
     )
+    market: MarketSettings = group(MarketSettings)
     kafka: KafkaClient = group(KafkaClient)
     kafka_topic_ticks: str = setting("kite.ticks", "topic for ticks (key: instrument token)")
     kafka_topic_order_updates: str = setting(
@@ -952,12 +966,14 @@ class SimulatorSettings(Settings):
     )
 
 
+# -- kite-connector market-calendar and status ---------------------------------------------------------------
 COMMANDS: dict[str, type[Settings]] = {
     "run": RunSettings,
     "candles": CandlesSettings,
     "consume": ConsumeSettings,
     "login": LoginSettings,
     "simulate": SimulatorSettings,
+    "market-calendar": MarketSettings,
 }
 
 
@@ -976,11 +992,14 @@ def readme_tables() -> dict[str, str]:
 def update_readme(text: str) -> str:
     """``text`` with the table between each ``<!-- settings:<name> -->`` marker pair made anew."""
     for name, table in readme_tables().items():
-        start, end = f"<!-- settings:{name} -->\n", f"<!-- /settings:{name} -->"
+        start, end = f"<!-- settings:{name} -->", f"<!-- /settings:{name} -->"
         head, found, rest = text.partition(start)
+        if not found:
+            continue
         _, closed, tail = rest.partition(end)
-        if found and closed:  # an unclosed marker is left alone rather than cut the README short
-            text = f"{head}{start}{table}\n{end}{tail}"
+        if not closed:
+            raise ValueError(f"README: {start} has no {end}")
+        text = f"{head}{start}\n{table}\n{end}{tail}"
     return text
 
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["Gap", "GapWatch", "gap_dict", "read_last_received", "write_last_received"]
+from connector.kite import exchanges_of
+from connector.market import EXCHANGES, MarketCalendar
+
+__all__ = ["Gap", "GapWatch", "gap_dict", "market_open_during", "read_last_received", "write_last_received"]
 
 log = logging.getLogger("connector.gaps")
 OpenDuring = Callable[[float, float], bool]  # (start, end) in unix seconds → was the market open then
@@ -39,6 +43,23 @@ def gap_dict(gap: Gap, received_at_ms: int) -> dict[str, Any]:
         "cause": gap.cause,
         "received_at": received_at_ms,
     }
+
+
+def market_open_during(calendar: MarketCalendar, tokens: Callable[[], Iterable[int]]) -> OpenDuring:
+    """Whether any exchange of ``tokens`` traded at some time between start and end. An instrument of a
+    segment the calendar does not know counts as always open: a gap is better reported than hidden."""
+
+    def open_during(start: float, end: float) -> bool:
+        names = exchanges_of(sum({1 << (t & 0xFF) for t in tokens()}))
+        known = [name for name in names if name in EXCHANGES]
+        if len(known) < len(names):
+            return True
+        sessions = calendar.sessions(
+            datetime.fromtimestamp(start, UTC), datetime.fromtimestamp(end, UTC), known
+        )
+        return any(s.open.timestamp() < end and start < s.close.timestamp() for s in sessions)
+
+    return open_during
 
 
 class GapWatch:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from connector.arbiter import Arbiter
 from connector.errors import MalformedFrame, SerializationError
 from connector.gaps import Gap, GapWatch
-from connector.kite import EXCHANGES, KiteError, KiteMessage, Tick, packet_ids, parse_binary, parse_text
+from connector.kite import KiteError, KiteMessage, Tick, exchanges_of, packet_ids, parse_binary, parse_text
 from connector.logs import sample
 from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
-from connector.serde import DeadLetter, Serializers, native_transcode
+from connector.serde import DeadLetter, Serializers, record_key, record_timestamp, transcode
+from connector.serde._transcode import Transcoder
 from connector.sink import KafkaSink
 from connector.stats import ConnectionStats, ShardStats
 
@@ -62,7 +63,7 @@ class Pipeline:
         self._keys: dict[int, bytes] = {}
         # The native path writes the framing prefix of the Tick serializer (either framing) before each body.
         self._tick_prefix = serializers.tick.prefix
-        self._transcode = native_transcode
+        self._transcode: Transcoder | None = transcode  # None: the generic path only (tests)
 
     def service(self) -> float | None:
         """After each socket read (and while idle): order updates made durable and produced, acks served."""
@@ -102,7 +103,7 @@ class Pipeline:
     def _key(self, token: int) -> bytes:
         key = self._keys.get(token)
         if key is None:
-            key = self._keys[token] = str(token).encode()
+            key = self._keys[token] = record_key(token)
         return key
 
     def _on_binary(self, data: bytes, received_ms: int, received: float, line: ConnectionStats) -> None:
@@ -123,12 +124,13 @@ class Pipeline:
                 data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
             )
             if done is not None:  # a well-formed message, encoded in one native call
-                records, ltp, quote, full = done
+                records, ltp, quote, full, segments = done
                 counts = line.ticks
                 for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
                     if count:
                         counts[mode] += count
                 line.ticks_won += len(records)
+                self._fresh(line, segments)
                 sink.produce_ticks(records, received)
                 return
         ticks, errors = parse_binary(data)
@@ -148,7 +150,7 @@ class Pipeline:
         if not ticks:
             return
         line.ticks_won += len(ticks)
-        self._fresh(line, {tick.instrument_token & 0xFF for tick in ticks})
+        self._fresh(line, sum({1 << (tick.instrument_token & 0xFF) for tick in ticks}))
         if self.on_ticks is not None:
             self.on_ticks(ticks)
         if sink is None:
@@ -174,15 +176,14 @@ class Pipeline:
         return [t for t, i in zip(ticks, ids, strict=True) if first(t.instrument_token, i, received_ms)]
 
     @staticmethod
-    def _fresh(line: ConnectionStats, segments: Iterable[int]) -> None:
-        """Ticks of these exchange segments just came (for the feed-freshness gauge, per exchange)."""
+    def _fresh(line: ConnectionStats, segments: int) -> None:
+        """Ticks of the segments set in the mask just came (for the feed-freshness gauge, per exchange)."""
         now, last = time.monotonic(), line.last_tick
-        for segment in segments:
-            last[EXCHANGES.get(segment, f"SEGMENT_{segment}")] = now
+        for exchange in exchanges_of(segments):
+            last[exchange] = now
 
     def _timestamp(self, tick: Tick, received_ms: int) -> int:
-        ts = tick.exchange_timestamp_ms or received_ms
-        return ts if abs(ts - received_ms) <= self.timestamp_window_ms else received_ms
+        return record_timestamp(tick.exchange_timestamp_ms, received_ms, self.timestamp_window_ms)
 
     def _on_text(self, data: bytes, received_ms: int, line: ConnectionStats) -> None:
         line.messages["text"] += 1

@@ -24,8 +24,9 @@ from pathlib import Path
 
 from connector.arbiter import Arbiter
 from connector.config import RunSettings
-from connector.gaps import GapWatch, read_last_received, write_last_received
+from connector.gaps import GapWatch, market_open_during, read_last_received, write_last_received
 from connector.kite import Mode, OrderUpdate
+from connector.market import load_calendar
 from connector.metrics import Metrics, MetricsServer
 from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
 from connector.pipeline import Pipeline, TickCallback
@@ -123,8 +124,13 @@ class Shard:
         self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
         self.subscribed = set(subscriptions)  # every token ever subscribed here (the listeners add to it)
         self.arbiter = Arbiter() if len(lines) > 1 else None
+        tokens = lambda: sorted(self.subscribed)  # noqa: E731 - read when a gap ends, as it is then
         self.gaps = GapWatch(
-            index, lambda: sorted(self.subscribed), s.gap_threshold_seconds, last_ms=last_received_ms
+            index,
+            tokens,
+            s.gap_threshold_seconds,
+            market_open_during(runtime.calendar, tokens),
+            last_received_ms,
         )
         self.sink: KafkaSink | None = None
         self.pipeline = self._assemble()
@@ -233,6 +239,7 @@ class Runtime:
         self.callbacks = callbacks or Callbacks()
         self.failure_limit = failure_limit
         self.tokens = TokenSource(settings.kite_access_token, settings.kite_access_token_file)
+        self.calendar = load_calendar(settings.market.market_calendar_file)
         self.topics = SinkConfig.of(settings, "").topics
         self.supervisor = Supervisor(
             settings.connection_failure_limit, settings.connection_failure_window_seconds

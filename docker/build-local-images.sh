@@ -8,11 +8,15 @@
 #   KITE_REGISTRY_PROXY_IMAGE
 #                       Debian's nginx on KITE_BASE_IMAGE: TLS and basic auth in front of the registry
 #                       (docker-compose.secure.yml)
+#   KITE_PROMETHEUS_IMAGE, KITE_ALERTMANAGER_IMAGE
+#                       Debian's Prometheus 2.42 and Alertmanager 0.25, stand-ins for prom/prometheus and
+#                       prom/alertmanager (the compose profile `monitoring`)
 #
 # `build-local-images.sh registry` builds the registry image only, `... kafka` the Kafka image only,
-# `... registry-proxy` the proxy only (from an existing KITE_BASE_IMAGE).
-# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka and registry images
-# are also rebuilt when their recipe under docker/kafka or docker/registry changes).
+# `... registry-proxy` the proxy only (from an existing KITE_BASE_IMAGE), `... monitoring` the Prometheus
+# and Alertmanager images only.
+# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka, registry, proxy,
+# Prometheus and Alertmanager images are also rebuilt when their recipe under docker/ changes).
 # Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
 # settings.xml that names an internal Maven mirror (e.g. MAVEN_ARGS="-s /path/settings.xml").
 set -euo pipefail
@@ -22,6 +26,8 @@ KITE_BASE_IMAGE="${KITE_BASE_IMAGE:-kite-kafka/python-base:bookworm}"
 KITE_KAFKA_IMAGE="${KITE_KAFKA_IMAGE:-kite-kafka/kafka:4.1.1}"
 KITE_REGISTRY_IMAGE="${KITE_REGISTRY_IMAGE:-kite-kafka/apicurio-registry:2.4.2}"
 KITE_REGISTRY_PROXY_IMAGE="${KITE_REGISTRY_PROXY_IMAGE:-kite-kafka/registry-proxy:bookworm}"
+KITE_PROMETHEUS_IMAGE="${KITE_PROMETHEUS_IMAGE:-kite-kafka/prometheus:2.42.0}"
+KITE_ALERTMANAGER_IMAGE="${KITE_ALERTMANAGER_IMAGE:-kite-kafka/alertmanager:0.25.0}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.24.3}"
 SUITE="${DEBIAN_SUITE:-bookworm}"
@@ -157,6 +163,25 @@ build_registry_proxy() {
   say "built $KITE_REGISTRY_PROXY_IMAGE in $((SECONDS - t0)) s"
 }
 
+# Prometheus and Alertmanager share one Debian tree with both packages; each image only adds its entrypoint.
+MONITORING_BASE="kite-kafka/monitoring-base:$SUITE"
+build_monitoring_image() { # $1 image name, $2 its recipe directory under docker/
+  local name="$1" dir="$here/$2" recipe
+  recipe="$(sha256sum "$dir/Dockerfile" | cut -c1-16)"
+  if image_exists "$name" \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "kite.recipe" }}' "$name" 2>/dev/null)" = "$recipe" ]; then
+    say "exists: $name"
+    return
+  fi
+  local t0=$SECONDS
+  if [ -z "${monitoring_ready:-}" ] && ! image_exists "$MONITORING_BASE"; then
+    debootstrap_image "$MONITORING_BASE" "prometheus,prometheus-alertmanager,ca-certificates"
+  fi
+  monitoring_ready=1
+  docker build -q --build-arg "BASE=$MONITORING_BASE" --label "kite.recipe=$recipe" -t "$name" "$dir" >/dev/null
+  say "built $name in $((SECONDS - t0)) s"
+}
+
 command -v docker >/dev/null || { echo "docker is not installed" >&2; exit 1; }
 command -v debootstrap >/dev/null || { echo "debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
 if [ "${1:-}" = registry ]; then  # only the registry image (the others come from elsewhere)
@@ -174,11 +199,20 @@ if [ "${1:-}" = registry-proxy ]; then  # only the proxy, on an existing base im
   say "ready: KITE_REGISTRY_PROXY_IMAGE=$KITE_REGISTRY_PROXY_IMAGE"
   exit 0
 fi
+if [ "${1:-}" = monitoring ]; then  # only the Prometheus and Alertmanager images
+  build_monitoring_image "$KITE_PROMETHEUS_IMAGE" prometheus
+  build_monitoring_image "$KITE_ALERTMANAGER_IMAGE" alertmanager
+  say "ready: KITE_PROMETHEUS_IMAGE=$KITE_PROMETHEUS_IMAGE KITE_ALERTMANAGER_IMAGE=$KITE_ALERTMANAGER_IMAGE"
+  exit 0
+fi
 build_python_base &
 base_pid=$!
 build_kafka
 build_registry
+build_monitoring_image "$KITE_PROMETHEUS_IMAGE" prometheus
+build_monitoring_image "$KITE_ALERTMANAGER_IMAGE" alertmanager
 wait "$base_pid"
 build_registry_proxy
 say "ready: KITE_BASE_IMAGE=$KITE_BASE_IMAGE KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
 say "ready: KITE_REGISTRY_PROXY_IMAGE=$KITE_REGISTRY_PROXY_IMAGE"
+say "ready: KITE_PROMETHEUS_IMAGE=$KITE_PROMETHEUS_IMAGE KITE_ALERTMANAGER_IMAGE=$KITE_ALERTMANAGER_IMAGE"

@@ -4,6 +4,9 @@
 KITE_OFFICIAL_KAFKA_IMAGE="apache/kafka:4.1.1"
 KITE_OFFICIAL_BASE_IMAGE="python:3.11-slim"
 KITE_OFFICIAL_REGISTRY_IMAGE="apicurio/apicurio-registry-mem:2.4.2.Final"
+# the versions Debian bookworm packages, which the promtool tests run with
+KITE_OFFICIAL_PROMETHEUS_IMAGE="prom/prometheus:v2.42.0"
+KITE_OFFICIAL_ALERTMANAGER_IMAGE="prom/alertmanager:v0.25.0"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 step() { # step NAME COMMAND... : run, then print the time it took
@@ -40,6 +43,16 @@ ensure_docker() {
   return 1
 }
 
+# promtool (Debian's prometheus package): the tests check and unit-test the alert rules with it. Recommends
+# (the node exporter) are skipped; on a systemd host the package also starts its own service, which nothing here uses.
+ensure_prometheus() {
+  command -v promtool >/dev/null 2>&1 && { promtool --version 2>&1 | head -n1; return 0; }
+  echo "installing prometheus (promtool)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  promtool --version 2>&1 | head -n1
+}
+
 # Official images where a registry answers; otherwise images built here from Debian + Maven Central.
 ensure_images() {
   if [ -n "${KITE_KAFKA_IMAGE:-}" ] && [ -n "${KITE_BASE_IMAGE:-}" ]; then
@@ -57,6 +70,7 @@ ensure_images() {
     bash "$repo_root/docker/build-local-images.sh" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
   fi
   ensure_registry_image
+  ensure_monitoring_images
 }
 
 # The Schema Registry image (compose and the tests): KITE_REGISTRY_IMAGE, else the official one where a
@@ -101,6 +115,30 @@ ensure_own_kafka_image() {
   command -v mvn >/dev/null 2>&1 || apt_install maven openjdk-17-jdk-headless
   KITE_KAFKA_IMAGE="$image" bash "$repo_root/docker/build-local-images.sh" kafka 2>&1 \
     | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
+}
+
+# Prometheus and Alertmanager (compose profile `monitoring`, and its test): KITE_PROMETHEUS_IMAGE and
+# KITE_ALERTMANAGER_IMAGE, else the official images where a registry answers, else Debian's packages in
+# images built here.
+ensure_monitoring_images() {
+  local prometheus="kite-kafka/prometheus:2.42.0" alertmanager="kite-kafka/alertmanager:0.25.0"
+  if [ -z "${KITE_PROMETHEUS_IMAGE:-}" ]; then
+    if docker image inspect "$KITE_OFFICIAL_PROMETHEUS_IMAGE" >/dev/null 2>&1 \
+      || timeout 300 docker pull -q "$KITE_OFFICIAL_PROMETHEUS_IMAGE" >/dev/null 2>&1; then
+      timeout 300 docker pull -q "$KITE_OFFICIAL_ALERTMANAGER_IMAGE" >/dev/null 2>&1 || true
+      export KITE_PROMETHEUS_IMAGE="$KITE_OFFICIAL_PROMETHEUS_IMAGE"
+      export KITE_ALERTMANAGER_IMAGE="${KITE_ALERTMANAGER_IMAGE:-$KITE_OFFICIAL_ALERTMANAGER_IMAGE}"
+      return 0
+    fi
+    export KITE_PROMETHEUS_IMAGE="$prometheus"
+  fi
+  export KITE_ALERTMANAGER_IMAGE="${KITE_ALERTMANAGER_IMAGE:-$alertmanager}"
+  if [ "$KITE_PROMETHEUS_IMAGE" != "$prometheus" ] && [ "$KITE_ALERTMANAGER_IMAGE" != "$alertmanager" ]; then
+    echo "using KITE_PROMETHEUS_IMAGE=$KITE_PROMETHEUS_IMAGE KITE_ALERTMANAGER_IMAGE=$KITE_ALERTMANAGER_IMAGE"
+    return 0
+  fi
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  bash "$repo_root/docker/build-local-images.sh" monitoring 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
 }
 
 # A virtual environment with the project and its test extras; FRESH_VENV=1 makes it anew.

@@ -31,6 +31,10 @@ LOCAL_KAFKA_IMAGE = "kite-kafka/kafka:4.1.1"  # docker/build-local-images.sh, wh
 DEFAULT_REGISTRY_IMAGE = "apicurio/apicurio-registry-mem:2.4.2.Final"
 LOCAL_REGISTRY_IMAGE = "kite-kafka/apicurio-registry:2.4.2"
 REGISTRY_API = "/apis/ccompat/v7"  # Apicurio's Confluent-compatible API
+DEFAULT_PROMETHEUS_IMAGE = "prom/prometheus:v2.42.0"  # Debian bookworm's version, which promtool tests
+LOCAL_PROMETHEUS_IMAGE = "kite-kafka/prometheus:2.42.0"
+DEFAULT_ALERTMANAGER_IMAGE = "prom/alertmanager:v0.25.0"
+LOCAL_ALERTMANAGER_IMAGE = "kite-kafka/alertmanager:0.25.0"
 RYUK_IMAGE = os.environ.get("RYUK_CONTAINER_IMAGE", "testcontainers/ryuk:0.8.1")
 
 

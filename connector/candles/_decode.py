@@ -13,6 +13,7 @@ import re
 import struct
 from typing import Any, NamedTuple
 
+from connector.kite._layout import MODES, RECORD, SEGMENTS
 from connector.serde import AvroReader, load_schema, split_frame
 
 __all__ = ["TickDecoder", "TickFacts"]
@@ -29,20 +30,36 @@ class TickFacts(NamedTuple):
 
 
 _VARINT = rb"[\x80-\xff]*[\x00-\x7f]"
-_LONG_OR_NULL = rb"(?:\x00|\x02" + _VARINT + rb")"
-_DOUBLE_OR_NULL = rb"(?:\x00|\x02.{8})"
-_EXCHANGES = rb"(?:\x06(?:NSE|NFO|CDS|BSE|BFO|BCD|MCX|NCO)|\x0aMCXSX|\x0eINDICES)"
-# Field order of schemas/tick.avsc, up to exchange_timestamp; groups: token, last_price, volume_traded,
-# oi, exchange_timestamp (the varint after the union index, or None for null).
-_PREFIX = re.compile(
-    b"(" + _VARINT + b")" + _EXCHANGES + _VARINT + rb"[\x00\x02\x04][\x00\x01].{8}(.{8})"
-    + _LONG_OR_NULL + _DOUBLE_OR_NULL + rb"(?:\x00|\x02(" + _VARINT + b"))"
-    + _LONG_OR_NULL * 2 + _DOUBLE_OR_NULL * 6 + _LONG_OR_NULL
-    + rb"(?:\x00|\x02(" + _VARINT + b"))" + _LONG_OR_NULL * 2
-    + rb"(?:\x00|\x02(" + _VARINT + b"))",
-    re.DOTALL,
-)  # fmt: skip
-_RECEIVED_AFTER_NULL_DEPTH = re.compile(b"\x00\x00(" + _VARINT + b")")
+# An Avro string: its length (zigzag, one byte under 64), then its bytes.
+_EXCHANGES = b"|".join(re.escape(bytes([2 * len(s.exchange)]) + s.exchange.encode()) for s in SEGMENTS)
+# The Avro form of each field type of the record (_layout.RECORD), as a pattern; ? marks a union with null.
+_PATTERNS = {
+    "long": _VARINT,
+    "int": _VARINT,
+    "string": b"(?:" + _EXCHANGES + b")",  # the only string: a known exchange's name
+    "Mode": b"[" + b"".join(re.escape(bytes([2 * i])) for i in range(len(MODES))) + b"]",
+    "boolean": rb"[\x00\x01]",
+    "double": b".{8}",
+    "long?": _VARINT,
+    "timestamp-millis?": _VARINT,
+    "double?": b".{8}",
+}  # fmt: skip
+_FACTS = ("instrument_token", "last_price", "volume_traded", "oi", "exchange_timestamp")  # groups, by name
+_LAST = max(i for i, c in enumerate(RECORD) if c.name in _FACTS)
+
+
+def _field(name: str, kind: str) -> bytes:
+    value = _PATTERNS[kind]
+    if name in _FACTS:
+        value = b"(?P<" + name.encode() + b">" + value + b")"
+    return rb"(?:\x00|\x02" + value + b")" if kind.endswith("?") else value
+
+
+# The record's fields in order up to the last one a bar needs: a known exchange name, and a null or a
+# value for each union. A field not matched here (another exchange, another layout) takes the slow path.
+_PREFIX = re.compile(b"".join(_field(c.name, c.type) for c in RECORD[: _LAST + 1]), re.DOTALL)
+# received_at, where every field between the prefix and it is null (a tick with no exchange time, no depth)
+_RECEIVED_AFTER_NULLS = re.compile(b"\x00" * (len(RECORD) - _LAST - 2) + b"(" + _VARINT + b")")
 _DOUBLE = struct.Struct("<d").unpack
 
 
@@ -83,11 +100,11 @@ class TickDecoder:
         start = self._body_start(data)
         m = _PREFIX.match(data, start) if start >= 0 else None
         if m is not None:
-            token, price, volume, oi, stamp = m.groups()
+            token, price, volume, oi, stamp = m.group(*_FACTS)
             if stamp is not None:
                 time_ms = _long(stamp)
             else:
-                rest = _RECEIVED_AFTER_NULL_DEPTH.match(data, m.end())
+                rest = _RECEIVED_AFTER_NULLS.match(data, m.end())
                 if rest is None:
                     return self._slow(data)
                 time_ms = _long(rest.group(1))

@@ -3,7 +3,8 @@
 Server → client: :func:`parse_binary` (tick packets) and :func:`parse_text` (order updates, errors,
 messages). Client → server: :func:`subscribe_message`, :func:`unsubscribe_message`, :func:`mode_message`
 and their inverse :func:`parse_client_message`. The encoders (:func:`encode_message`, :func:`encode_text`)
-produce what Kite would send, for the simulator and tests. See ``docs/protocol.md`` for the byte layout.
+produce what Kite would send, for the simulator and tests. The byte layout is declared once, in
+``_layout.py``, from which the Python and C code are derived; ``docs/protocol.md`` shows it.
 """
 
 from connector.kite._binary import encode_message, encode_packet, parse_binary
@@ -25,6 +26,7 @@ from connector.kite._records import (
     Mode,
     OrderUpdate,
     Tick,
+    exchanges_of,
     pack_depth,
     price_divisor,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "encode_message",
     "encode_packet",
     "encode_text",
+    "exchanges_of",
     "mode_message",
     "pack_depth",
     "packet_ids",

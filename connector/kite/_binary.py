@@ -1,31 +1,122 @@
-"""Binary tick messages: decode and encode. Layout in ``docs/protocol.md``."""
+"""Binary tick messages: decode and encode, both derived from the layout declared in ``_layout.py``.
+
+Each packet kind's decoder and encoder is Python source written from the layout at import time and
+compiled once (as ``collections.namedtuple`` does): straight-line code, as fast as written by hand, that
+cannot disagree with the table.
+"""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from connector.errors import MalformedFrame
-from connector.kite._records import _DIVISORS, DEPTH_LEVELS, INDICES_SEGMENT, Mode, Tick
+from connector.kite._layout import (
+    DEPTH_LEVEL,
+    DEPTH_LEVEL_SIZE,
+    DEPTH_LEVELS,
+    MODES,
+    PACKETS,
+    TICK_FIELDS,
+    Kind,
+    Packet,
+    carried,
+)
+from connector.kite._records import _DIVISORS, _TRADABLE, Mode, Tick
 
-__all__ = ["NATIVE_DECODER", "encode_message", "encode_packet", "parse_binary", "parse_binary_py"]
+__all__ = [
+    "NATIVE_DECODER",
+    "encode_message",
+    "encode_packet",
+    "packet_struct",
+    "parse_binary",
+    "parse_binary_py",
+]
 
-LTP_LENGTH, INDEX_QUOTE_LENGTH, INDEX_FULL_LENGTH, QUOTE_LENGTH, FULL_LENGTH = 8, 28, 32, 44, 184
-
-# Both official clients read every field as unsigned 32-bit, depth order counts as unsigned 16-bit.
-_LTP = struct.Struct(">2I")
-_INDEX_QUOTE = struct.Struct(">6Ii")
-_INDEX_FULL = struct.Struct(">6IiI")
-_QUOTE = struct.Struct(">11I")
-_FULL = struct.Struct(">16I" + "IIH2x" * 2 * DEPTH_LEVELS)
 _U16 = struct.Struct(">H")
-
-_tuple_new = tuple.__new__  # builds NamedTuples without their argument parsing: this is the hot path
-_LTP_MODE, _QUOTE_MODE, _FULL_MODE = Mode.LTP, Mode.QUOTE, Mode.FULL  # enum attribute look-ups are slow
-_MODES = (_LTP_MODE, _QUOTE_MODE, _FULL_MODE)
+_CODES = {Kind.U32: "I", Kind.PRICE: "I", Kind.TIME: "I", Kind.I32: "i", Kind.U16: "H"}
+_DEPTH_ITEMS = 2 * DEPTH_LEVELS * len(DEPTH_LEVEL)
 
 
-def _load_native() -> Callable[[bytes, type[Tick], tuple[Mode, Mode, Mode]], list[Tick] | None] | None:
+def _level_format() -> str:
+    fmt, at = "", 0
+    for f in DEPTH_LEVEL:
+        fmt += f"{f.offset - at}x" * (f.offset > at) + _CODES[f.kind]
+        at = f.offset + f.kind.width
+    return fmt + f"{DEPTH_LEVEL_SIZE - at}x" * (at < DEPTH_LEVEL_SIZE)
+
+
+def packet_struct(packet: Packet) -> struct.Struct:
+    """The packet's fields in byte order (a depth as its levels' fields), gaps and tail skipped."""
+    fmt, at = ">", 0
+    for off, f in carried(packet):
+        fmt += f"{off - at}x" * (off > at)
+        fmt += _level_format() * 2 * DEPTH_LEVELS if f.kind is Kind.DEPTH else _CODES[f.kind]
+        at = off + f.kind.width
+    return struct.Struct(fmt + f"{packet.length - at}x" * (packet.length > at))
+
+
+def _compiled(source: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    exec(source, namespace)  # source built from the layout only, never from input
+    function: Callable[..., Any] = namespace["function"]
+    return function
+
+
+def _decoder(packet: Packet) -> Callable[[bytes, int], Tick]:
+    """``decode(data, offset) -> Tick`` for one packet kind: ``unpack_from`` and one tuple, no loop."""
+    values, i = {"mode": "mode", "tradable": "tradable[s]"}, 0
+    for _, f in carried(packet):
+        width = _DEPTH_ITEMS if f.kind is Kind.DEPTH else 1
+        reads = {Kind.U32: f"v[{i}]", Kind.PRICE: f"v[{i}] / d", Kind.TIME: f"v[{i}] * 1000",
+                 Kind.DEPTH: f"v[{i}:{i + width}]"}  # fmt: skip
+        if f.kind in reads:  # the i32 change of index packets is not read
+            values[f.tick] = reads[f.kind]
+        i += width
+    lines = [f"s = {values['instrument_token']} & 0xFF", "d = divisors[s]"]
+    if "close" in values:  # the two fields computed from the last price and the close
+        lines.append(f"last, close = {values['last_price']}, {values['close']}")
+        values.update(last_price="last", close="close", net_change="last - close",
+                      change_percent="(last - close) * 100 / close if close != 0 else 0.0")  # fmt: skip
+    fields = ", ".join(values.get(name, "None") for name in TICK_FIELDS)
+    source = "\n    ".join(["def function(data, off):", "v = unpack_from(data, off)", *lines,
+                            f"return tuple_new(Tick, ({fields},))"])  # fmt: skip
+    namespace = {
+        "unpack_from": packet_struct(packet).unpack_from,
+        "divisors": _DIVISORS,
+        "tradable": _TRADABLE,
+        "mode": Mode(packet.mode),
+        "tuple_new": tuple.__new__,
+        "Tick": Tick,
+    }
+    return _compiled(source, namespace)
+
+
+def _scaled(price: float | None, divisor: float) -> int:
+    return 0 if price is None else round(price * divisor)
+
+
+def _seconds(ms: int | None) -> int:
+    return 0 if ms is None else ms // 1000
+
+
+def _i32(n: int) -> int:
+    return min(max(n, -(2**31)), 2**31 - 1)
+
+
+def _encoder(packet: Packet) -> Callable[[Tick], bytes]:
+    """``encode(tick) -> bytes`` for one packet kind: ``pack`` of every field in byte order."""
+    writes = {Kind.U32: "t.{} or 0", Kind.PRICE: "scaled(t.{}, d)", Kind.TIME: "seconds(t.{})",
+              Kind.I32: "i32(scaled(t.{}, d))",  # the index packets' change: informational, never decoded
+              Kind.DEPTH: "*(t.{} or no_depth)"}  # fmt: skip
+    fields = ", ".join(writes[f.kind].format(f.tick) for _, f in carried(packet))
+    source = f"def function(t):\n    d = divisors[t.instrument_token & 0xFF]\n    return pack({fields})"
+    namespace = {"pack": packet_struct(packet).pack, "divisors": _DIVISORS, "scaled": _scaled,
+                 "seconds": _seconds, "i32": _i32, "no_depth": (0,) * _DEPTH_ITEMS}  # fmt: skip
+    return _compiled(source, namespace)
+
+
+def _load_native() -> Callable[[bytes, type[Tick], tuple[Mode, ...]], list[Tick] | None] | None:
     """The same decoder in C, where it was built at install time (hatch_build.py)."""
     try:
         from connector.kite._native import decode
@@ -35,65 +126,24 @@ def _load_native() -> Callable[[bytes, type[Tick], tuple[Mode, Mode, Mode]], lis
 
 
 _native_decode = _load_native()
-
-
-def _decode_ltp(data: bytes, off: int) -> Tick:
-    token, ltp = _LTP.unpack_from(data, off)
-    return Tick(token, _LTP_MODE, token & 0xFF != INDICES_SEGMENT, ltp / _DIVISORS[token & 0xFF])
-
-
-def _decode_index(data: bytes, off: int, full: bool) -> Tick:
-    if full:
-        token, ltp, high, low, opn, close, _, ts = _INDEX_FULL.unpack_from(data, off)
-        ts_ms: int | None = ts * 1000
-    else:
-        token, ltp, high, low, opn, close, _ = _INDEX_QUOTE.unpack_from(data, off)
-        ts_ms = None
-    d = _DIVISORS[token & 0xFF]
-    last, closed = ltp / d, close / d
-    pct = (last - closed) * 100 / closed if closed != 0 else 0
-    return _tuple_new(Tick, (
-        token, _FULL_MODE if full else _QUOTE_MODE, token & 0xFF != INDICES_SEGMENT, last,
-        None, None, None, None, None, opn / d, high / d, low / d, closed, last - closed, pct,
-        None, None, None, None, ts_ms, None,
-    ))  # fmt: skip
-
-
-def _decode_quote(data: bytes, off: int) -> Tick:
-    token, ltp, ltq, atp, vol, tbq, tsq, opn, high, low, close = _QUOTE.unpack_from(data, off)
-    d = _DIVISORS[token & 0xFF]
-    last, closed = ltp / d, close / d
-    pct = (last - closed) * 100 / closed if closed != 0 else 0
-    return _tuple_new(Tick, (
-        token, _QUOTE_MODE, token & 0xFF != INDICES_SEGMENT, last, ltq, atp / d, vol, tbq, tsq,
-        opn / d, high / d, low / d, closed, last - closed, pct,
-        None, None, None, None, None, None,
-    ))  # fmt: skip
-
-
-def _decode_full(data: bytes, off: int) -> Tick:
-    v = _FULL.unpack_from(data, off)
-    token = v[0]
-    d = _DIVISORS[token & 0xFF]
-    last, closed = v[1] / d, v[10] / d
-    pct = (last - closed) * 100 / closed if closed != 0 else 0
-    return _tuple_new(Tick, (
-        token, _FULL_MODE, token & 0xFF != INDICES_SEGMENT, last, v[2], v[3] / d, v[4], v[5], v[6],
-        v[7] / d, v[8] / d, v[9] / d, closed, last - closed, pct,
-        v[11] * 1000, v[12], v[13], v[14], v[15] * 1000,
-        v[16:],
-    ))  # fmt: skip
-
-
 NATIVE_DECODER = _native_decode is not None
+_MODES = tuple(Mode(m) for m in MODES)  # the decoders' arguments, in the layout's order
+_DECODERS = {p.length: _decoder(p) for p in PACKETS}
 
-_DECODERS: dict[int, Callable[[bytes, int], Tick]] = {
-    LTP_LENGTH: _decode_ltp,
-    INDEX_QUOTE_LENGTH: lambda data, off: _decode_index(data, off, False),
-    INDEX_FULL_LENGTH: lambda data, off: _decode_index(data, off, True),
-    QUOTE_LENGTH: _decode_quote,
-    FULL_LENGTH: _decode_full,
-}
+
+def _encoders() -> dict[tuple[str, bool], Callable[[Tick], bytes]]:
+    """(mode, has trade fields) → the encoder of the packet kind a tick is sent as: that of its mode which
+    carries the trade fields (last_traded_quantity ...) when it has them, index packets lacking them."""
+    out: dict[tuple[str, bool], Callable[[Tick], bytes]] = {}
+    for packet in PACKETS:
+        trades = any(f.tick == "last_traded_quantity" for _, f in carried(packet))
+        out[packet.mode, trades] = _encoder(packet)
+    for mode, trades in list(out):
+        out.setdefault((mode, not trades), out[mode, trades])  # a mode with one kind (ltp) takes any tick
+    return out
+
+
+_ENCODERS = _encoders()
 
 
 def parse_binary(data: bytes) -> tuple[list[Tick], list[MalformedFrame]]:
@@ -138,51 +188,15 @@ def parse_binary_py(data: bytes) -> tuple[list[Tick], list[MalformedFrame]]:
     return ticks, errors
 
 
-def _ms_to_s(ms: int | None) -> int:
-    return 0 if ms is None else ms // 1000
-
-
-def _scaled(price: float | None, divisor: float) -> int:
-    return 0 if price is None else round(price * divisor)
-
-
 def encode_packet(tick: Tick) -> bytes:
     """The packet (without its length prefix) that decodes to ``tick``.
 
     Its mode and whether it carries trade fields (indices do not) pick the layout.
     """
-    d = tick.divisor
-    head = (tick.instrument_token, _scaled(tick.last_price, d))
-    ohlc = tuple(_scaled(p, d) for p in (tick.open, tick.high, tick.low, tick.close))
-    if tick.mode == Mode.LTP:
-        return _LTP.pack(*head)
-    if tick.last_traded_quantity is None:  # index packets carry no trade fields
-        change = min(max(_scaled(tick.net_change, d), -(2**31)), 2**31 - 1)  # informational, never decoded
-        index = (*head, ohlc[1], ohlc[2], ohlc[0], ohlc[3], change)
-        if tick.mode == Mode.QUOTE:
-            return _INDEX_QUOTE.pack(*index)
-        return _INDEX_FULL.pack(*index, _ms_to_s(tick.exchange_timestamp_ms))
-    quote = (
-        *head,
-        tick.last_traded_quantity or 0,
-        _scaled(tick.average_traded_price, d),
-        tick.volume_traded or 0,
-        tick.total_buy_quantity or 0,
-        tick.total_sell_quantity or 0,
-        *ohlc,
-    )
-    if tick.mode == Mode.QUOTE:
-        return _QUOTE.pack(*quote)
-    depth = tick.depth or (0,) * (6 * DEPTH_LEVELS)
-    return _FULL.pack(
-        *quote,
-        _ms_to_s(tick.last_trade_time_ms),
-        tick.oi or 0,
-        tick.oi_day_high or 0,
-        tick.oi_day_low or 0,
-        _ms_to_s(tick.exchange_timestamp_ms),
-        *depth,
-    )
+    encode = _ENCODERS.get((tick.mode, tick.last_traded_quantity is not None))
+    if encode is None:
+        raise ValueError(f"mode must be ltp, quote or full, not {tick.mode!r}")
+    return encode(tick)
 
 
 def encode_message(packets: Iterable[Tick | bytes]) -> bytes:

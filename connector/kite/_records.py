@@ -6,7 +6,10 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, NamedTuple
+
+from connector.kite._layout import DEPTH_LEVEL, DEPTH_LEVELS, SEGMENTS, segment
 
 __all__ = [
     "EXCHANGES",
@@ -17,29 +20,28 @@ __all__ = [
     "Mode",
     "OrderUpdate",
     "Tick",
+    "exchanges_of",
     "pack_depth",
     "price_divisor",
 ]
 
-# Segment (low byte of the instrument token) → exchange segment name, as Kite numbers them.
-EXCHANGES: dict[int, str] = {
-    1: "NSE",
-    2: "NFO",
-    3: "CDS",
-    4: "BSE",
-    5: "BFO",
-    6: "BCD",
-    7: "MCX",
-    8: "MCXSX",
-    9: "INDICES",
-    12: "NCO",
-}
-INDICES_SEGMENT = 9
+# Segment (low byte of the instrument token) → exchange segment name, as Kite numbers them (_layout.py).
+EXCHANGES: dict[int, str] = {s.code: s.exchange for s in SEGMENTS}
+INDICES_SEGMENT = next(s.code for s in SEGMENTS if s.exchange == "INDICES")
 # Kite writes order times as IST wall-clock strings with no offset.
 IST = timezone(timedelta(hours=5, minutes=30), "IST")
 KITE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
-DEPTH_LEVELS = 5
-_DIVISORS: tuple[float, ...] = tuple(1e7 if s == 3 else 1e4 if s in (6, 12) else 100.0 for s in range(256))
+# By segment code, for the decoders' look-ups: the name (known or not), the divisor, tradable.
+_EXCHANGE_NAMES = tuple(segment(code).exchange for code in range(256))
+_DIVISORS = tuple(segment(code).divisor for code in range(256))
+_TRADABLE = tuple(segment(code).tradable for code in range(256))
+_SIDE = len(DEPTH_LEVEL) * DEPTH_LEVELS  # items of Tick.depth a side: (quantity, price, orders) a level
+
+
+@lru_cache(maxsize=1024)
+def exchanges_of(segments: int) -> tuple[str, ...]:
+    """The exchanges of a segment mask (bit ``s`` set: a tick of segment ``s``), as transcoders return it."""
+    return tuple(_EXCHANGE_NAMES[s] for s in range(256) if segments >> s & 1)
 
 
 def price_divisor(instrument_token: int) -> float:
@@ -107,14 +109,14 @@ class Tick(NamedTuple):
     @property
     def depth_sell(self) -> tuple[DepthLevel, ...] | None:
         """The five best offers, best first (full mode only)."""
-        return self._levels(15)
+        return self._levels(_SIDE)
 
     def _levels(self, start: int) -> tuple[DepthLevel, ...] | None:
         raw = self.depth
         if raw is None:
             return None
         d = _DIVISORS[self.instrument_token & 0xFF]
-        return tuple(DepthLevel(raw[i], raw[i + 1] / d, raw[i + 2]) for i in range(start, start + 15, 3))
+        return tuple(DepthLevel(raw[i], raw[i + 1] / d, raw[i + 2]) for i in range(start, start + _SIDE, 3))
 
     @property
     def segment(self) -> int:
@@ -122,7 +124,7 @@ class Tick(NamedTuple):
 
     @property
     def exchange(self) -> str:
-        return EXCHANGES.get(self.segment, f"SEGMENT_{self.segment}")
+        return _EXCHANGE_NAMES[self.instrument_token & 0xFF]
 
     @property
     def divisor(self) -> float:

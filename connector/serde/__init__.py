@@ -18,7 +18,15 @@ from connector.serde._serializers import (
     build_serializers,
     fastavro_encoder,
 )
-from connector.serde._tick import encode_tick, native_transcode
+from connector.serde._tick import encode_tick
+from connector.serde._transcode import (
+    Transcoded,
+    native_transcode,
+    record_key,
+    record_timestamp,
+    transcode,
+    transcode_py,
+)
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -32,6 +40,7 @@ __all__ = [
     "Frame",
     "Serializer",
     "Serializers",
+    "Transcoded",
     "build_serializers",
     "check_registry",
     "dead_letter_dict",
@@ -41,8 +50,12 @@ __all__ = [
     "native_transcode",
     "order_update_dict",
     "parse_schema_text",
+    "record_key",
+    "record_timestamp",
     "registry_client",
     "schema_dir",
     "split_frame",
     "tick_dict",
+    "transcode",
+    "transcode_py",
 ]

@@ -7,14 +7,16 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest
+import yaml
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
@@ -25,7 +27,11 @@ from connector.kite import encode_message, parse_binary
 from connector.serde import build_serializers
 from tests.conftest import fixture_packet
 from tests.harness import (
+    DEFAULT_ALERTMANAGER_IMAGE,
+    DEFAULT_PROMETHEUS_IMAGE,
     DEFAULT_REGISTRY_IMAGE,
+    LOCAL_ALERTMANAGER_IMAGE,
+    LOCAL_PROMETHEUS_IMAGE,
     LOCAL_REGISTRY_IMAGE,
     REGISTRY_API,
     earliest_consumer,
@@ -36,6 +42,7 @@ from tests.integration.helpers import Record, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+SILENT_SECONDS = 5  # the monitoring test's KiteFeedSilent threshold
 
 
 def _compose() -> list[str]:
@@ -62,7 +69,7 @@ class Stack(NamedTuple):
 
 
 @pytest.fixture(scope="module")
-def compose_stack() -> Iterator[Stack]:
+def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and not shutil.which("docker"):
         pytest.skip("no Docker engine")
     project = f"kitee2e{uuid.uuid4().hex[:6]}"
@@ -76,6 +83,17 @@ def compose_stack() -> Iterator[Stack]:
         ),
         "SIM_RATE": "20",
         "SIM_ORDER_RATE": "2",
+        "KITE_RECONNECT_MAX_DELAY": "2",
+        # the profile `monitoring`, with the drill configuration of test_monitoring_profile_...
+        "KITE_PROMETHEUS_IMAGE": pick_image(
+            "KITE_PROMETHEUS_IMAGE", DEFAULT_PROMETHEUS_IMAGE, LOCAL_PROMETHEUS_IMAGE
+        ),
+        "KITE_ALERTMANAGER_IMAGE": pick_image(
+            "KITE_ALERTMANAGER_IMAGE", DEFAULT_ALERTMANAGER_IMAGE, LOCAL_ALERTMANAGER_IMAGE
+        ),
+        "KITE_PROMETHEUS_CONFIG": str(_drill_configuration(tmp_path_factory.mktemp("prometheus"))),
+        "PROMETHEUS_HOST_PORT": str(free_port()),
+        "ALERTMANAGER_HOST_PORT": str(free_port()),
         "COMPOSE_PROJECT_NAME": project,
         "DOCKER_BUILDKIT": "0",
     }
@@ -88,7 +106,7 @@ def compose_stack() -> Iterator[Stack]:
         yield stack
     finally:
         print(stack.run("logs", "--tail=30", "connector").stdout[-4000:])
-        stack.run("down", "-v", "--remove-orphans")
+        stack.run("--profile", "monitoring", "down", "-v", "--remove-orphans")
 
 
 def _healthy(port: str) -> bool:
@@ -258,3 +276,90 @@ def test_consume_live_view_renders(kafka_bootstrap: str) -> None:
     assert "408065" in frames[-1] and "1573.15" in frames[-1] and "Tick: 2" in frames[-1]
     view = LiveView(clock=lambda: 0.0)
     assert "instruments: 0" in view.render()
+
+
+def _drill_configuration(directory: Path) -> Path:
+    """deploy/prometheus with 1 s scrapes and evaluations, a 5 s silence threshold, and calendar rules in
+    which every exchange is open (`market-calendar --always-open`), so the test runs at any hour."""
+    deploy = ROOT / "deploy" / "prometheus"
+    config = yaml.safe_load((deploy / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    (directory / "prometheus.yml").write_text(yaml.safe_dump(config))
+    rules = directory / "rules"
+    rules.mkdir()
+    shutil.copy(deploy / "rules" / "alerts.rules.yml", rules)
+    thresholds = yaml.safe_load((deploy / "rules" / "thresholds.rules.yml").read_text())
+    for rule in thresholds["groups"][0]["rules"]:
+        if rule["record"] == "kite:threshold:feed_silent_seconds":
+            rule["expr"] = f"vector({SILENT_SECONDS})"
+    (rules / "thresholds.rules.yml").write_text(yaml.safe_dump(thresholds))
+    drill = [sys.executable, "-m", "connector.cli", "market-calendar", "--prometheus-rules", "--always-open"]
+    (rules / "market.rules.yml").write_text(
+        subprocess.run(drill, capture_output=True, text=True, check=True).stdout
+    )
+    for path in (directory, rules, *directory.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # Prometheus runs as an unprivileged user
+    return directory
+
+
+def _api(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def _silent_feeds(prometheus: str, state: str = "firing") -> set[str]:
+    """Exchanges for which KiteFeedSilent is in ``state``, from Prometheus' API."""
+    alerts = _api(f"{prometheus}/api/v1/alerts")["data"]["alerts"]
+    return {
+        a["labels"]["exchange"]
+        for a in alerts
+        if a["labels"]["alertname"] == "KiteFeedSilent" and a["state"] == state
+    }
+
+
+def _scraped(prometheus: str, query: str) -> bool:
+    try:
+        return bool(_api(f"{prometheus}/api/v1/query?query={query}")["data"]["result"])
+    except OSError:
+        return False
+
+
+def test_monitoring_profile_fires_and_resolves_the_silent_feed_alert(compose_stack: Stack) -> None:
+    """Prometheus with the project's alert rules sees the feed stop (simulator stopped): KiteFeedSilent
+    fires within its threshold and reaches Alertmanager; when the feed returns, it resolves."""
+    up = compose_stack.run("--profile", "monitoring", "up", "-d", "prometheus", "alertmanager")
+    assert up.returncode == 0, up.stderr[-3000:]
+    prometheus = f"http://127.0.0.1:{compose_stack.env['PROMETHEUS_HOST_PORT']}"
+    alertmanager = f"http://127.0.0.1:{compose_stack.env['ALERTMANAGER_HOST_PORT']}"
+    try:
+        wait_until(lambda: _scraped(prometheus, "kite_last_tick_timestamp_seconds"), 120, "tick times")
+    except AssertionError:
+        print(compose_stack.run("--profile", "monitoring", "logs", "--tail=20", "prometheus").stdout)
+        targets = _api(f"{prometheus}/api/v1/targets")["data"]["activeTargets"]
+        raise AssertionError([(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]) from None
+    wait_until(lambda: _scraped(prometheus, "kite:market_open==1"), 30, "the drill calendar's rules")
+    assert _silent_feeds(prometheus) == set(), "ticks flow: no feed is silent"
+
+    stopped = time.monotonic()
+    assert compose_stack.run("stop", "simulator").returncode == 0
+    wait_until(lambda: "NSE" in _silent_feeds(prometheus), SILENT_SECONDS + 30, "KiteFeedSilent to fire")
+    fired = time.monotonic() - stopped
+    # the threshold, plus a scrape and an evaluation (1 s each), plus the stop command itself
+    assert fired < SILENT_SECONDS + 15, f"fired {fired:.1f} s after the feed stopped"
+    print(f"\n[monitoring] KiteFeedSilent fired {fired:.1f} s after the simulator stopped")
+
+    def alertmanager_has_it() -> bool:
+        return any(
+            a["labels"]["alertname"] == "KiteFeedSilent" for a in _api(f"{alertmanager}/api/v2/alerts")
+        )
+
+    wait_until(alertmanager_has_it, 30, "Alertmanager to receive KiteFeedSilent")
+
+    restarted = time.monotonic()
+    assert compose_stack.run("start", "simulator").returncode == 0
+    wait_until(
+        lambda: not _silent_feeds(prometheus) and not _silent_feeds(prometheus, "pending"),
+        60,
+        "KiteFeedSilent to resolve",
+    )
+    print(f"[monitoring] resolved {time.monotonic() - restarted:.1f} s after the simulator started again")

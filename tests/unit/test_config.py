@@ -16,7 +16,9 @@ from connector.config import (
     CandlesSettings,
     ConsumeSettings,
     KafkaClient,
+    LoginSettings,
     RunSettings,
+    markdown_table,
     readme_tables,
     update_readme,
 )
@@ -127,11 +129,15 @@ def test_the_readme_tables_are_the_declarations() -> None:
         assert found.group(1) == table, f"README.md's {name} table differs from its declaration: {fix}"
 
 
-def test_updating_the_readme_fills_empty_tables_and_keeps_what_follows() -> None:
-    text = "a\n<!-- settings:registry -->\n<!-- /settings:registry -->\nb\n<!-- settings:run -->\nc\n"
-    updated = update_readme(text)
-    assert updated.startswith(f"a\n<!-- settings:registry -->\n{readme_tables()['registry']}\n<!-- /settings")
-    assert updated.endswith("-->\nb\n<!-- settings:run -->\nc\n"), "an unclosed marker changes nothing"
+def test_readme_tables_are_written_between_their_markers_and_nothing_else_moves() -> None:
+    text = "head\n<!-- settings:login -->\n<!-- /settings:login -->\ntail\n"
+    assert update_readme(text) == (
+        f"head\n<!-- settings:login -->\n{markdown_table(LoginSettings)}\n<!-- /settings:login -->\ntail\n"
+    )
+    with pytest.raises(ValueError, match="has no <!-- /settings:login -->"):
+        update_readme("<!-- settings:login -->\nno end")
+    start, end = "<!-- settings:registry -->", "<!-- /settings:registry -->"  # a shared group's own table
+    assert update_readme(f"{start}\n{end}") == f"{start}\n{readme_tables()['registry']}\n{end}"
 
 
 def test_kafka_output_fields_are_run_settings_with_their_defaults() -> None:

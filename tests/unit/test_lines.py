@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import zlib
+from datetime import datetime
 
 import pytest
 
 from connector.app import shard
 from connector.arbiter import Arbiter
 from connector.errors import ConfigError
-from connector.gaps import GapWatch
+from connector.gaps import GapWatch, market_open_during
 from connector.kite import Mode, encode_message, packet_ids
+from connector.market import IST, MarketCalendar
 from tests.conftest import fixture_packet
 
 
@@ -43,6 +45,24 @@ def test_gap_watch_needs_a_silence_longer_than_the_threshold_while_the_market_is
     restarted = GapWatch(0, lambda: [1], 2.0, last_ms=1000)
     gap = restarted.message(60_000)
     assert gap is not None and gap.cause == "connector restarted" and gap.start_ms == 1000
+
+
+def test_a_gap_counts_only_while_an_exchange_of_the_shard_trades() -> None:
+    calendar = MarketCalendar()
+    nse, mcx, unknown = 408065, (0x200004 << 8) | 7, (0x200005 << 8) | 12
+    open_during = market_open_during(calendar, lambda: [nse])
+    friday = datetime(2026, 12, 4, tzinfo=IST)
+
+    def at(hour: int, minute: int) -> float:
+        return friday.replace(hour=hour, minute=minute).timestamp()
+
+    assert open_during(at(10, 0), at(10, 1)), "NSE trades at 10:00 IST"
+    assert not open_during(at(16, 0), at(17, 0)), "and not after 15:30"
+    assert open_during(at(15, 29), at(16, 0)), "a gap that starts before the close counts"
+    assert market_open_during(calendar, lambda: [nse, mcx])(at(16, 0), at(17, 0)), "MCX trades until 23:30"
+    saturday = friday.replace(day=5, hour=11).timestamp()
+    assert not open_during(saturday, saturday + 60), "no session on a Saturday"
+    assert market_open_during(calendar, lambda: [unknown])(saturday, saturday + 60), "unknown: reported"
 
 
 def test_lines_count_against_kites_three_connections() -> None:

@@ -25,7 +25,8 @@ from connector.errors import SerializationError
 from connector.kite import Mode, Tick, encode_message, parse_binary
 from connector.kite._binary import _MODES, _native_decode, parse_binary_py
 from connector.serde import build_serializers
-from connector.serde._tick import encode_tick_py, native_encode_tick, native_transcode, tick_fault
+from connector.serde._tick import encode_tick_py, native_encode_tick, tick_fault
+from connector.serde._transcode import native_transcode, transcode_py
 from tests.conftest import fixture_packet
 from tests.unit.test_kite_codec import PACKET_LENGTHS, random_packet, raw_packets
 
@@ -102,29 +103,53 @@ def test_native_decoder_equals_python_on_mutated_messages(message: bytes) -> Non
         assert [type(v) for t in native for v in t] == [type(v) for t in ticks for v in t]
 
 
+def _tokens(message: bytes) -> list[int]:
+    return [t.instrument_token for t in parse_binary_py(message)[0]]
+
+
+@st.composite
+def token_sets(draw: st.DrawFn, message: bytes) -> set[int] | frozenset[int] | None:
+    """None (any token), or some of the message's tokens (all, all but some, none) and others."""
+    if draw(st.booleans()):
+        return None
+    tokens = _tokens(message)
+    kept = {t for t in tokens if draw(st.integers(0, 4))} if tokens else set()
+    others = draw(st.sets(st.integers(0, 2**32 - 1), max_size=3))
+    return kept | others if draw(st.booleans()) else frozenset(kept | others)
+
+
+windows = st.sampled_from([0, 600_000, 2**62]) | st.integers(-5, 2**45)
+# receipt times around the packets' exchange times (the seeds' are 2017-2030), or anywhere
+receipts = st.integers(1_500_000_000_000, 1_900_000_000_000) | st.integers(-(2**45), 2**45)
+
+
 @needs_native
-@given(messages(), st.integers(0, 2**45))
-@settings(max_examples=400, deadline=None)
-def test_native_transcode_equals_python_decode_and_serialize_on_mutated_messages(
-    message: bytes, received: int
+@given(st.data(), messages(), receipts, windows)
+@settings(max_examples=600, deadline=None)
+def test_native_transcode_equals_the_python_reference_on_mutated_messages(
+    data: st.DataObject, message: bytes, received: int, window: int
 ) -> None:
+    """Every rule: well-formedness, the token filter, the record key and value, the timestamp window, the
+    mode counts and the segment mask."""
     assert native_transcode is not None
-    done = native_transcode(message, received, PYTHON_SERIALIZER.prefix)
-    ticks, errors = parse_binary_py(message)
-    if errors or not ticks:
-        assert done is None
-        return
-    assert done is not None
-    records, ltp, quote, full = done
-    assert records == [
-        (
-            str(t.instrument_token).encode(),
-            PYTHON_SERIALIZER(t, received),
-            t.exchange_timestamp_ms or received,
-        )
-        for t in ticks
-    ]
-    assert (ltp, quote, full) == tuple(sum(1 for t in ticks if t.mode == m) for m in Mode)
+    tokens = data.draw(token_sets(message))
+    prefix = PYTHON_SERIALIZER.prefix
+    assert native_transcode(message, received, prefix, window, tokens) == transcode_py(
+        message, received, prefix, window, tokens
+    )
+
+
+@needs_native
+@pytest.mark.parametrize("gap", [-601_000, -600_001, -600_000, -1, 0, 1, 600_000, 600_001])
+@pytest.mark.parametrize("window", [-1, 0, 600_000])
+def test_native_and_python_timestamp_windows_agree_at_their_edges(gap: int, window: int) -> None:
+    message = encode_message([fixture_packet("ticker_full")])
+    (tick,), _ = parse_binary_py(message)
+    assert tick.exchange_timestamp_ms is not None and native_transcode is not None
+    received = tick.exchange_timestamp_ms + gap
+    native = native_transcode(message, received, b"", window, None)
+    assert native is not None and native == transcode_py(message, received, b"", window, None)
+    assert native[0][0][2] == (tick.exchange_timestamp_ms if window >= abs(gap) else received)
 
 
 VALID_TICKS = [t for m in SEEDS for t in parse_binary_py(m)[0]]
@@ -189,9 +214,9 @@ def test_native_entry_points_take_bytes_only(buffer: Callable[[bytes], object]) 
     with pytest.raises(TypeError):
         _native_decode(buffer(message), Tick, _MODES)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        native_transcode(buffer(message), 1, b"")  # type: ignore[arg-type]
+        native_transcode(buffer(message), 1, b"", 0, None)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        native_transcode(message, 1, buffer(b"\xc3\x01"))  # type: ignore[arg-type]
+        native_transcode(message, 1, buffer(b"\xc3\x01"), 0, None)  # type: ignore[arg-type]
     # parse_binary gives mutable buffers to the Python decoder instead
     assert parse_binary(buffer(message)) == parse_binary_py(message)  # type: ignore[arg-type]
 

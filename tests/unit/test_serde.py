@@ -35,7 +35,8 @@ from connector.serde import (
     split_frame,
     tick_dict,
 )
-from connector.serde._tick import NATIVE, encode_tick_py, native_encode_tick, native_transcode
+from connector.serde._tick import NATIVE, encode_tick_py, native_encode_tick
+from connector.serde._transcode import Transcoder, native_transcode, transcode_py
 from tests.conftest import fixture_packet, plain_times
 from tests.unit.test_kite_codec import PACKET_LENGTHS, SEGMENTS, random_packet, raw_packets
 
@@ -199,32 +200,36 @@ def test_fastavro_reads_what_the_fast_encoder_wrote() -> None:
         assert plain_times(values) == tick_dict(tick, RECEIVED)
 
 
-@pytest.mark.skipif(native_transcode is None, reason="native extension not built (no C compiler)")
+TRANSCODERS: list[Transcoder] = [transcode_py, *([native_transcode] if native_transcode is not None else [])]
+
+
+@pytest.mark.parametrize("transcode", TRANSCODERS, ids=lambda t: "python" if t is transcode_py else "native")
 @given(st.lists(raw_packets, min_size=1, max_size=12), st.integers(0, 2**45))
-@settings(max_examples=800, deadline=None)
-def test_native_transcode_equals_decode_then_serialize(packets: list[bytes], received: int) -> None:
-    assert native_transcode is not None
+@settings(max_examples=400, deadline=None)
+def test_transcode_equals_decode_then_serialize(
+    transcode: Transcoder, packets: list[bytes], received: int
+) -> None:
     serializer = build_serializers().tick
     message = encode_message(packets)
     ticks, _ = parse_binary(message)
-    done = native_transcode(message, received, serializer.prefix)
+    done = transcode(message, received, serializer.prefix, 2**62, None)  # any exchange time is taken
     assert done is not None
-    records, ltp, quote, full = done
+    records, ltp, quote, full, segments = done
     # the same (key, value, timestamp) the generic path of the pipeline produces
     assert records == [
         (str(t.instrument_token).encode(), serializer(t, received), t.exchange_timestamp_ms or received)
         for t in ticks
     ]
     assert (ltp, quote, full) == tuple(sum(1 for t in ticks if t.mode == m) for m in ("ltp", "quote", "full"))
+    assert segments == sum({1 << t.segment for t in ticks})
 
 
-@pytest.mark.skipif(native_transcode is None, reason="native extension not built (no C compiler)")
+@pytest.mark.parametrize("transcode", TRANSCODERS, ids=lambda t: "python" if t is transcode_py else "native")
 @given(st.binary(max_size=400))
-@settings(max_examples=1000, deadline=None)
-def test_native_transcode_leaves_anything_malformed_to_the_generic_path(data: bytes) -> None:
-    assert native_transcode is not None
+@settings(max_examples=500, deadline=None)
+def test_transcode_leaves_anything_malformed_to_the_generic_path(transcode: Transcoder, data: bytes) -> None:
     ticks, errors = parse_binary(data)
-    done = native_transcode(data, 1, b"\xc3\x01" + b"\x00" * 8)
+    done = transcode(data, 1, b"\xc3\x01" + b"\x00" * 8, 600_000, None)
     if errors or not ticks:
         assert done is None
     else:
