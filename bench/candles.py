@@ -80,6 +80,7 @@ def measure(
         "CANDLES_INSTANCE_ID": "bench",
         "CANDLES_FROM_BEGINNING": "true",
         "CANDLES_EXACTLY_ONCE": str(exactly_once).lower(),
+        "CANDLES_METRICS_PORT": "0",
         "LOG_LEVEL": "WARNING",
     }
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})

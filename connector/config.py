@@ -779,11 +779,7 @@ class RunSettings(Settings):
                 "TICK_TIMESTAMP_WINDOW_SECONDS must be at most 3000: brokers refuse records more than an "
                 "hour ahead (message.timestamp.after.max.ms)"
             )
-        if self.dead_letter_max_bytes > _KAFKA_MESSAGE_LIMIT // 2:
-            raise ConfigError(
-                f"DEAD_LETTER_MAX_BYTES must be at most {_KAFKA_MESSAGE_LIMIT // 2}, so a dead letter "
-                "always fits in a Kafka message"
-            )
+        _check_dead_letter_max_bytes(self.dead_letter_max_bytes)
         _check_framing(self.kafka_framing, self.registry)
 
     @property
@@ -803,6 +799,14 @@ def _check_framing(framing: str, registry: Registry) -> None:
         raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
 
 
+def _check_dead_letter_max_bytes(limit: int) -> None:
+    if limit > _KAFKA_MESSAGE_LIMIT // 2:
+        raise ConfigError(
+            f"DEAD_LETTER_MAX_BYTES must be at most {_KAFKA_MESSAGE_LIMIT // 2}, so a dead letter "
+            "always fits in a Kafka message"
+        )
+
+
 # -- kite-connector candles --------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class CandlesSettings(Settings):
@@ -820,6 +824,11 @@ class CandlesSettings(Settings):
     candles_state_topic: str = setting("kite.candles.state", "compacted topic of open-bar state (internal)")
     kafka_topic_dead_letters: str = setting(
         "kite.dead_letters", "where undecodable ticks go (raw bytes kept)"
+    )
+    dead_letter_max_bytes: int = setting(
+        262_144,
+        "raw bytes kept in a dead letter; longer input is cut (its length and SHA-256 are kept)",
+        positive_int,
     )
     candles_grace_ms: int = setting(
         2000, "a bar closes when a tick this much past its end arrives", non_negative_int
@@ -846,12 +855,34 @@ class CandlesSettings(Settings):
     candles_transaction_timeout_ms: int = setting(
         10000, "a dead instance's open transaction aborts after", positive_int
     )
+    candles_transaction_retry_seconds: float = setting(
+        60.0,
+        "a transactional call failing with retriable errors, or transactions aborting without one "
+        "committing, for this long makes the processor exit 3",
+        non_negative_float,
+    )
+    candles_blind_seconds: float = setting(
+        30.0,
+        "every tick read for this long (at least 100) undecodable is blindness: reading stops, /healthz "
+        "answers 503 (0: never)",
+        non_negative_float,
+    )
+    candles_blind_exit_seconds: float = setting(
+        120.0,
+        "once blind, report it (/healthz, candles_undecodable_window) for this long, then exit 3",
+        non_negative_float,
+    )
     layout: TopicLayout = group(TopicLayout)
     kafka_framing: str = setting("single-object", "Avro framing of bars", choices=_FRAMINGS)
     registry: Registry = group(Registry)
+    candles_metrics_host: str = setting("0.0.0.0", "address of the processor's /metrics and /healthz")
+    candles_metrics_port: int = setting(
+        9101, "port of the processor's /metrics and /healthz (0: off)", non_negative_int
+    )
 
     def __post_init__(self) -> None:
         _check_framing(self.kafka_framing, self.registry)
+        _check_dead_letter_max_bytes(self.dead_letter_max_bytes)
 
 
 # -- kite-connector consume --------------------------------------------------------------------------------

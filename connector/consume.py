@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from confluent_kafka import Consumer, Message
 
 from connector.config import ConsumeSettings
-from connector.errors import SerializationError
+from connector.errors import RegistryError, SerializationError
 from connector.serde import AvroReader, check_registry, registry_client
 from connector.sink import Access, Cluster, KafkaAccessError, kind_of
 
@@ -166,7 +166,7 @@ def consume(v: ConsumeSettings, out: TextIO, err: TextIO) -> int:
                 continue
             try:
                 kind, value = reader.read(msg.value() or b"")
-            except SerializationError as exc:
+            except (SerializationError, RegistryError) as exc:  # shown; the reader goes on
                 err.write(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}\n")
                 continue
             printed += 1

@@ -13,8 +13,9 @@ import re
 import struct
 from typing import Any, NamedTuple
 
+from connector.errors import SerializationError
 from connector.kite._layout import MODES, RECORD, SEGMENTS
-from connector.serde import AvroReader, load_schema, split_frame
+from connector.serde import AvroReader, load_schema
 
 __all__ = ["TickDecoder", "TickFacts"]
 
@@ -89,11 +90,18 @@ class TickDecoder:
             schema_id = int.from_bytes(data[1:5], "big")
             fast = self._fast_ids.get(schema_id)
             if fast is None:
-                frame = split_frame(data)
-                fast = self._reader.writer_schema(frame.schema_ref).fingerprint == self._fingerprint
+                fast = self._writer_fingerprint(schema_id) == self._fingerprint
                 self._fast_ids[schema_id] = fast
             return 5 if fast else -1
         return -1
+
+    def _writer_fingerprint(self, schema_id: int) -> bytes:
+        """The fingerprint of the schema behind a registry id (looked up once per id, then cached by the
+        reader). An id the registry does not know is a bad record; a registry that does not answer is not."""
+        try:
+            return self._reader.writer_schema(schema_id).fingerprint
+        except ValueError as exc:  # the registry's schema under that id is not one of ours
+            raise SerializationError(f"schema id {schema_id}: {exc}") from exc
 
     def decode(self, data: bytes) -> TickFacts:
         """Raises :class:`connector.errors.SerializationError` for bytes that are not a Tick."""
@@ -121,8 +129,6 @@ class TickDecoder:
         self.slow += 1
         kind, v = self._reader.read(data)
         if kind != "Tick":
-            from connector.errors import SerializationError
-
             raise SerializationError(f"a {kind} record, not a Tick")
         return facts_of(v)
 

@@ -6,6 +6,10 @@ partition p holds the state of ticks partition p), and the consumer offsets (``s
 Either all of it becomes visible or none. On (re)assignment a partition's state is read back from the state
 topic up to the last committed transaction, checked against the group's committed offset, and reading
 resumes at that offset: a crash at any point neither loses nor repeats a bar.
+
+It refuses to run blind: at start the newest ticks must decode (a Confluent-framed topic needs
+SCHEMA_REGISTRY_URL), and a stream of nothing but undecodable ticks for CANDLES_BLIND_SECONDS stops it
+(exit 3) rather than dead-lettering everything. Transactional calls go through :mod:`._txn`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from threading import Event
+from http.server import ThreadingHTTPServer
+from threading import Event, Thread
 from types import FrameType
 from typing import Any
 
@@ -35,18 +40,30 @@ from confluent_kafka import (
 from connector.candles._avro import serializer
 from connector.candles._bars import PartitionBars, parse_intervals
 from connector.candles._decode import TickDecoder
+from connector.candles._metrics import CandleMetrics
+from connector.candles._status import BlindWatch, Counts, ProcessorFailed, Status
+from connector.candles._txn import AbortRequired, TransactionCalls, describe, kafka_error
 from connector.config import CandlesSettings, by_name
 from connector.errors import ConfigError, ConnectorError, Interrupted, SerializationError, SinkError
-from connector.serde import AvroReader, DeadLetter, check_registry, registry_client
-from connector.sink import Access, Cluster, TopicSpec, refusal_of
+from connector.logs import sample
+from connector.metrics import serve_http
+from connector.serde import CONFLUENT_MAGIC, AvroReader, DeadLetter, check_registry, registry_client
+from connector.sink import Access, Cluster, KafkaAccessError, TopicSpec, refusal_of
 
-__all__ = ["CandleProcessor", "serve"]
+__all__ = ["BLIND_MIN_RECORDS", "EXIT_FAILED", "CandleProcessor", "check_sample", "serve"]
 
 log = logging.getLogger("connector.candles")
-
+dead_letter_log = sample(logging.getLogger("connector.candles.dead_letters"))
+EXIT_FAILED = 3  # kept failing at run time, as for `kite-connector run` (2 is a start-up error)
+BLIND_MIN_RECORDS = 100  # a window of fewer undecodable ticks is a few bad records, not blindness
 
 _KAFKA_TIMEOUT = 30.0
 _STATS_EVERY = 30.0
+_OBSERVE_EVERY = 1.0  # lag gauges
+_PROBE_RECORDS = 5  # newest ticks per partition decoded at start
+# init_transactions in short calls (it is resumable): a restart right after a crash meets the previous
+# instance's transaction being aborted (CONCURRENT_TRANSACTIONS) and says so, instead of one long wait.
+_INIT_SLICE = 0.25
 
 
 @dataclass(slots=True)
@@ -55,17 +72,6 @@ class _Partition:
     next_offset: int | None  # next tick to read; None until known
     last_arrival: float  # monotonic time of the last tick read
     changed: bool = False  # something to checkpoint in this transaction
-
-
-@dataclass(slots=True)
-class _Counts:
-    ticks: int = 0
-    bars: int = 0
-    late: int = 0
-    dead_letters: int = 0
-    commits: int = 0
-    aborts: int = 0
-    restores: int = 0
 
 
 class CandleProcessor:
@@ -81,10 +87,20 @@ class CandleProcessor:
         self.eos: bool = v["CANDLES_EXACTLY_ONCE"]
         self.instance: str = v["CANDLES_INSTANCE_ID"] or socket.gethostname()
         self.clock = clock
-        self.counts = _Counts()
+        self.status = Status()
+        self.counts = self.status.counts
+        self.cycle = Counts()  # what the open transaction wrote; counted once it commits
+        self.blind = BlindWatch(v["CANDLES_BLIND_SECONDS"], BLIND_MIN_RECORDS)
+        self.blind_exit: float = v["CANDLES_BLIND_EXIT_SECONDS"]
+        self.retry_seconds: float = v["CANDLES_TRANSACTION_RETRY_SECONDS"]
+        self.txn = TransactionCalls(self.retry_seconds, self.status)
+        # commit and abort are resumable: a call that times out while the transaction can still complete
+        # is retried. librdkafka's own default (-1) would wait the whole transaction timeout.
+        self.call_timeout = v["CANDLES_TRANSACTION_TIMEOUT_MS"] / 2000
         self.parts: dict[int, _Partition] = {}
         self._in_txn = False
         self._cycle_start = time.monotonic()
+        self._failing_since: float | None = None  # first abort since the last commit
         self.started = False  # the main loop runs (a signal before that ends start-up at once)
         if v["KAFKA_FRAMING"] == "confluent" and not v["SCHEMA_REGISTRY_URL"]:
             raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
@@ -134,6 +150,18 @@ class CandleProcessor:
         )
         return partitions
 
+    def _writers(self) -> None:
+        """Bars and dead letters are written through the registry client the reader uses (its basic auth
+        and CA included)."""
+        framing = self.v["KAFKA_FRAMING"]
+        url = self.v["SCHEMA_REGISTRY_URL"] or ""
+        self.bar_writers = {
+            label: serializer("candle", t, framing, self.registry, url) for label, t in self.topics.items()
+        }
+        self.dlq_writer = serializer(
+            "dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, self.registry, url
+        )
+
     def _clients(self) -> tuple[Consumer, Producer, Consumer]:
         group = self.v["CANDLES_GROUP"]
         consumer = Consumer({
@@ -157,6 +185,23 @@ class CandleProcessor:
         })  # fmt: skip
         return consumer, producer, restorer
 
+    def _check_framing(self, partitions: int) -> None:
+        """Decodes the newest few ticks of every partition before reading any (see :func:`check_sample`)."""
+        start = []
+        for p in range(partitions):
+            low, high = self.restorer.get_watermark_offsets(
+                TopicPartition(self.ticks_topic, p), _KAFKA_TIMEOUT
+            )
+            if high > low:
+                start.append(TopicPartition(self.ticks_topic, p, max(low, high - _PROBE_RECORDS)))
+        values = [msg.value() or b"" for msg in self._read_to_end(start)]
+        failed = check_sample(self.ticks_topic, values, self.decoder, self.v["SCHEMA_REGISTRY_URL"])
+        if failed:
+            log.warning(
+                "%d of the newest %d records of %s do not decode as ticks (%s): they go to %s",
+                len(failed), len(values), self.ticks_topic, failed[0], self.v["KAFKA_TOPIC_DEAD_LETTERS"],
+            )  # fmt: skip
+
     # Main loop
 
     def run(self, stop: Event) -> None:
@@ -165,65 +210,122 @@ class CandleProcessor:
             "candles: %s (%d partitions) -> %s; instance %s, exactly-once %s",
             self.ticks_topic, partitions, ", ".join(self.topics.values()), self.instance, self.eos,
         )  # fmt: skip
-        framing = self.v["KAFKA_FRAMING"]
-        url = self.v["SCHEMA_REGISTRY_URL"] or ""
-        self.bar_writers = {
-            label: serializer("candle", t, framing, self.registry, url) for label, t in self.topics.items()
-        }
-        self.dlq_writer = serializer(
-            "dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, self.registry, url
-        )
+        self._writers()
         self.consumer, self.producer, self.restorer = self._clients()
-        if self.eos:
-            self.producer.init_transactions(_KAFKA_TIMEOUT)
-        self.consumer.subscribe(
-            [self.ticks_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
-        interval = self.v["CANDLES_COMMIT_INTERVAL_MS"] / 1000
-        idle = self.v["CANDLES_IDLE_SECONDS"]
-        next_stats = time.monotonic() + _STATS_EVERY
-        self.started = True
         try:
-            while not stop.is_set():
-                batch = self.consumer.consume(10_000, 0.1)
-                if batch:
-                    self._process(batch)
-                now = time.monotonic()
-                if idle:
-                    self._advance_idle(now, idle)
-                if now - self._cycle_start >= interval:
-                    self._commit()
-                if now >= next_stats:
-                    next_stats = now + _STATS_EVERY
-                    self._log_stats()
+            self._check_framing(partitions)
+            if self.eos:
+                self.txn("init_transactions", lambda: self.producer.init_transactions(_INIT_SLICE))
+            self.status.unassigned_since = time.monotonic()
+            self.consumer.subscribe(
+                [self.ticks_topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            self.status.running = True
+            self._loop(stop)
             self._commit()
         except BaseException:
             self._abandon()  # never commit a cycle that did not finish
             raise
         finally:
-            self.consumer.close()  # revokes: the callback commits what is pending
-            self.restorer.close()
-            self.producer.flush(_KAFKA_TIMEOUT)
+            self.status.running = False
+            self._close()
             self._log_stats()
+
+    def _close(self) -> None:
+        """Closes the clients; a failure here is logged, never raised over the error that ended the run."""
+        for what, close in (
+            ("consumer", self.consumer.close),  # revokes: the callback commits what is pending
+            ("restorer", self.restorer.close),
+            ("producer", lambda: self.producer.flush(_KAFKA_TIMEOUT)),
+        ):
+            try:
+                close()
+            except (KafkaException, ConnectorError) as exc:
+                log.warning("closing the %s: %s", what, exc)
+
+    def _loop(self, stop: Event) -> None:
+        interval = self.v["CANDLES_COMMIT_INTERVAL_MS"] / 1000
+        idle = self.v["CANDLES_IDLE_SECONDS"]
+        next_stats = time.monotonic() + _STATS_EVERY
+        next_observe = 0.0
+        while not stop.is_set():
+            batch = self.consumer.consume(10_000, 0.1)
+            now = time.monotonic()
+            try:
+                if batch:
+                    self._process(batch)
+                if idle:
+                    self._advance_idle(now, idle)
+            except AbortRequired as exc:  # the transaction failed while being filled
+                self._rewind(str(exc), rewind=True)
+            if self.blind.blind(now):
+                self._stop_blind(now, stop)
+            if now - self._cycle_start >= interval:
+                self._commit()
+            if now >= next_observe:
+                next_observe = now + _OBSERVE_EVERY
+                self._observe()
+            if now >= next_stats:
+                next_stats = now + _STATS_EVERY
+                self._log_stats()
+
+    def _stop_blind(self, now: float, stop: Event) -> None:
+        """Every tick of a whole window was undecodable: abort the open transaction, stop reading, report it
+        (gauge, /healthz) for CANDLES_BLIND_EXIT_SECONDS, long enough for an alert to fire, then fail."""
+        reason = self.blind.reason(now)
+        self.status.blind = reason
+        log.error("%s; reading stopped, exiting in %.0f s (are KAFKA_TOPIC_TICKS and SCHEMA_REGISTRY_URL the "
+                  "connector's?)", reason, self.blind_exit)  # fmt: skip
+        self._abandon(retry=True)
+        stop.wait(self.blind_exit)
+        raise ProcessorFailed(reason)
+
+    def _observe(self) -> None:
+        """The lag gauges: ticks not yet read, and how far the oldest watermark is behind the wall clock."""
+        lag, oldest = 0, None
+        for p, part in self.parts.items():
+            if part.next_offset is not None:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.ticks_topic, p), cached=True
+                )
+                lag += max(0, high - part.next_offset)
+            watermark = part.core.watermark
+            if watermark > 0 and (oldest is None or watermark < oldest):
+                oldest = watermark
+        self.status.lag_records = lag if self.parts else None
+        self.status.watermark_lag_seconds = None if oldest is None else self.clock() - oldest / 1000
 
     def _log_stats(self) -> None:
         c = self.counts
+        bars = sum(c.bars.values())
         log.info(
             "candles: %d ticks, %d bars, %d late ticks, %d dead letters, %d commits, %d aborts, %d open bars",
-            c.ticks, c.bars, c.late, c.dead_letters, c.commits, c.aborts,
+            c.ticks, bars, c.late, c.dead_letters, c.commits, c.aborts,
             sum(p.core.open_bars() for p in self.parts.values()),
-            extra={"fields": {"ticks": c.ticks, "bars": c.bars, "late_ticks": c.late,
+            extra={"fields": {"ticks": c.ticks, "bars": bars, "late_ticks": c.late,
                               "dead_letters": c.dead_letters, "commits": c.commits, "aborts": c.aborts}},
         )  # fmt: skip
 
-    def _abandon(self) -> None:
+    def _abandon(self, retry: bool = False) -> None:
+        """Aborts the open transaction and forgets the partitions' state (it is read back on assignment).
+        With ``retry`` the abort must complete (the processor goes on); without, one attempt (it stops)."""
         if self._in_txn and self.eos:
-            try:
-                self.producer.abort_transaction(_KAFKA_TIMEOUT)
-            except KafkaException as exc:
-                log.warning("could not abort the open transaction (%s): it aborts when it times out", exc)
+            if retry:
+                self.txn("abort_transaction", self._abort_call)
+            else:
+                try:
+                    self._abort_call()
+                except KafkaException as exc:
+                    log.warning("could not abort the open transaction (%s): it aborts when it times out", exc)
         self._in_txn = False
+        self.cycle = Counts()
         self.parts.clear()
+
+    def _abort_call(self) -> None:
+        self.producer.abort_transaction(self.call_timeout)
 
     def _send(self, topic: str, value: bytes, key: bytes | None, **kwargs: Any) -> None:
         """produce(), waiting while the local queue is full (bounded by the producer's delivery timeout)."""
@@ -233,24 +335,44 @@ class CandleProcessor:
                 return
             except BufferError:
                 self.producer.poll(0.05)
+            except KafkaException as exc:
+                err = kafka_error(exc)
+                if err is None or not self.eos:
+                    raise
+                if err.fatal() or err.code() == KafkaError._FATAL:  # produce() flags neither
+                    raise ProcessorFailed(f"produce: fatal Kafka error {self._fatal_cause(err)}") from None
+                if err.code() == KafkaError._STATE:  # a record of this transaction failed for good
+                    raise AbortRequired("produce", describe(err)) from None  # (librdkafka logged why)
+                raise
+
+    def _fatal_cause(self, err: KafkaError) -> str:
+        """produce() reports any fatal error as _FATAL; the transactional API names it (_FENCED, ...)."""
+        try:
+            self.producer.abort_transaction(0)
+        except KafkaException as exc:
+            cause = kafka_error(exc)
+            if cause is not None and cause.fatal():
+                return describe(cause)
+        return describe(err)
 
     def _begin(self) -> None:
         if not self._in_txn:
             if self.eos:
-                self.producer.begin_transaction()
+                self.txn("begin_transaction", self.producer.begin_transaction)
             self._in_txn = True
+            self.cycle = Counts()
             self._cycle_start = time.monotonic()
 
     def _process(self, batch: list[Message]) -> None:
         self._begin()
-        parts, decode = self.parts, self.decoder.decode
+        parts, decode, blind = self.parts, self.decoder.decode, self.blind
         now = time.monotonic()
-        counts = self.counts
+        counts, cycle = self.counts, self.cycle
         for msg in batch:
             err = msg.error()
             if err is not None:
                 if err.fatal():
-                    raise SinkError(f"Kafka consumer: {err}")
+                    raise ProcessorFailed(f"Kafka consumer: fatal error {describe(err)}")
                 log.warning("Kafka consumer: %s", err)
                 continue
             part = parts.get(msg.partition())  # type: ignore[arg-type]
@@ -265,11 +387,14 @@ class CandleProcessor:
             try:
                 tick = decode(value)
             except SerializationError as exc:
+                blind.undecodable(now, str(exc))
                 self._dead_letter(msg, value, exc)
                 continue
+            if blind.count:
+                blind.decoded()
             late = part.core.add(*tick)
             if late:
-                counts.late += 1
+                cycle.late += 1
                 self._send(self.v["CANDLES_LATE_TOPIC"], value, msg.key(), timestamp=tick.time_ms, headers=[
                     ("candles.late_for", ",".join(late)),
                     ("candles.source", f"{self.ticks_topic}/{msg.partition()}/{offset}"),
@@ -278,13 +403,14 @@ class CandleProcessor:
                 self._emit(part)
 
     def _dead_letter(self, msg: Message, value: bytes, exc: Exception) -> None:
-        self.counts.dead_letters += 1
+        self.cycle.dead_letters += 1
         where = f"{self.ticks_topic}/{msg.partition()}/{msg.offset()}"
-        if self.counts.dead_letters <= 10 or self.counts.dead_letters % 1000 == 0:
-            log.warning(
-                "undecodable tick at %s (%s): sent to %s", where, exc, self.v["KAFKA_TOPIC_DEAD_LETTERS"]
-            )
-        letter = DeadLetter(value, f"{where}: {exc}", "candles", msg.offset())
+        dead_letter_log.warning(
+            "undecodable tick at %s (%s): sent to %s", where, exc, self.v["KAFKA_TOPIC_DEAD_LETTERS"]
+        )
+        letter = DeadLetter(value, f"{where}: {exc}", "candles", msg.offset()).capped(
+            self.v["DEAD_LETTER_MAX_BYTES"]
+        )
         self._send(
             self.v["KAFKA_TOPIC_DEAD_LETTERS"], self.dlq_writer(letter, int(self.clock() * 1000)), b"candles",
             headers=self.dlq_writer.headers,
@@ -292,13 +418,14 @@ class CandleProcessor:
 
     def _emit(self, part: _Partition) -> None:
         now_ms = int(self.clock() * 1000)
+        bars = self.cycle.bars
         for candle in part.core.closed:
             writer = self.bar_writers[candle.interval]
             self._send(
                 self.topics[candle.interval], writer(candle, now_ms), str(candle.instrument_token).encode(),
                 timestamp=candle.start, headers=writer.headers,
             )  # fmt: skip
-        self.counts.bars += len(part.core.closed)
+            bars[candle.interval] += 1
         part.core.closed.clear()
 
     def _advance_idle(self, now: float, idle: float) -> None:
@@ -335,42 +462,65 @@ class CandleProcessor:
         return offsets
 
     def _commit(self, rewind: bool = True) -> None:
-        """Commits the open cycle. If that fails it is aborted, and with ``rewind`` every partition held
-        goes back to its last committed state (without, the caller is giving the partitions up)."""
+        """Commits the open cycle. If it cannot commit it is aborted, and with ``rewind`` every partition
+        held goes back to its last committed state (without, the caller is giving the partitions up)."""
         if not self._in_txn:
             self._cycle_start = time.monotonic()
             return
-        offsets = self._checkpoint()
         try:
+            offsets = self._checkpoint()
             if self.eos:
-                if offsets:
-                    self.producer.send_offsets_to_transaction(
-                        offsets, self.consumer.consumer_group_metadata(), _KAFKA_TIMEOUT
-                    )
-                self.producer.commit_transaction(_KAFKA_TIMEOUT)
+                self._commit_transaction(offsets)
             else:
-                self.producer.flush(_KAFKA_TIMEOUT)
-                if offsets:
-                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                self._commit_at_least_once(offsets)
+        except AbortRequired as exc:
+            self._rewind(str(exc), rewind)
+        else:
             self.counts.commits += 1
-        except KafkaException as exc:
-            self._failed(exc, rewind)
+            self.counts.add(self.cycle)
+            self.status.aborted = None
+            self._failing_since = None
         finally:
             self._in_txn = False
             self._cycle_start = time.monotonic()
 
-    def _failed(self, exc: KafkaException, rewind: bool) -> None:
-        """A commit failed: abort, and go back to the last committed state of every partition we hold."""
-        err: KafkaError = exc.args[0]
-        if err.fatal() or not (err.txn_requires_abort() or err.retriable()):
-            raise SinkError(f"Kafka transaction failed for good ({err}): restarting picks up where the "
-                            "last committed transaction left off") from exc  # fmt: skip
-        log.warning("transaction aborted (%s): rewinding to the last committed state", err)
+    def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+        if offsets:
+            group = self.consumer.consumer_group_metadata()
+            self.txn(  # retried with the same offsets and group metadata, as librdkafka asks
+                "send_offsets_to_transaction",
+                lambda: self.producer.send_offsets_to_transaction(offsets, group, self.call_timeout),
+            )
+        self.txn("commit_transaction", lambda: self.producer.commit_transaction(self.call_timeout))
+
+    def _commit_at_least_once(self, offsets: list[TopicPartition]) -> None:
+        self.producer.flush(_KAFKA_TIMEOUT)
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = kafka_error(exc)
+            if err is None or err.fatal() or not err.retriable():
+                raise ProcessorFailed(f"committing offsets failed: {exc}") from None
+            raise AbortRequired("commit", describe(err)) from None
+
+    def _rewind(self, reason: str, rewind: bool) -> None:
+        """The open cycle cannot commit: abort it, and go back to the last committed state of every
+        partition held. Aborting again and again with nothing committed is bounded like a retry."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since > self.retry_seconds:
+            raise ProcessorFailed(
+                f"transactions kept aborting for {now - self._failing_since:.0f} s, none committed; "
+                f"last: {reason}"
+            )
+        log.warning("transaction aborted (%s): rewinding to the last committed state", reason)
         self.counts.aborts += 1
-        if self.eos:
-            self.producer.abort_transaction(_KAFKA_TIMEOUT)
+        self.status.aborted = reason
         held = [TopicPartition(self.ticks_topic, p) for p in self.parts]
-        self.parts.clear()
+        self._abandon(retry=True)
         for tp in self._restore(held) if rewind and held else ():
             self.consumer.seek(tp)
 
@@ -425,52 +575,122 @@ class CandleProcessor:
     def _read_state(self, partitions: set[int]) -> dict[str, Any]:
         """Key → latest committed value, for the state of these ticks partitions."""
         topic = self.v["CANDLES_STATE_TOPIC"]
-        self.restorer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         states: dict[str, Any] = {}
-        pending = set(partitions)
+        for msg in self._read_to_end([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]):
+            key = (msg.key() or b"").decode()
+            value = msg.value()
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = json.loads(value)
+        return states
+
+    def _read_to_end(self, start: list[TopicPartition]) -> Iterator[Message]:
+        """The committed records from these positions to the end of their partitions (one topic)."""
+        if not start:
+            return
+        topic = start[0].topic
+        self.restorer.assign(start)
+        pending = {tp.partition for tp in start}
         deadline = time.monotonic() + _KAFKA_TIMEOUT
         try:
             while pending:
                 if time.monotonic() > deadline:
-                    raise SinkError(f"could not read state topic {topic} within {_KAFKA_TIMEOUT:.0f} s")
+                    raise SinkError(f"could not read {topic} within {_KAFKA_TIMEOUT:.0f} s")
                 for msg in self.restorer.consume(10_000, 0.5):
                     err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            pending.discard(msg.partition())
-                            continue
-                        raise SinkError(f"reading state topic {topic}: {err}")
-                    key = (msg.key() or b"").decode()
-                    value = msg.value()
-                    if value is None:
-                        states.pop(key, None)
+                    if err is None:
+                        yield msg
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(msg.partition())
                     else:
-                        states[key] = json.loads(value)
+                        raise SinkError(f"reading {topic}: {err}")
         finally:
             self.restorer.unassign()
-        return states
 
     # Rebalance callbacks (run inside consume())
 
     def _on_assign(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         resume = self._restore(assigned) if assigned else []
         consumer.assign(resume)
+        if resume:
+            self.status.unassigned_since = None
 
     def _on_revoke(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._commit(rewind=False)  # hand over everything read so far
         for tp in revoked:
             self.parts.pop(tp.partition, None)
         consumer.unassign()
+        self.status.unassigned_since = time.monotonic()
 
     def _on_lost(self, consumer: Consumer, lost: list[TopicPartition]) -> None:
         log.warning("partitions lost (session timed out): abandoning the open transaction")
-        self._abandon()
+        self._abandon(retry=True)
         consumer.unassign()
+        self.status.unassigned_since = time.monotonic()
+
+
+def check_sample(
+    topic: str, values: list[bytes], decoder: TickDecoder, registry_url: str | None
+) -> list[str]:
+    """The errors of the records in ``values`` (the newest of the ticks topic) that do not decode.
+
+    Raises :class:`ConfigError` when they show that the processor would run blind: a Confluent-framed
+    record with no SCHEMA_REGISTRY_URL, or not one record that decodes.
+    """
+    failed: list[tuple[bytes, SerializationError]] = []
+    for value in values:
+        try:
+            decoder.decode(value)
+        except SerializationError as exc:
+            failed.append((value, exc))
+    confluent = [v for v, _ in failed if v[:1] == CONFLUENT_MAGIC and len(v) >= 5]
+    if confluent and not registry_url:
+        raise ConfigError(
+            f"ticks topic {topic} holds the Confluent wire format (schema id "
+            f"{int.from_bytes(confluent[0][1:5], 'big')}) and SCHEMA_REGISTRY_URL is not set: set it to the "
+            "Schema Registry the connector writes to"
+        )
+    if values and len(failed) == len(values):
+        raise ConfigError(
+            f"none of the newest {len(values)} records of {topic} decodes as a tick ({failed[0][1]}): "
+            "is KAFKA_TOPIC_TICKS the connector's ticks topic?"
+        )
+    return [str(exc) for _, exc in failed]
+
+
+def _metrics_server(v: dict[str, Any], status: Status) -> ThreadingHTTPServer | None:
+    """/metrics and /healthz on a thread of their own (serving), or None with CANDLES_METRICS_PORT=0."""
+    host, port = v["CANDLES_METRICS_HOST"], v["CANDLES_METRICS_PORT"]
+    if not port:
+        return None
+    metrics = CandleMetrics(status)
+    try:
+        server = serve_http(metrics.registry, metrics.healthy, host, port)
+    except OSError as exc:
+        raise ConfigError(f"CANDLES_METRICS_PORT={port}: cannot listen on {host}:{port} ({exc})") from None
+    Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def _refusal(processor: CandleProcessor, err: KafkaError | None) -> KafkaAccessError | None:
+    """The refusal (credentials, TLS, a missing ACL) an error of the processor's Kafka calls is, if any."""
+    if err is None:
+        return None
+    group = processor.v["CANDLES_GROUP"]
+    return refusal_of(
+        err,
+        processor.client,
+        topic=processor.ticks_topic,
+        group=group,
+        transactional_id=f"{group}-{processor.instance}",
+    )
 
 
 def serve(settings: CandlesSettings) -> int:
-    """Run the processor until SIGTERM/SIGINT, then commit what is pending and exit 0. A signal while it
-    starts ends it at once; a refusal of its first transactional call is named (exit 2)."""
+    """Run the processor until SIGTERM/SIGINT, then commit what is pending and exit 0; exit 3 when it
+    keeps failing (one log line, for the restart policy). A signal while it starts ends it at once; Kafka
+    refusing it (credentials, an ACL) before it runs is named (exit 2), after that it exits 3."""
     stop = Event()
     processor = CandleProcessor(settings)
 
@@ -482,17 +702,24 @@ def serve(settings: CandlesSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    server = _metrics_server(processor.v, processor.status)
     try:
         processor.run(stop)
-    except KafkaException as exc:  # from the first call that uses the group or the transactional id
-        refusal = refusal_of(
-            exc,
-            processor.client,
-            topic=settings.kafka_topic_ticks,
-            group=settings.candles_group,
-            transactional_id=f"{settings.candles_group}-{processor.instance}",
-        )
-        if refusal is None:
-            raise
-        raise refusal from None
+    except (ProcessorFailed, KafkaException) as exc:
+        err = exc.error if isinstance(exc, ProcessorFailed) else kafka_error(exc)
+        refusal = _refusal(processor, err)
+        if refusal is not None and not processor.started:
+            raise refusal from None
+        if refusal is not None:
+            shown = str(refusal)
+        elif isinstance(exc, KafkaException) and err is not None:
+            shown = f"Kafka: {describe(err)}"
+        else:
+            shown = str(exc)
+        log.critical("%s; exiting so that the process is restarted", shown)
+        return EXIT_FAILED
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
     return 0

@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 
 import fastavro
 
-from connector.errors import ConfigError, SerializationError
+from connector.errors import ConfigError, RegistryError, SerializationError
 from connector.gaps import Gap, gap_dict
 from connector.kite import OrderUpdate, Tick
 from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single_object_frame, split_frame
@@ -139,6 +139,8 @@ class AvroReader:
     Writer schemas are known by fingerprint (current and ``schemas/history``) or fetched from the
     registry by id; values are resolved to the current schema of the same record, so old data reads too.
     ``registry`` is the registry's URL or the ``Registry`` settings' ``client_config()`` (authentication).
+    A record is bad (:class:`SerializationError`) if its schema id is unknown to the registry; a registry
+    that does not answer, or refuses us, is not the record's fault (:class:`RegistryError`).
     """
 
     def __init__(self, registry: str | Mapping[str, Any] | None = None, registry_client: Any = None) -> None:
@@ -163,9 +165,12 @@ class AvroReader:
                 raise SerializationError(f"schema id {ref} needs a registry: set SCHEMA_REGISTRY_URL")
             try:
                 text = self._registry.get_schema(ref).schema_str
-            except Exception as exc:  # whatever the registry call met (HTTP 401, 404, no answer): this record
-                raise SerializationError(
-                    f"schema id {ref}: the Schema Registry did not give it ({exc})"
+            except Exception as exc:  # the registry client's HTTP and transport errors
+                if getattr(exc, "http_status_code", None) == 404:  # an id it never gave: a bad record
+                    raise SerializationError(f"schema id {ref} is not in the Schema Registry") from exc
+                raise RegistryError(  # not the record's fault (down, refusing our credentials)
+                    f"the Schema Registry did not give schema id {ref} ({type(exc).__name__}: {exc}): is it "
+                    "up, and are SCHEMA_REGISTRY_URL and its credentials those the connector writes with?"
                 ) from exc
             self._by_id[ref] = parse_schema_text(text)
         return self._by_id[ref]

@@ -1,12 +1,15 @@
-"""Faults injected at a real seam: a real librdkafka producer that fails once, as a fatal error would."""
+"""Faults injected at a real seam: a real librdkafka producer that fails once, as a fatal error would, or
+that pauses the real broker's container just before one of its transactional calls."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-__all__ = ["producer_failing_at"]
+__all__ = ["producer_failing_at", "producer_pausing_broker"]
 
 
 def producer_failing_at(call: int) -> type[Producer]:
@@ -22,3 +25,36 @@ def producer_failing_at(call: int) -> type[Producer]:
             super().produce(*args, **kwargs)
 
     return FailingOnce
+
+
+def producer_pausing_broker(
+    container: str, call: str, nth: int, seconds: float
+) -> tuple[type[Producer], threading.Event]:
+    """A Producer class that ``docker pause``s the broker ``container`` for ``seconds`` just before its
+    ``nth`` ``call`` (commit_transaction or abort_transaction), which then meets a broker that does not
+    answer; and an event set once the pause started."""
+    paused = threading.Event()
+
+    class Pausing(Producer):
+        calls = 0
+
+        def _maybe_pause(self, name: str) -> None:
+            if name != call:
+                return
+            Pausing.calls += 1
+            if Pausing.calls == nth:
+                subprocess.run(["docker", "pause", container], check=True)
+                unpause = ["docker", "unpause", container]
+                timer = threading.Timer(seconds, subprocess.run, (unpause,), {"capture_output": True})
+                timer.start()
+                paused.set()
+
+        def commit_transaction(self, *args: Any) -> None:
+            self._maybe_pause("commit_transaction")
+            super().commit_transaction(*args)
+
+        def abort_transaction(self, *args: Any) -> None:
+            self._maybe_pause("abort_transaction")
+            super().abort_transaction(*args)
+
+    return Pausing, paused

@@ -1,6 +1,9 @@
 """``kite-connector candles`` against a real broker: bars equal a reference computed from the ticks topic,
 every bar and late tick is committed exactly once, also when the processor is SIGKILLed again and again,
-and when two instances share the partitions and rebalance."""
+and when two instances share the partitions and rebalance. It refuses to run blind (at start, and when a
+whole window of ticks is undecodable), and each transactional call meets the faults librdkafka documents:
+a paused broker mid-commit and mid-abort, a restart that meets its predecessor's open transaction, fencing.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Event
 from typing import Any
 
 import pytest
@@ -23,9 +29,16 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from connector.candles import CandleProcessor, _processor
+from connector.candles._status import ProcessorFailed
+from connector.config import CandlesSettings
 from connector.errors import SerializationError
 from connector.kite import Mode, Tick
 from connector.serde import AvroReader, build_serializers
+from connector.serde._framing import confluent_frame
+from tests.harness import free_port
+from tests.integration.faults import producer_pausing_broker
+from tests.integration.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -75,6 +88,7 @@ class Env:
     dlq: str
     group: str
     logs: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)  # killed at teardown if still up
 
     def settings(self, instance: str, **extra: str) -> dict[str, str]:
         return {
@@ -94,18 +108,21 @@ class Env:
             "CANDLES_SESSION_TIMEOUT_MS": "6000",
             "CANDLES_TRANSACTION_TIMEOUT_MS": "5000",
             "KAFKA_TOPIC_PARTITIONS": "2",
+            "CANDLES_METRICS_PORT": "0",
             "LOG_FORMAT": "text",
             **extra,
         }
 
     def start(self, instance: str, **extra: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"candles-{instance}.log").open("ab")
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "connector.cli", "candles"],
             env={**os.environ, **self.settings(instance, **extra)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        self.procs.append(proc)
+        return proc
 
 
 @pytest.fixture
@@ -116,6 +133,10 @@ def env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Env]:
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(e.ticks, PARTITIONS, 1)])[e.ticks].result(30)
     yield e
+    for proc in e.procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     for log in tmp_path.glob("candles-*.log"):
         print(f"--- {log.name} (tail)\n" + "\n".join(log.read_text().splitlines()[-15:]))
 
@@ -324,10 +345,10 @@ def _resumed(env: Env, name: str) -> list[str]:
     return [line.split("resuming ", 1)[1] for line in text.splitlines() if "resuming " in line]
 
 
-def _start_and_wait(env: Env, name: str) -> subprocess.Popen[bytes]:
+def _start_and_wait(env: Env, name: str, **extra: str) -> subprocess.Popen[bytes]:
     """Starts ``name`` and waits until it reads ticks (logged after its state is restored)."""
     before = len(_resumed(env, name))
-    proc = env.start(name)
+    proc = env.start(name, **extra)
     deadline = time.monotonic() + 30
     while len(_resumed(env, name)) <= before:
         assert proc.poll() is None, f"candles {name} exited with {proc.returncode}"
@@ -390,3 +411,203 @@ def test_two_instances_rebalance_and_sigkill(env: Env) -> None:
         assert procs["a"].wait(30) == 0
     assert any(r.count("@") < PARTITIONS for r in _resumed(env, "a")), "a shared the partitions with b"
     print(f"{_check_exactly_once(env)} bars")
+
+
+# Refusing to run blind, and the transactional calls under the faults librdkafka documents.
+
+
+def _confluent_framed(count: int) -> list[tuple[int, bytes]]:
+    """Ticks in the Confluent wire format (schema id 1), as a connector with a registry writes them."""
+    return [(token, confluent_frame(1) + value[10:]) for token, value in _stream(count, seed=9)]
+
+
+def _produce(env: Env, records: list[tuple[int, bytes]], topic: str | None = None) -> None:
+    producer = Producer({"bootstrap.servers": env.bootstrap})
+    for token, value in records:
+        producer.produce(topic or env.ticks, value, str(token).encode())
+    assert producer.flush(30) == 0
+
+
+def _log(env: Env, name: str) -> str:
+    return (env.logs / f"candles-{name}.log").read_text()
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric(port: int, sample: str) -> float:
+    for line in _get(port, "/metrics")[1].splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_confluent_framed_ticks_topic_without_a_registry_stops_the_start(env: Env) -> None:
+    _produce(env, _confluent_framed(20))
+    proc = env.start("solo")  # no SCHEMA_REGISTRY_URL
+    assert proc.wait(60) == 2
+    log = _log(env, "solo")
+    named = [line for line in log.splitlines() if "SCHEMA_REGISTRY_URL" in line]
+    assert len(named) == 1 and named[0].startswith("kite-connector: ticks topic"), log
+    assert "Traceback" not in log
+
+
+def test_a_blind_stream_is_reported_then_ends_the_process(env: Env) -> None:
+    port = free_port()
+    proc = _start_and_wait(
+        env, "solo", CANDLES_BLIND_SECONDS="2", CANDLES_BLIND_EXIT_SECONDS="3", CANDLES_METRICS_PORT=str(port)
+    )
+    assert _get(port, "/healthz") == (200, "ok")
+    records = _confluent_framed(200)
+
+    def send() -> None:  # 20 small batches: undecodable ticks keep coming for a few seconds
+        for i in range(0, len(records), 10):
+            _produce(env, records[i : i + 10])
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    wait_until(lambda: _get(port, "/healthz")[0] == 503, 30, "/healthz to report blindness")
+    code, reason = _get(port, "/healthz")
+    assert code == 503 and reason.startswith("blind: none of the last") and "SCHEMA_REGISTRY_URL" in reason
+    assert _metric(port, "candles_undecodable_window") == 1
+    sender.join(30)
+    assert proc.wait(30) == 3
+    log = _log(env, "solo")
+    assert len([line for line in log.splitlines() if " CRITICAL " in line and "blind" in line]) == 1
+    assert "Traceback" not in log
+
+
+def test_a_restart_right_after_sigkill_retries_init_transactions(env: Env) -> None:
+    """The killed instance leaves a transaction open; its successor's init_transactions meets it while the
+    coordinator aborts it (CONCURRENT_TRANSACTIONS, retriable), retries, and goes on exactly once."""
+    stream = _stream(4000, seed=4)
+    sender = _send(env, stream, 8)
+    port = free_port()
+    # Long cycles: a kill lands in a transaction that has written bars, so the coordinator holds it open.
+    slow = {"CANDLES_COMMIT_INTERVAL_MS": "3000", "CANDLES_TRANSACTION_TIMEOUT_MS": "10000"}
+    proc = _start_and_wait(env, "solo", **slow)
+    for _ in range(5):
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        seen = len(_log(env, "solo"))
+        proc = _start_and_wait(env, "solo", CANDLES_METRICS_PORT=str(port), **slow)
+        if "retrying: CONCURRENT_TRANSACTIONS" in _log(env, "solo")[seen:]:
+            break
+    else:
+        pytest.fail("no restart met its predecessor's open transaction")
+    try:
+        assert _metric(port, 'candles_transaction_retries_total{call="init_transactions"}') >= 1
+        sender.join(60)
+        _wait_caught_up(env, len(stream))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    _check_exactly_once(env)
+
+
+@pytest.fixture
+def broker(kafka_container: tuple[str, str | None]) -> Iterator[str]:
+    """The broker's container, to pause; unpaused whatever the test did."""
+    _, container = kafka_container
+    if container is None:
+        pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an outside broker: it cannot be paused")
+    yield container
+    subprocess.run(["docker", "unpause", container], capture_output=True)
+
+
+# The transaction timeout outlives the pause (the broker does not abort the transaction meanwhile); each call
+# gives up after half of it and is retried. Sessions outlive the pause too.
+PAUSE, PAUSED_SETTINGS = (
+    7.0,
+    {"CANDLES_TRANSACTION_TIMEOUT_MS": "10000", "CANDLES_SESSION_TIMEOUT_MS": "30000"},
+)
+
+
+def _run_in_thread(
+    env: Env, **extra: str
+) -> tuple[CandleProcessor, Event, threading.Thread, list[BaseException]]:
+    """The processor in this process (so that a test can replace its Producer class), in a thread."""
+    processor = CandleProcessor(CandlesSettings.load(environ=env.settings("solo", **extra)))
+    stop, failures = Event(), []
+
+    def run() -> None:
+        try:
+            processor.run(stop)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return processor, stop, thread, failures
+
+
+def test_a_broker_paused_in_the_middle_of_a_commit_is_retried(
+    env: Env, broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pausing, paused = producer_pausing_broker(broker, "commit_transaction", 5, PAUSE)
+    monkeypatch.setattr(_processor, "Producer", pausing)
+    stream = _stream(6000, seed=6)
+    sender = _send(env, stream, 10)
+    processor, stop, thread, failures = _run_in_thread(env, **PAUSED_SETTINGS)
+    try:
+        sender.join(60)
+        _wait_caught_up(env, len(stream))
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not failures, failures
+    assert paused.is_set()
+    counts = processor.counts
+    assert counts.retries["commit_transaction"] >= 1 and counts.aborts == 0, counts
+    _check_exactly_once(env)
+
+
+def test_an_abort_meeting_a_paused_broker_is_retried_and_endless_aborts_end_the_run(
+    env: Env, broker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead-letter topic that refuses anything over 2 KB makes every transaction holding the dead letter of
+    one 5 KB undecodable tick abortable: the first abort meets a paused broker and is retried; the rewind
+    reads the tick again, and the aborts repeat until CANDLES_TRANSACTION_RETRY_SECONDS ends the run."""
+    admin = AdminClient({"bootstrap.servers": env.bootstrap})
+    admin.create_topics([NewTopic(env.dlq, 1, 1, config={"max.message.bytes": "2000"})])[env.dlq].result(30)
+    pausing, paused = producer_pausing_broker(broker, "abort_transaction", 1, PAUSE)
+    monkeypatch.setattr(_processor, "Producer", pausing)
+    _produce(env, _stream(500, seed=8))
+    _produce(env, [(1, b"junk" + os.urandom(5000))])  # incompressible: lz4 does not shrink it under 2 KB
+    processor, stop, thread, failures = _run_in_thread(
+        env, CANDLES_TRANSACTION_RETRY_SECONDS="12", **PAUSED_SETTINGS
+    )
+    thread.join(90)
+    stop.set()
+    assert not thread.is_alive()
+    assert paused.is_set()
+    assert len(failures) == 1 and isinstance(failures[0], ProcessorFailed), failures
+    assert "transactions kept aborting" in str(failures[0])
+    counts = processor.counts
+    assert counts.retries["abort_transaction"] >= 1 and counts.aborts >= 2, counts
+
+
+def test_a_fenced_processor_exits_3_in_one_line_and_its_successor_loses_nothing(env: Env) -> None:
+    stream = _stream(4000, seed=10)
+    _produce(env, stream[:2000])
+    proc = _start_and_wait(env, "solo")
+    rival = Producer({"bootstrap.servers": env.bootstrap, "transactional.id": f"{env.group}-solo"})
+    rival.init_transactions(30)  # a newer instance with the same transactional id: the running one is fenced
+    sender = _send(env, stream[2000:], 4)  # ticks to read: its next transaction meets the fence
+    assert proc.wait(30) == 3
+    log = _log(env, "solo")
+    critical = [line for line in log.splitlines() if " CRITICAL " in line]
+    assert len(critical) == 1 and "fatal Kafka error _FENCED" in critical[0], critical
+    assert "Traceback" not in log
+    proc = _start_and_wait(env, "solo")
+    sender.join(60)
+    _wait_caught_up(env, len(stream))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    _check_exactly_once(env)

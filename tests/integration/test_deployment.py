@@ -1,4 +1,6 @@
-"""Deployment: the whole docker-compose file, and the consume CLI against a real broker."""
+"""Deployment: the whole docker-compose file, every service judged by its output (ticks and order updates
+in Kafka, Confluent-framed through the registry, printed by the consumer, counted into bars by the candle
+processor), and the consume CLI against a real broker."""
 
 from __future__ import annotations
 
@@ -11,20 +13,21 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 import yaml
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from connector.config import ConsumeSettings
 from connector.consume import LiveView, consume
 from connector.kite import encode_message, parse_binary
-from connector.serde import build_serializers
+from connector.serde import AvroReader, build_serializers
 from tests.conftest import fixture_packet
 from tests.harness import (
     DEFAULT_ALERTMANAGER_IMAGE,
@@ -42,6 +45,7 @@ from tests.integration.helpers import Record, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+BAR_INTERVALS = {"5s": 5_000, "1m": 60_000}
 SILENT_SECONDS = 5  # the monitoring test's KiteFeedSilent threshold
 
 
@@ -82,6 +86,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "KITE_REGISTRY_IMAGE", DEFAULT_REGISTRY_IMAGE, LOCAL_REGISTRY_IMAGE
         ),
         "SIM_RATE": "20",
+        "CANDLES_INTERVALS": ",".join(BAR_INTERVALS),  # 5 s bars close while the other checks run
         "SIM_ORDER_RATE": "2",
         "KITE_RECONNECT_MAX_DELAY": "2",
         # the profile `monitoring`, with the drill configuration of test_monitoring_profile_...
@@ -105,7 +110,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert up.returncode == 0, up.stderr[-3000:]
         yield stack
     finally:
-        print(stack.run("logs", "--tail=30", "connector").stdout[-4000:])
+        print(stack.run("logs", "--tail=30", "connector", "candles").stdout[-6000:])
         stack.run("--profile", "monitoring", "down", "-v", "--remove-orphans")
 
 
@@ -145,14 +150,28 @@ def test_compose_up_streams_ticks_and_order_updates_to_the_host(compose_stack: S
     _assert_confluent_framed(bootstrap, registry)
 
     # The compose consumer (`kite-connector consume`) reads the same topics through the registry.
-    def consumer_printed_ticks() -> bool:
-        return '"type": "Tick"' in compose_stack.run("logs", "--tail=5", "consumer").stdout
-
-    wait_until(consumer_printed_ticks, 60, "consume output")
+    wait_until(
+        lambda: _printed_ticks(compose_stack) >= 8, 60, "the consumer to print ticks of every instrument"
+    )
     metrics = urllib.request.urlopen(
         f"http://127.0.0.1:{compose_stack.env['METRICS_HOST_PORT']}/metrics"
     ).read()
     assert b"records_delivered_total" in metrics
+
+
+def _printed_ticks(stack: Stack) -> int:
+    """How many instruments the compose consumer printed ticks of, in its latest output (JSON lines)."""
+    tokens = set()
+    for line in stack.run(
+        "logs", "--no-color", "--no-log-prefix", "--tail=200", "consumer"
+    ).stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("topic") == "kite.ticks" and record.get("type") == "Tick":
+            tokens.add(record["value"]["instrument_token"])
+    return len(tokens)
 
 
 def _assert_confluent_framed(bootstrap: str, registry: str) -> None:
@@ -221,6 +240,85 @@ def test_a_connector_that_keeps_failing_exits_3_and_compose_brings_it_back(compo
     assert logs.count("injected: produce_ticks is broken") >= 3
     assert "exiting so that the process is restarted" in logs
     assert _metric(port, "connection_failures_total") == 0, "the new process has not failed"
+
+
+def _read_to_end(bootstrap: str, topic: str) -> list[Message]:
+    """The committed records of ``topic`` from its start until each partition reported its end once (the
+    stream goes on meanwhile)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"end-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})  # fmt: skip
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        pending, out = set(partitions), []
+        deadline = time.monotonic() + 120
+        while pending:
+            assert time.monotonic() < deadline, f"{topic}: partitions {pending} never reached their end"
+            for msg in consumer.consume(1000, 1.0):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise AssertionError(f"{topic}: {err}")
+        return out
+    finally:
+        consumer.close()
+
+
+def test_compose_candles_writes_bars_that_count_the_ticks(compose_stack: Stack) -> None:
+    """Every bar holds exactly the ticks of its instrument and interval in kite.ticks, less those that came
+    after it closed (copied to kite.candles.late); no tick was dead-lettered by the candle processor."""
+    bootstrap = f"127.0.0.1:{compose_stack.env['KAFKA_HOST_PORT']}"
+    registry = f"http://127.0.0.1:{compose_stack.env['REGISTRY_HOST_PORT']}{REGISTRY_API}"
+    port = compose_stack.run("port", "candles", "9101").stdout.strip().rsplit(":", 1)[-1]
+    wait_until(lambda: _healthy(port), 120, "the candle processor to be healthy")
+    # Bars first: every tick of a closed bar is in kite.ticks before the bar is written.
+    bars: dict[str, list[dict[str, Any]]] = {}
+
+    def bars_written() -> bool:
+        for label in BAR_INTERVALS:
+            bars[label] = [
+                bar for _, bar in _decoded(_read_to_end(bootstrap, f"kite.candles.{label}"), registry)
+            ]
+        return len(_tokens_of(bars["5s"])) == 8 and bool(bars["1m"])
+
+    started = time.monotonic()
+    wait_until(bars_written, 90, "5 s bars of every instrument and a first 1m bar")
+    print(f"\n[compose] bars after {time.monotonic() - started:.0f} s more")
+    ticks = [tick for _, tick in _decoded(_read_to_end(bootstrap, "kite.ticks"), registry)]
+    late = _read_to_end(bootstrap, "kite.candles.late")
+    for label, ms in BAR_INTERVALS.items():
+        want: Counter[tuple[int, int]] = Counter(_bucket(tick, ms) for tick in ticks)
+        for msg in late:
+            late_for = dict(msg.headers() or [])["candles.late_for"]
+            if isinstance(late_for, bytes) and label in late_for.decode().split(","):
+                want[_bucket(AvroReader(registry).read(msg.value() or b"")[1], ms)] -= 1
+        got = {(bar["instrument_token"], round(bar["start"].timestamp() * 1000)): bar for bar in bars[label]}
+        assert len(got) == len(bars[label]), f"{label}: every bar once"
+        wrong = {key: (bar["ticks"], want[key]) for key, bar in got.items() if bar["ticks"] != want[key]}
+        assert not wrong, f"{label} bars: ticks in the bar vs in kite.ticks, by (instrument, start): {wrong}"
+    letters = _decoded(_read_to_end(bootstrap, "kite.dead_letters"), registry)
+    assert not [letter for _, letter in letters if letter["source"] == "candles"]
+    assert _metric(port, 'candles_bars_written_total{interval="5s"}') > 0
+    assert _metric(port, "candles_undecodable_window") == 0
+
+
+def _tokens_of(values: list[dict[str, Any]]) -> set[int]:
+    return {v["instrument_token"] for v in values}
+
+
+def _decoded(messages: list[Message], registry: str) -> list[tuple[str, dict[str, Any]]]:
+    reader = AvroReader(registry)
+    return [reader.read(msg.value() or b"") for msg in messages]
+
+
+def _bucket(tick: dict[str, Any], ms: int) -> tuple[int, int]:
+    """(instrument, start of the bar of ``ms`` holding the tick's event time, as the candles see it; for
+    intervals of whole minutes or less the IST alignment is the UTC one)."""
+    stamp = tick["exchange_timestamp"] or tick["received_at"]
+    return tick["instrument_token"], round(stamp.timestamp() * 1000) // ms * ms
 
 
 def _produce_known(bootstrap: str, topic: str) -> None:

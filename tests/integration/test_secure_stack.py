@@ -101,8 +101,9 @@ def test_the_secured_stack_streams_and_the_consumer_prints_ticks(secure_stack: S
     # Kafka's published listener takes SASL_SSL only: a plain client is told so, at once
     with pytest.raises(KafkaAccessError, match="speaks TLS, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT"):
         Cluster({"bootstrap.servers": f"127.0.0.1:{env['KAFKA_HOST_PORT']}"}).metadata(timeout=30)
-    # the candle processor (transactions, its own group and state topic) runs as its own principal too
-    assert " Up " in secure_stack.run("ps", "candles").stdout
+    # the candle processor (transactions, its own group and state topic) runs as its own principal too:
+    # its /healthz (the compose healthcheck) answers 200 once it reads its partitions
+    wait_until(lambda: "(healthy)" in secure_stack.run("ps", "candles").stdout, 60, "candles to be healthy")
     # a reader with the wrong registry password stops at start, saying so
     wrong = secure_stack.run(
         "run", "--rm", "--no-deps",

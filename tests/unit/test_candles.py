@@ -1,11 +1,16 @@
-"""The candle core against a plain reference: same bars, same late ticks, and checkpoints change nothing."""
+"""The candle core against a plain reference: same bars, same late ticks, and checkpoints change nothing;
+the processor's transaction error handling, blindness, health and metrics."""
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +25,11 @@ from connector.candles._bars import (
     parse_intervals,
 )
 from connector.candles._decode import TickDecoder, facts_of
-from connector.errors import ConfigError, SerializationError
+from connector.candles._metrics import CandleMetrics
+from connector.candles._processor import check_sample
+from connector.candles._status import BlindWatch, Counts, ProcessorFailed, Status
+from connector.candles._txn import AbortRequired, TransactionCalls
+from connector.errors import ConfigError, RegistryError, SerializationError
 from connector.kite import Mode
 from connector.kite import Tick as KiteTick
 from connector.serde import AvroReader, DeadLetter, build_serializers
@@ -262,3 +271,210 @@ def test_the_tick_decoder_takes_the_general_path_for_what_it_does_not_know() -> 
         decoder.decode(build_serializers().dead_letter(DeadLetter(b"x", "e", "ws-binary"), 1))
     with pytest.raises(SerializationError, match="magic"):
         decoder.decode(b"garbage")
+
+
+# The processor's own reporting and error handling, sans I/O.
+
+
+def _kafka(code: int, reason: str, **flags: bool) -> KafkaException:
+    """What librdkafka raises: a KafkaException carrying a KafkaError with the real code and flags."""
+    return KafkaException(KafkaError(code, reason, **flags))
+
+
+class _Script:
+    """A transactional call that raises the given errors in turn, then returns "done"."""
+
+    def __init__(self, *errors: KafkaException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _calls(budget: float = 60.0) -> tuple[TransactionCalls, Status, _Clock]:
+    status, clock = Status(), _Clock()
+    return TransactionCalls(budget, status, sleep=clock.sleep, clock=clock), status, clock
+
+
+TIMED_OUT = (KafkaError._TIMED_OUT, "Timed out waiting for operation to finish, retry call to resume")
+
+
+def test_a_retriable_error_is_retried_with_backoff_and_counted_by_call() -> None:
+    txn, status, clock = _calls()
+    seen: list[str | None] = []
+    call = _Script(
+        _kafka(KafkaError.CONCURRENT_TRANSACTIONS, "Failed to initialize Producer ID", retriable=True),
+        *(_kafka(*TIMED_OUT, retriable=True) for _ in range(6)),
+    )
+
+    def watched() -> str:
+        seen.append(status.retrying)
+        return call()
+
+    assert txn("init_transactions", watched) == "done"
+    assert call.calls == 8
+    assert clock.slept == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    assert status.counts.retries == {"init_transactions": 7}
+    assert seen[1] is not None and "CONCURRENT_TRANSACTIONS" in seen[1]
+    assert status.retrying is None, "cleared once the call succeeds"
+
+
+def test_an_abortable_error_asks_for_an_abort_without_retrying() -> None:
+    txn, status, _ = _calls()
+    call = _Script(_kafka(KafkaError.MSG_SIZE_TOO_LARGE, "Message size too large", txn_requires_abort=True))
+    with pytest.raises(AbortRequired, match="commit_transaction: MSG_SIZE_TOO_LARGE"):
+        txn("commit_transaction", call)
+    assert call.calls == 1 and not status.counts.retries
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        (_kafka(KafkaError._FENCED, "fenced by a newer instance", fatal=True), "fatal Kafka error _FENCED"),
+        (_kafka(KafkaError._STATE, "Operation not valid in state Ready"), "Kafka error _STATE"),
+        (KafkaException("no KafkaError inside"), "Kafka error no KafkaError inside"),
+    ],
+)
+def test_a_fatal_or_unknown_error_ends_the_processor_in_one_line(error: KafkaException, shown: str) -> None:
+    txn, _, _ = _calls()
+    with pytest.raises(ProcessorFailed, match=f"abort_transaction: {shown}") as failed:
+        txn("abort_transaction", _Script(error))
+    assert "\n" not in str(failed.value)
+
+
+def test_retries_end_after_the_budget() -> None:
+    txn, status, clock = _calls(budget=5.0)
+    call = _Script(*(_kafka(*TIMED_OUT, retriable=True) for _ in range(100)))
+    with pytest.raises(
+        ProcessorFailed, match=r"commit_transaction kept failing for 5 s \(_TIMED_OUT"
+    ) as failed:
+        txn("commit_transaction", call)
+    assert "CANDLES_TRANSACTION_RETRY_SECONDS" in str(failed.value)
+    assert sum(clock.slept) == pytest.approx(5.0)
+    assert status.verdict(clock(), 60)[1].startswith("transactions failing: commit_transaction retried for")
+
+
+def test_blindness_needs_a_whole_window_of_undecodable_records() -> None:
+    watch = BlindWatch(seconds=30, min_records=100)
+    for i in range(99):
+        watch.undecodable(float(i), "schema id 1 needs a registry: set SCHEMA_REGISTRY_URL")
+    assert not watch.blind(1000.0), "fewer records than the minimum"
+    watch.undecodable(99.0, "schema id 1 needs a registry: set SCHEMA_REGISTRY_URL")
+    assert watch.blind(30.0) and not watch.blind(29.9)
+    assert watch.reason(30.0).startswith("blind: none of the last 100 ticks read (over 30 s) decoded")
+    watch.decoded()
+    assert not watch.blind(1000.0), "one good tick ends it"
+    never = BlindWatch(seconds=0, min_records=1)
+    never.undecodable(0.0, "x")
+    assert not never.blind(1e9)
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [
+        (Status(running=True), (True, "ok")),
+        (Status(), (False, "not running")),
+        (Status(running=True, blind="blind: ..."), (False, "blind: ...")),
+        (Status(running=True, retrying="commit_transaction retried for 3 s"),
+         (False, "transactions failing: commit_transaction retried for 3 s")),
+        (Status(running=True, aborted="commit_transaction: MSG_SIZE_TOO_LARGE"),
+         (False, "transactions failing: commit_transaction: MSG_SIZE_TOO_LARGE")),
+        (Status(running=True, unassigned_since=1000.0), (True, "ok")),
+        (Status(running=True, unassigned_since=900.0),
+         (False, "no partition of the ticks topic assigned for 100 s")),
+    ],
+)  # fmt: skip
+def test_healthz_says_why(status: Status, verdict: tuple[bool, str]) -> None:
+    assert status.verdict(1000.0, 60) == verdict
+
+
+def test_metrics_export_the_planned_names() -> None:
+    from prometheus_client import generate_latest
+
+    status = Status(running=True, lag_records=12, watermark_lag_seconds=1.5, blind="blind: x")
+    status.counts.ticks = 5
+    status.counts.add(Counts(bars=Counter({"1m": 3, "5m": 1}), late=2, dead_letters=1))
+    status.counts.retries["init_transactions"] += 1
+    text = generate_latest(CandleMetrics(status).registry).decode()
+    for line in [
+        "candles_ticks_read_total 5.0",
+        'candles_bars_written_total{interval="1m"} 3.0',
+        'candles_bars_written_total{interval="5m"} 1.0',
+        "candles_late_ticks_total 2.0",
+        "candles_dead_letters_total 1.0",
+        "candles_commits_total 0.0",
+        "candles_aborts_total 0.0",
+        'candles_transaction_retries_total{call="init_transactions"} 1.0',
+        "candles_undecodable_window 1.0",
+        "candles_consumer_lag_records 12.0",
+        "candles_watermark_lag_seconds 1.5",
+        'thread_up{thread="processor"} 1.0',
+    ]:
+        assert line in text.splitlines(), line
+    assert CandleMetrics(status).healthy() == (False, "blind: x")
+
+
+def _tick_bytes(framing: str) -> bytes:
+    tick = KiteTick(256265, Mode.FULL, True, 100.0, exchange_timestamp_ms=BASE)
+    return (_confluent if framing == "confluent" else build_serializers()).tick(tick, BASE)
+
+
+def test_a_confluent_framed_ticks_topic_without_a_registry_is_refused_at_start() -> None:
+    values = [_tick_bytes("single-object"), _tick_bytes("confluent")]
+    with pytest.raises(ConfigError, match=r"Confluent wire format \(schema id \d+\) and SCHEMA_REGISTRY_URL"):
+        check_sample("kite.ticks", values, TickDecoder(AvroReader()), None)
+    reader = AvroReader(registry_client=_registry)
+    assert check_sample("kite.ticks", values, TickDecoder(reader), "mock://candles-test") == []
+
+
+def test_a_ticks_topic_where_nothing_decodes_is_refused_at_start() -> None:
+    decoder = TickDecoder(AvroReader())
+    with pytest.raises(ConfigError, match="none of the newest 2 records of t decodes as a tick"):
+        check_sample("t", [b"not avro", b"\xc3\x01" + bytes(8)], decoder, None)
+    assert check_sample("t", [], decoder, None) == [], "an empty topic is checked as it fills"
+    errors = check_sample("t", [b"not avro", _tick_bytes("single-object")], decoder, None)
+    assert len(errors) == 1 and "invalid magic byte" in errors[0]
+
+
+def test_a_registry_that_does_not_answer_is_not_a_bad_record() -> None:
+    class Unreachable:
+        def get_schema(self, schema_id: int) -> Any:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    unknown = b"\x00" + (999).to_bytes(4, "big") + b"body"
+    with pytest.raises(SerializationError, match="schema id 999 is not in the Schema Registry"):
+        TickDecoder(AvroReader(registry_client=_registry)).decode(unknown)
+    with pytest.raises(
+        RegistryError, match=r"did not give schema id 999 \(ConnectionRefusedError: .*Connection refused"
+    ):
+        TickDecoder(AvroReader(registry_client=Unreachable())).decode(unknown)
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cluster.yml"])
+def test_every_compose_service_that_touches_the_topics_takes_the_framing_from_one_place(name: str) -> None:
+    """The candle service once ran without the registry the connector wrote through (issue 20)."""
+    text = (Path(__file__).resolve().parents[2] / name).read_text()
+    for variable in ("KAFKA_FRAMING", "SCHEMA_REGISTRY_URL"):
+        keys = re.findall(rf"^ +{variable}:", text, re.MULTILINE)
+        assert len(keys) == 1, f"{name}: {variable} is set once, in x-registry-env"
+    services = re.split(r"\n  (\S+):\n", text.split("\nservices:\n", 1)[1])
+    blocks = dict(zip(services[1::2], services[2::2], strict=True))
+    for service in ("connector", "candles", "consumer"):
+        assert "<<: *registry-env" in blocks[service], f"{name}: {service} lacks <<: *registry-env"
