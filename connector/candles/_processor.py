@@ -223,7 +223,7 @@ class CandleProcessor:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self.status.running = True
+            self.started = self.status.running = True
             self._loop(stop)
             self._commit()
         except BaseException:
