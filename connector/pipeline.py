@@ -12,8 +12,16 @@ from connector.gaps import Gap, GapWatch
 from connector.kite import KiteError, KiteMessage, Tick, exchanges_of, packet_ids, parse_binary, parse_text
 from connector.logs import sample
 from connector.orders import ORIGIN_WEBSOCKET, OrderDesk, OrderRecord, Taken
-from connector.serde import DeadLetter, Serializers, record_key, record_timestamp, transcode
-from connector.serde._transcode import Transcoder
+from connector.serde import (
+    DeadLetter,
+    NamedTranscoded,
+    Serializers,
+    Transcoded,
+    Transcoder,
+    record_key,
+    record_timestamp,
+    transcode,
+)
 from connector.sink import KafkaSink
 from connector.stats import ConnectionStats, ShardStats
 
@@ -26,7 +34,8 @@ TickCallback = Callable[[list[Tick]], None]
 class Pipeline:
     """Handles the messages of one shard, from each of its lines (the caller serialises the calls).
 
-    With an ``arbiter`` (several lines), a tick another line delivered first is dropped. Undecodable
+    With an ``arbiter`` (several lines), a tick another line delivered first is dropped; with
+    ``tick_ids``, the sink is handed each tick with its id (an HA set names ticks by it). Undecodable
     input, and records Kafka cannot take for their size, become dead letters (raw bytes kept, cut to
     ``dead_letter_max_bytes``). Anything else that raises is the listener's supervisor's to handle. Order
     updates go to ``orders`` (the desk shared by every shard); the pipeline stages what the desk makes of
@@ -49,10 +58,12 @@ class Pipeline:
         subscribed: set[int] | None = None,
         arbiter: Arbiter | None = None,
         gaps: GapWatch | None = None,
+        tick_ids: bool = False,
     ) -> None:
         self.serializers, self.sink, self.stats = serializers, sink, stats
         self.orders, self.reconciled = orders, reconciled
         self.arbiter, self.gaps = arbiter, gaps
+        self.tick_ids = tick_ids
         self._staged: list[OrderRecord] = []  # order updates taken since the last service()
         # A Kafka timestamp this far from receipt (a wild exchange time in junk that decodes) would make the
         # broker refuse the record and its whole batch: such ticks get the receive time.
@@ -111,42 +122,34 @@ class Pipeline:
             line.messages["heartbeat"] += 1
             return
         line.messages["binary"] += 1
-        sink = self.sink
+        sink, transcode = self.sink, self._transcode
         # The native path takes bytes only (an embedding caller may hand over another buffer).
         if (
-            self._transcode is not None
-            and self.arbiter is None
+            transcode is not None
             and self.on_ticks is None
             and sink is not None
             and type(data) is bytes
+            and self._transcoded(transcode, data, received_ms, received, line, sink)
         ):
-            done = self._transcode(
-                data, received_ms, self._tick_prefix, self.timestamp_window_ms, self.subscribed
-            )
-            if done is not None:  # a well-formed message, encoded in one native call
-                records, ltp, quote, full, segments = done
-                counts = line.ticks
-                for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
-                    if count:
-                        counts[mode] += count
-                line.ticks_won += len(records)
-                self._fresh(line, segments)
-                sink.produce_ticks(records, received)
-                return
+            return
         ticks, errors = parse_binary(data)
         if errors:  # one letter per message: it carries the whole message, however many faults it has
             first, more = errors[0], len(errors) - 1
             reason = f"{first.reason} (and {more} more faults)" if more else first.reason
             self._dead_letter(DeadLetter(data, reason, "ws-binary", first.offset), received_ms)
         line.ticks.update(tick.mode.value for tick in ticks)
-        if self.arbiter is not None:
-            ticks = self._arbitrate(self.arbiter, data, ticks, received_ms)
+        named = self._named(data, ticks)
+        if self.arbiter is not None and named is not None:
+            wins = self.arbiter.first
+            named = [(t, i) for t, i in named if wins(t.instrument_token, i, received_ms)]
+            ticks = [t for t, _ in named]
         subscribed = self.subscribed
         if subscribed is not None and any(t.instrument_token not in subscribed for t in ticks):
             strays = sorted({t.instrument_token for t in ticks} - subscribed)
             reason = f"ticks for tokens this connection never subscribed: {strays[:10]}"
             self._dead_letter(DeadLetter(data, reason, "ws-binary"), received_ms)
             ticks = [t for t in ticks if t.instrument_token in subscribed]
+            named = None if named is None else [(t, i) for t, i in named if t.instrument_token in subscribed]
         if not ticks:
             return
         line.ticks_won += len(ticks)
@@ -164,16 +167,59 @@ class Pipeline:
         except SerializationError as exc:
             self._dead_letter(DeadLetter(data, str(exc), "serializer"), received_ms)
             return
-        sink.produce_ticks(batch, received)
+        if self.tick_ids and named is not None:
+            sink.produce_named_ticks([(*r, i) for r, (_, i) in zip(batch, named, strict=True)], received)
+        else:
+            sink.produce_ticks(batch, received)
 
-    @staticmethod
-    def _arbitrate(arbiter: Arbiter, data: bytes, ticks: list[Tick], received_ms: int) -> list[Tick]:
-        """The ticks no other line delivered first (all of them when the message has faulty packets)."""
+    def _transcoded(
+        self,
+        transcode: Transcoder,
+        data: bytes,
+        received_ms: int,
+        received: float,
+        line: ConnectionStats,
+        sink: KafkaSink,
+    ) -> bool:
+        """The message decoded, arbitrated and encoded in one native call, and produced; False when it is
+        not entirely well formed or has a token never subscribed (the generic path then reports it)."""
+        prefix, window = self._tick_prefix, self.timestamp_window_ms
+        if self.tick_ids:
+            named = transcode(data, received_ms, prefix, window, self.subscribed, self.arbiter, True)
+            if named is None:
+                return False
+            if self._count(line, named):
+                sink.produce_named_ticks(named[0], received)
+            return True
+        done = transcode(data, received_ms, prefix, window, self.subscribed, self.arbiter)
+        if done is None:
+            return False
+        if self._count(line, done):
+            sink.produce_ticks(done[0], received)
+        return True
+
+    def _count(self, line: ConnectionStats, done: Transcoded | NamedTranscoded) -> bool:
+        """A transcoded message's ticks counted for its line; whether any of them won (has a record)."""
+        records, ltp, quote, full, segments = done
+        counts = line.ticks
+        for mode, count in (("ltp", ltp), ("quote", quote), ("full", full)):
+            if count:
+                counts[mode] += count
+        if not records:
+            return False
+        line.ticks_won += len(records)
+        self._fresh(line, segments)
+        return True
+
+    def _named(self, data: bytes, ticks: list[Tick]) -> list[tuple[Tick, int]] | None:
+        """Each tick with its tick id, where lines are arbitrated or the sink names ticks; None when not
+        asked for, or when the message has faulty packets (its ticks are neither arbitrated nor named)."""
+        if self.arbiter is None and not self.tick_ids:
+            return None
         ids = packet_ids(data)
         if ids is None or len(ids) != len(ticks):
-            return ticks
-        first = arbiter.first
-        return [t for t, i in zip(ticks, ids, strict=True) if first(t.instrument_token, i, received_ms)]
+            return None
+        return list(zip(ticks, ids, strict=True))
 
     @staticmethod
     def _fresh(line: ConnectionStats, segments: int) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from connector.arbiter import Arbiter
+from connector.arbiter import new_arbiter
 from connector.config import RunSettings
 from connector.gaps import GapWatch, market_open_during, read_last_received, write_last_received
 from connector.kite import Mode, OrderUpdate
@@ -123,7 +123,7 @@ class Shard:
         self.budget = FailureBudget(runtime.failure_limit, s.connection_failure_window_seconds)
         self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
         self.subscribed = set(subscriptions)  # every token ever subscribed here (the listeners add to it)
-        self.arbiter = Arbiter() if len(lines) > 1 else None
+        self.arbiter = new_arbiter() if len(lines) > 1 else None
         tokens = lambda: sorted(self.subscribed)  # noqa: E731 - read when a gap ends, as it is then
         self.gaps = GapWatch(
             index,

@@ -29,12 +29,25 @@ static inline uint32_t kite_be32(const unsigned char *p) {
 
 static inline uint32_t kite_be16(const unsigned char *p) { return ((uint32_t)p[0] << 8) | (uint32_t)p[1]; }
 
+/* The instrument token of a packet: every kind starts with it (_layout.py; test_layout.py checks). */
+static inline uint32_t kite_token(const unsigned char *p) { return kite_be32(p); }
+
 /* The KITE_PACKET_ kind of a packet of len bytes, or -1 when no kind has that length. */
 static inline int kite_packet_kind(Py_ssize_t len) {
     switch (len) {
 #define KITE_KIND_CASE(K, length, mode) case length: return KITE_PACKET_##K;
     KITE_PACKETS(KITE_KIND_CASE)
 #undef KITE_KIND_CASE
+    default: return -1;
+    }
+}
+
+/* The KITE_MODE_ of a packet kind. */
+static inline int kite_kind_mode(int kind) {
+    switch (kind) {
+#define KITE_MODE_CASE(K, length, mode) case KITE_PACKET_##K: return mode;
+    KITE_PACKETS(KITE_MODE_CASE)
+#undef KITE_MODE_CASE
     default: return -1;
     }
 }
@@ -72,7 +85,7 @@ static inline int kite_next_packet(const unsigned char *d, Py_ssize_t size, Py_s
  * mode, tradable, and where the close is carried, net_change and change_percent. */
 static inline void kite_read(const unsigned char *p, int kind, kite_tick *t) {
     *t = (kite_tick){0}; /* slots the packet lacks are never read, but a compiler cannot know it */
-    t->segment = (int)(kite_be32(p) & 0xFF);
+    t->segment = (int)(kite_token(p) & 0xFF);
     t->seg = &KITE_SEGMENTS[t->segment];
     t->present = KITE_BIT(MODE) | KITE_BIT(TRADABLE);
     t->i[KITE_F_TRADABLE] = t->seg->tradable;

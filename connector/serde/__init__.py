@@ -20,7 +20,9 @@ from connector.serde._serializers import (
 )
 from connector.serde._tick import encode_tick
 from connector.serde._transcode import (
+    NamedTranscoded,
     Transcoded,
+    Transcoder,
     native_transcode,
     record_key,
     record_timestamp,
@@ -38,9 +40,11 @@ __all__ = [
     "AvroSchema",
     "DeadLetter",
     "Frame",
+    "NamedTranscoded",
     "Serializer",
     "Serializers",
     "Transcoded",
+    "Transcoder",
     "build_serializers",
     "check_registry",
     "dead_letter_dict",

@@ -5,11 +5,16 @@
  * (read by connector/kite/_packet.h, no Tick built). The field order comes from the layout generated into
  * connector/kite/_layout.h. Built at install time when a C compiler is present; Python is used otherwise.
  * Binary messages and prefixes must be `bytes`, whose content cannot change while they are read.
+ *
+ * It also holds the line arbiter in C (Arbiter: connector/arbiter.py's ArbiterPy, the reference), so that
+ * transcode can arbitrate each packet by its tick id (connector/kite/_ids.h) before encoding it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
+#include "../kite/_ids.h"
 #include "../kite/_packet.h"
 
 /* CPython requires IEEE 754 doubles; Avro writes them little-endian. */
@@ -208,6 +213,233 @@ static PyObject *encode_tick(PyObject *self, PyObject *const *args, Py_ssize_t n
     return out;
 }
 
+/* ---- line arbitration: connector/arbiter.py's ArbiterPy in C, decision for decision ---- */
+
+/* The tick ids one instrument's lines delivered, each with when (ms), oldest first: a ring of at most
+ * per_token ids, as ArbiterPy's OrderedDict for the token. */
+typedef struct {
+    uint32_t token;
+    int used;
+    Py_ssize_t head, len, cap;
+    uint32_t *ids;
+    long long *at; /* one allocation holds both arrays */
+} Seen;
+
+typedef struct {
+    PyObject_HEAD
+    long long window_ms;
+    Py_ssize_t per_token;
+    Seen *table; /* by token: open addressing, linear probing */
+    Py_ssize_t size, tokens; /* slots (a power of two, or 0), slots used */
+} Arbiter;
+
+static PyTypeObject ArbiterType;
+
+/* Seen at ms `at`, now more than window ms ago; without overflow for any int64 pair. */
+static inline int expired(long long now, long long at, long long window) {
+    return now > at && (unsigned long long)now - (unsigned long long)at > (unsigned long long)window;
+}
+
+static inline uint32_t mix32(uint32_t h) { /* a token's low byte is its segment: spread every bit */
+    h ^= h >> 16;
+    h *= UINT32_C(0x85EBCA6B);
+    h ^= h >> 13;
+    h *= UINT32_C(0xC2B2AE35);
+    return h ^ (h >> 16);
+}
+
+static int table_grow(Arbiter *a) {
+    Py_ssize_t size = a->size ? 2 * a->size : 64;
+    Seen *table = PyMem_Calloc((size_t)size, sizeof *table);
+    if (!table) { PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < a->size; i++) {
+        if (!a->table[i].used) continue;
+        size_t at = mix32(a->table[i].token) & (size_t)(size - 1);
+        while (table[at].used) at = (at + 1) & (size_t)(size - 1);
+        table[at] = a->table[i];
+    }
+    PyMem_Free(a->table);
+    a->table = table;
+    a->size = size;
+    return 0;
+}
+
+/* The token's ids (an empty ring the first time), or NULL on a memory error. */
+static Seen *seen_of(Arbiter *a, uint32_t token) {
+    if (2 * (a->tokens + 1) > a->size && table_grow(a) < 0) return NULL;
+    size_t mask = (size_t)a->size - 1;
+    for (size_t i = mix32(token) & mask;; i = (i + 1) & mask) {
+        Seen *s = &a->table[i];
+        if (s->used && s->token == token) return s;
+        if (!s->used) {
+            *s = (Seen){.token = token, .used = 1};
+            a->tokens++;
+            return s;
+        }
+    }
+}
+
+/* Slot of the i-th oldest id. */
+static inline Py_ssize_t seen_slot(const Seen *s, Py_ssize_t i) {
+    Py_ssize_t at = s->head + i;
+    return at < s->cap ? at : at - s->cap;
+}
+
+/* Index of id among the n at ids, or -1. Eight compared a step with no branch each: vectorisable. */
+static inline Py_ssize_t find_id(const uint32_t *ids, Py_ssize_t n, uint32_t id) {
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint32_t *p = ids + i;
+        if ((p[0] == id) | (p[1] == id) | (p[2] == id) | (p[3] == id) | (p[4] == id) | (p[5] == id)
+            | (p[6] == id) | (p[7] == id))
+            break;
+    }
+    for (; i < n; i++)
+        if (ids[i] == id) return i;
+    return -1;
+}
+
+/* How old id is among the token's (0: the oldest), or -1. The ring is two runs: from head, then from 0. */
+static Py_ssize_t seen_find(const Seen *s, uint32_t id) {
+    if (!s->len) return -1;
+    Py_ssize_t first = s->cap - s->head < s->len ? s->cap - s->head : s->len;
+    Py_ssize_t i = find_id(s->ids + s->head, first, id);
+    if (i >= 0 || first == s->len) return i;
+    i = find_id(s->ids, s->len - first, id);
+    return i < 0 ? -1 : first + i;
+}
+
+static void seen_remove(Seen *s, Py_ssize_t i) { /* the i-th oldest; the newer ones close up */
+    for (; i + 1 < s->len; i++) {
+        Py_ssize_t to = seen_slot(s, i), from = seen_slot(s, i + 1);
+        s->ids[to] = s->ids[from];
+        s->at[to] = s->at[from];
+    }
+    s->len--;
+}
+
+static void seen_pop_oldest(Seen *s) {
+    s->head = s->head + 1 == s->cap ? 0 : s->head + 1;
+    s->len--;
+}
+
+/* Room for more ids (up to most), the oldest first again. */
+static int seen_grow(Seen *s, Py_ssize_t most) {
+    Py_ssize_t cap = s->cap >= most / 2 ? most : (s->cap ? 2 * s->cap : (most < 8 ? most : 8));
+    long long *at = PyMem_Malloc((size_t)cap * (sizeof *at + sizeof *s->ids));
+    if (!at) { PyErr_NoMemory(); return -1; }
+    uint32_t *ids = (uint32_t *)(at + cap);
+    for (Py_ssize_t i = 0; i < s->len; i++) {
+        Py_ssize_t from = seen_slot(s, i);
+        ids[i] = s->ids[from];
+        at[i] = s->at[from];
+    }
+    PyMem_Free(s->at);
+    s->at = at;
+    s->ids = ids;
+    s->head = 0;
+    s->cap = cap;
+    return 0;
+}
+
+/* ArbiterPy.first: 1 when the tick wins, 0 for a repeat within the window, -1 on a memory error. */
+static int arbiter_first(Arbiter *a, uint32_t token, uint32_t id, long long now) {
+    Seen *s = seen_of(a, token);
+    if (!s) return -1;
+    Py_ssize_t i = seen_find(s, id);
+    if (i >= 0) {
+        if (!expired(now, s->at[seen_slot(s, i)], a->window_ms)) return 0;
+        seen_remove(s, i); /* seen again after the window: it becomes the newest */
+    }
+    if (s->len == a->per_token) seen_pop_oldest(s); /* ArbiterPy pops it right after adding the new id */
+    else if (s->len == s->cap && seen_grow(s, a->per_token) < 0) return -1;
+    Py_ssize_t slot = seen_slot(s, s->len++);
+    s->ids[slot] = id;
+    s->at[slot] = now;
+    while (expired(now, s->at[s->head], a->window_ms)) seen_pop_oldest(s); /* never the new id */
+    return 1;
+}
+
+/* What the line arbiter given to transcode decides: this type's directly, any other's by its first(). */
+static int arbitrate(PyObject *arbiter, uint32_t token, uint32_t id, long long now) {
+    if (Py_IS_TYPE(arbiter, &ArbiterType)) return arbiter_first((Arbiter *)arbiter, token, id, now);
+    PyObject *won = PyObject_CallMethod(arbiter, "first", "kkL", (unsigned long)token, (unsigned long)id, now);
+    if (!won) return -1;
+    int rc = PyObject_IsTrue(won);
+    Py_DECREF(won);
+    return rc;
+}
+
+static int as_u32(PyObject *v, uint32_t *out, const char *what) {
+    long long n;
+    if (as_long(v, &n) < 0) return -1;
+    if (n < 0 || n > (long long)UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "%s must be in 0..2**32-1", what);
+        return -1;
+    }
+    *out = (uint32_t)n;
+    return 0;
+}
+
+static PyObject *Arbiter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"window_ms", "per_token", NULL};
+    long long window = 5000;
+    Py_ssize_t per_token = 256;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Ln:Arbiter", names, &window, &per_token)) return NULL;
+    if (window < 0 || per_token < 1) {
+        PyErr_SetString(PyExc_ValueError, "window_ms must be >= 0 and per_token >= 1");
+        return NULL;
+    }
+    Arbiter *a = (Arbiter *)type->tp_alloc(type, 0);
+    if (!a) return NULL;
+    a->window_ms = window;
+    a->per_token = per_token;
+    return (PyObject *)a;
+}
+
+static void Arbiter_dealloc(PyObject *self) {
+    Arbiter *a = (Arbiter *)self;
+    for (Py_ssize_t i = 0; i < a->size; i++) PyMem_Free(a->table[i].at);
+    PyMem_Free(a->table);
+    Py_TYPE(self)->tp_free(self);
+}
+
+/* first(token, tick_id, now_ms) -> bool */
+static PyObject *Arbiter_first(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    uint32_t token, id;
+    long long now;
+    if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "first(token, tick_id, now_ms)"); return NULL; }
+    if (as_u32(args[0], &token, "token") < 0 || as_u32(args[1], &id, "tick_id") < 0 || as_long(args[2], &now) < 0)
+        return NULL;
+    int won = arbiter_first((Arbiter *)self, token, id, now);
+    return won < 0 ? NULL : PyBool_FromLong(won);
+}
+
+static PyMethodDef Arbiter_methods[] = {
+    {"first", (PyCFunction)(void (*)(void))Arbiter_first, METH_FASTCALL,
+     "True for a tick no line delivered within the window (it wins); False for a repeat."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef Arbiter_members[] = {
+    {"window_ms", T_LONGLONG, offsetof(Arbiter, window_ms), READONLY, NULL},
+    {"per_token", T_PYSSIZET, offsetof(Arbiter, per_token), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject ArbiterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "connector.serde._speedups.Arbiter",
+    .tp_doc = "Line arbitration in C: remembers, per instrument, the tick ids seen in the last window_ms "
+              "(at most per_token); connector.arbiter.ArbiterPy is the reference.",
+    .tp_basicsize = sizeof(Arbiter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Arbiter_new,
+    .tp_dealloc = Arbiter_dealloc,
+    .tp_methods = Arbiter_methods,
+    .tp_members = Arbiter_members,
+};
+
 /* The Kafka timestamp of a tick record: its exchange time when it has a non-zero one within window_ms of
  * the receipt, else the receipt. record_timestamp in connector/serde/_transcode.py is the reference. */
 static long long record_timestamp(const kite_tick *t, long long received, long long window) {
@@ -226,24 +458,63 @@ static PyObject *segment_mask(const unsigned long long words[4]) {
     return PyLong_FromString(hex, NULL, 16);
 }
 
-/* transcode(message, received_at_ms, prefix, window_ms, tokens) -> (records, ltp, quote, full, segments),
-   or None when the message is not entirely well formed or has a token not in tokens (a set, or None for
-   any): the caller then takes the generic path. transcode_py in connector/serde/_transcode.py is the
-   reference, rules and return shape. */
+/* 1 when the message is entirely well formed and has only tokens in tokens (NULL: any), else 0; -1 on
+ * an error. Checked before anything is arbitrated: a message the generic path takes is arbitrated there. */
+static int acceptable(const unsigned char *d, Py_ssize_t size, Py_ssize_t count, PyObject *tokens) {
+    const unsigned char *p;
+    Py_ssize_t off = 2;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (kite_next_packet(d, size, &off, &p) < 0) return 0;
+        if (tokens) {
+            PyObject *token = PyLong_FromUnsignedLong(kite_token(p));
+            int subscribed = token ? PySet_Contains(tokens, token) : -1;
+            Py_XDECREF(token);
+            if (subscribed <= 0) return subscribed;
+        }
+    }
+    return off == size;
+}
+
+/* (key, value, timestamp), or with_id (key, value, timestamp, tick_id): the record of a tick. */
+static PyObject *record(long long token, const Buf *b, long long timestamp, int with_id, uint32_t id) {
+    char key[24]; /* the token in decimal (record_key in _transcode.py) */
+    int key_len = snprintf(key, sizeof key, "%lld", token);
+    PyObject *out = PyTuple_New(with_id ? 4 : 3), *v;
+    if (!out) return NULL;
+#define ITEM(i, make) if (!(v = (make))) { Py_DECREF(out); return NULL; } PyTuple_SET_ITEM(out, i, v);
+    ITEM(0, PyBytes_FromStringAndSize(key, key_len))
+    ITEM(1, PyBytes_FromStringAndSize(b->p, b->len))
+    ITEM(2, PyLong_FromLongLong(timestamp))
+    if (with_id) { ITEM(3, PyLong_FromUnsignedLong(id)) }
+#undef ITEM
+    return out;
+}
+
+/* transcode(message, received_at_ms, prefix, window_ms, tokens, arbiter=None, ids=False)
+   -> (records, ltp, quote, full, segments), or None when the message is not entirely well formed or has
+   a token not in tokens (a set, or None for any): the caller then takes the generic path. With an arbiter,
+   each packet's tick id goes to arbiter.first(token, id, received_at_ms) and only the ticks that win are
+   records; with ids, each record ends with its tick id. transcode_py in connector/serde/_transcode.py is
+   the reference, rules and return shape. */
 static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])
+    if (nargs < 5 || nargs > 7 || !PyBytes_Check(args[0]) || !PyBytes_Check(args[2])
         || (args[4] != Py_None && !PyAnySet_Check(args[4]))) {
         PyErr_SetString(PyExc_TypeError, "transcode(message: bytes, received_at_ms: int, prefix: bytes, "
-                                         "window_ms: int, tokens: set[int] | None)");
+                                         "window_ms: int, tokens: set[int] | None, arbiter=None, ids=False)");
         return NULL;
     }
     long long received, window;
     if (as_long(args[1], &received) < 0 || as_long(args[3], &window) < 0) return NULL;
     PyObject *tokens = args[4] == Py_None ? NULL : args[4];
-    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]), *p;
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), count = kite_packet_count(d, size), off = 2;
+    PyObject *arbiter = nargs > 5 && args[5] != Py_None ? args[5] : NULL;
+    int with_ids = nargs > 6 ? PyObject_IsTrue(args[6]) : 0;
+    if (with_ids < 0) return NULL;
+    const unsigned char *d = (const unsigned char *)PyBytes_AS_STRING(args[0]), *p = NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), count = kite_packet_count(d, size), off = 2, won = 0;
     if (count <= 0) Py_RETURN_NONE;
+    int ok = acceptable(d, size, count, tokens);
+    if (ok <= 0) return ok < 0 ? NULL : Py_NewRef(Py_None);
     Py_ssize_t prefix_len = PyBytes_GET_SIZE(args[2]);
     const char *prefix = PyBytes_AS_STRING(args[2]);
     PyObject *records = PyList_New(count);
@@ -252,36 +523,34 @@ static PyObject *transcode(PyObject *self, PyObject *const *args, Py_ssize_t nar
     unsigned long long segments[4] = {0};
     Buf b = {.len = 0, .cap = sizeof b.local};
     b.p = b.local;
-    /* One pass: a malformed message drops the records built so far. */
     for (Py_ssize_t i = 0; i < count; i++) {
-        int kind = kite_next_packet(d, size, &off, &p);
-        if (kind < 0) { Py_CLEAR(records); break; }
+        int kind = kite_next_packet(d, size, &off, &p); /* found by acceptable() */
+        modes[kite_kind_mode(kind)]++;
+        uint32_t id = arbiter || with_ids ? kite_tick_id(p, d + off - p) : 0;
+        if (arbiter) {
+            int first = arbitrate(arbiter, kite_token(p), id, received);
+            if (first < 0) goto fail;
+            if (!first) continue; /* another line delivered it: not even read */
+        }
         kite_tick t;
         kite_read(p, kind, &t);
-        if (tokens) {
-            PyObject *token = PyLong_FromLongLong(t.i[KITE_F_INSTRUMENT_TOKEN]);
-            int subscribed = token ? PySet_Contains(tokens, token) : -1;
-            Py_XDECREF(token);
-            if (subscribed < 0) goto fail;
-            if (!subscribed) { Py_CLEAR(records); break; }
-        }
         b.len = 0;
         if (grow(&b, prefix_len) < 0) goto fail;
         memcpy(b.p, prefix, (size_t)prefix_len);
         b.len = prefix_len;
         if (put_tick(&b, &t, NULL, received) < 0) goto fail;
-        modes[t.mode]++;
         segments[t.segment >> 6] |= 1ULL << (t.segment & 63);
-        char key[24]; /* the record key: the token in decimal (record_key in _transcode.py) */
-        int key_len = snprintf(key, sizeof key, "%lld", t.i[KITE_F_INSTRUMENT_TOKEN]);
-        PyObject *item = Py_BuildValue("(y#y#L)", key, (Py_ssize_t)key_len, b.p, b.len,
-                                       record_timestamp(&t, received, window));
+        PyObject *item = record(t.i[KITE_F_INSTRUMENT_TOKEN], &b, record_timestamp(&t, received, window),
+                                with_ids, id);
         if (!item) goto fail;
-        PyList_SET_ITEM(records, i, item);
+        PyList_SET_ITEM(records, won++, item);
     }
     if (b.p != b.local) PyMem_Free(b.p);
-    if (records && off != size) Py_CLEAR(records);
-    if (!records) Py_RETURN_NONE;
+    if (won < count) { /* the slots after the winners are still empty (NULL) */
+        PyObject *winners = PyList_GetSlice(records, 0, won);
+        Py_SETREF(records, winners);
+        if (!records) return NULL;
+    }
     PyObject *mask = segment_mask(segments);
     if (!mask) { Py_DECREF(records); return NULL; }
     return Py_BuildValue("(NnnnN)", records, modes[KITE_MODE_LTP], modes[KITE_MODE_QUOTE],
@@ -295,11 +564,17 @@ fail:
 static PyMethodDef methods[] = {
     {"encode_tick", (PyCFunction)(void (*)(void))encode_tick, METH_FASTCALL, "Avro binary of a Tick (no framing)."},
     {"transcode", (PyCFunction)(void (*)(void))transcode, METH_FASTCALL,
-     "A binary Kite message to ([(key, framed Avro value, timestamp_ms)], ltp, quote, full, segments); None if"
-     " malformed or a token is not subscribed."},
+     "A binary Kite message to ([(key, framed Avro value, timestamp_ms[, tick_id])], ltp, quote, full,"
+     " segments), the ticks an arbiter (if any) lets through; None if malformed or a token is not subscribed."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    kite_ids_init();
+    if (PyType_Ready(&ArbiterType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m && PyModule_AddObjectRef(m, "Arbiter", (PyObject *)&ArbiterType) < 0) Py_CLEAR(m);
+    return m;
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ __all__ = ["BACKLOG_TICKS", "Fanout", "LogLine", "Outgoing", "Subscriber"]
 # stall) misses the next ones, logged as undelivered, instead of holding the whole market back.
 BACKLOG_TICKS = 50_000
 REPLAY_ROUNDS = 20  # ticks of each instrument in the replay feed, repeated until the count is sent
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
+Feed = list[tuple[bytes, tuple[Tick, ...]]]  # the replay's messages, each with its ticks
 BROKEN_TEXT = '{"type": "order", "data": {broken'
 
 LogLine = tuple[str, dict[str, Any]]  # (kind, body) of one sent-log line
@@ -107,7 +110,8 @@ class Fanout:
         self.subscribers: dict[int, Subscriber] = {}
         self.seq = 0  # ticks made so far: each tick's market-wide id
         self._holders: dict[int, int] = {}  # token → connections subscribed to it, in subscription order
-        self._replays: dict[tuple[tuple[int, Mode], ...], list[tuple[bytes, tuple[Tick, ...]]]] = {}
+        # The benchmark feed by subscriptions and cycle: the first cycle, and the latest ones moved on.
+        self._replays: dict[tuple[tuple[tuple[int, Mode], ...], int], Feed] = {}
 
     # -- connections and their requests ---------------------------------------------------------------
     def open(self, conn: int) -> Subscriber:
@@ -240,14 +244,36 @@ class Fanout:
         sub.queued_ticks += len(ticks)
         return None
 
-    def replay(self, sub: Subscriber, wall: float) -> list[tuple[bytes, tuple[Tick, ...]]]:
-        """The benchmark feed for this connection's instruments and modes: messages encoded once and
-        shared by every connection with the same subscriptions, so each gets the same sequence."""
+    def replay(self, sub: Subscriber, wall: float, cycle: int = 0) -> Feed:
+        """The benchmark feed for this connection's instruments and modes, in its ``cycle``-th repeat (each
+        tick moved on by ``cycle``: see :func:`advanced`). Encoded once and shared by every connection with
+        the same subscriptions, so each gets the same sequence and the source costs the same for any
+        number of lines. Repeats older than the one before ``cycle`` are forgotten (the connections of a
+        replay are about a repeat apart; one that lags further behind has its repeat made again)."""
         key = tuple(sub.modes.items())
-        messages = self._replays.get(key)
-        if messages is None:
+        messages = self._replays.get((key, cycle))
+        if messages is not None:
+            return messages
+        if cycle:
+            messages = [(advanced(data, cycle), batch) for data, batch in self.replay(sub, wall)]
+            for old in [k for k in self._replays if k[0] == key and 0 < k[1] < cycle - 1]:
+                del self._replays[old]
+        else:
             ticks = [in_mode(self.market.advance(t, wall), m) for _ in range(REPLAY_ROUNDS) for t, m in key]
             size = max(1, self.config.packets_per_message)
             batches = [tuple(ticks[i : i + size]) for i in range(0, len(ticks), size)]
-            messages = self._replays[key] = [(encode_message(batch), batch) for batch in batches]
+            messages = [(encode_message(batch), batch) for batch in batches]
+        self._replays[key, cycle] = messages
         return messages
+
+
+def advanced(message: bytes, cycle: int) -> bytes:
+    """``message`` with each tick moved on by ``cycle`` (more volume; a higher price for an LTP packet), so
+    a repeat of the benchmark feed is new ticks, as lines arbitrating by content must see them."""
+    out, off = bytearray(message), 2
+    for _ in range(_U16.unpack_from(out)[0]):
+        length = _U16.unpack_from(out, off)[0]
+        at = off + 2 + (16 if length >= 44 else 4)  # volume_traded of quote/full; last_price of LTP
+        _U32.pack_into(out, at, (_U32.unpack_from(out, at)[0] + cycle) & 0xFFFFFFFF)
+        off += 2 + length
+    return bytes(out)

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,6 @@ from connector.simulator._market import Market
 __all__ = ["Simulator", "SimulatorConfig", "running_simulator"]
 
 log = logging.getLogger("connector.simulator")
-_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 
 _T = TypeVar("_T")
 
@@ -253,10 +251,10 @@ class Simulator:
         while not c.sub.modes:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.2)  # let mode messages that follow the subscription arrive
-        messages = self.fanout.replay(c.sub, time.time())
+        wall = time.time()
         sent, started, cycle = 0, time.monotonic(), 0
         while sent < cfg.replay_ticks:
-            for data, batch in messages if not cycle else [(_advanced(d, cycle), b) for d, b in messages]:
+            for data, batch in self.fanout.replay(c.sub, wall, cycle):
                 left = cfg.replay_ticks - sent
                 if left <= 0:
                     break
@@ -371,18 +369,6 @@ class Simulator:
 def _port_of(server: Server) -> int:
     port: int = next(iter(server.sockets)).getsockname()[1]
     return port
-
-
-def _advanced(message: bytes, cycle: int) -> bytes:
-    """``message`` with each tick moved on by ``cycle`` (more volume; a higher price for an LTP packet), so
-    a repeat of the benchmark feed is new ticks, as lines arbitrating by content must see them."""
-    out, off = bytearray(message), 2
-    for _ in range(_U16.unpack_from(out)[0]):
-        length = _U16.unpack_from(out, off)[0]
-        at = off + 2 + (16 if length >= 44 else 4)  # volume_traded of quote/full; last_price of LTP
-        _U32.pack_into(out, at, (_U32.unpack_from(out, at)[0] + cycle) & 0xFFFFFFFF)
-        off += 2 + length
-    return bytes(out)
 
 
 @contextlib.contextmanager

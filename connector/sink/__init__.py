@@ -2,11 +2,21 @@
 
 from connector.sink._admin import Access, Cluster, TopicSpec, ensure_topics
 from connector.sink._diagnose import KINDS, KafkaAccessError, kind_of, refusal_of
-from connector.sink._producer import MAX_RECORD_BYTES, KafkaSink, OnDone, RecordTooLarge, SinkConfig, Topics
+from connector.sink._producer import (
+    MAX_RECORD_BYTES,
+    TICK_ID_HEADER,
+    KafkaSink,
+    OnDone,
+    RecordTooLarge,
+    SinkConfig,
+    Topics,
+    tick_id_header,
+)
 
 __all__ = [
     "KINDS",
     "MAX_RECORD_BYTES",
+    "TICK_ID_HEADER",
     "Access",
     "Cluster",
     "KafkaAccessError",
@@ -19,4 +29,5 @@ __all__ = [
     "ensure_topics",
     "kind_of",
     "refusal_of",
+    "tick_id_header",
 ]

@@ -22,14 +22,31 @@ from connector.logs import sample
 from connector.sink._diagnose import KafkaAccessError, kind_of, refusal_of
 from connector.stats import ShardStats
 
-__all__ = ["MAX_RECORD_BYTES", "KafkaSink", "OnDone", "RecordTooLarge", "SinkConfig", "Topics"]
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "TICK_ID_HEADER",
+    "KafkaSink",
+    "OnDone",
+    "RecordTooLarge",
+    "SinkConfig",
+    "Topics",
+    "tick_id_header",
+]
 
 log = sample(logging.getLogger("connector.sink"))  # an outage fails and retries many records at once
 MAX_RECORD_BYTES = 900_000  # under librdkafka's default message.max.bytes (1,000,000), with room for headers
 Headers = list[tuple[str, str | bytes | None]]
+TickRecord = tuple[bytes, bytes, int]  # key, value, timestamp (ms)
+NamedTickRecord = tuple[bytes, bytes, int, int]  # and the tick id
+# A named tick's id as a header: the CRC-32 of its packet (connector.kite.packet_ids), 4 bytes big-endian.
+TICK_ID_HEADER = "kite.tick_id"
 Callback = Callable[[KafkaError | None, Message], None]
 OnDone = Callable[[bool], None]  # told whether Kafka acknowledged the record
 _ASSIGNED = re.compile(r'"idemp_state":\s*"Assigned"')  # librdkafka's statistics, "eos" object
+
+
+def tick_id_header(tick_id: int) -> tuple[str, bytes]:
+    return TICK_ID_HEADER, tick_id.to_bytes(4, "big")
 
 
 class RecordTooLarge(SinkError):
@@ -125,8 +142,10 @@ class KafkaSink:
         )
         self._refused: KafkaAccessError | None = None  # raised by the next service(), for the supervisor
         self._low_water = config.low_water
-        self._held: dict[bytes, tuple[bytes, int]] = {}  # key → (value, timestamp) of its newest tick
-        self._backlog: deque[tuple[bytes, bytes, int]] = deque()  # block policy: ticks waiting for room
+        # Ticks waiting for room, with their headers: key → (value, timestamp, headers) of the newest tick
+        # of each instrument (conflate policy), or all in arrival order (block policy).
+        self._held: dict[bytes, tuple[bytes, int, Headers | None]] = {}
+        self._backlog: deque[tuple[bytes, bytes, int, Headers | None]] = deque()
         self._waiting_since: float | None = None  # when ticks began to be held or backlogged
         # Per message of ticks: (when, records produced in all after it). The oldest message not yet
         # settled (produced - in flight) says when the next acknowledgement may come.
@@ -163,7 +182,7 @@ class KafkaSink:
         return remaining
 
     # -- produce ---------------------------------------------------------------------------------------
-    def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
+    def produce_ticks(self, batch: list[TickRecord], received: float) -> None:
         """(key, value, timestamp) of each tick of one WebSocket message; the hot path, kept flat.
 
         Where the whole message fits under the bound, nothing is checked per record. The first record
@@ -185,10 +204,8 @@ class KafkaSink:
                 done += 1
         except BufferError:  # librdkafka's own queue is full: the rest goes the bounded way
             pass
-        except (
-            Exception
-        ) as exc:  # for the supervisor, which rebuilds the producer; what was not produced counts
-            stats.failed[topic] += len(batch) - done
+        except Exception as exc:  # for the supervisor, which rebuilds the producer
+            stats.failed[topic] += len(batch) - done  # what was not produced counts
             refusal = self._refusal(exc, topic)
             if refusal is not None:
                 raise refusal from exc
@@ -200,23 +217,36 @@ class KafkaSink:
             self._produce_bounded(batch[done:], callback)
         self._mark()
 
-    def _produce_bounded(self, batch: list[tuple[bytes, bytes, int]], callback: Callback) -> None:
+    def produce_named_ticks(self, batch: list[NamedTickRecord], received: float) -> None:
+        """As :meth:`produce_ticks`, each record with its tick id in the ``kite.tick_id`` header. Record by
+        record, as each has its own headers: this is not the default path (an HA set names ticks)."""
+        base = self._tick_headers or []
+        records = [(key, value, timestamp_ms) for key, value, timestamp_ms, _ in batch]
+        headers = [[*base, tick_id_header(tick_id)] for *_, tick_id in batch]
+        self._produce_bounded(records, self._timed(received), headers)
+        self._mark()
+
+    def _produce_bounded(
+        self, batch: list[TickRecord], callback: Callback, headers: list[Headers] | None = None
+    ) -> None:
         """Record by record, applying the policy whenever the bound is reached; ``callback`` goes with the
-        first record produced (the latency probe, where the message's first record is in this batch)."""
+        first record produced (the latency probe, where the message's first record is in this batch).
+        ``headers``: each record's (else the tick topic's)."""
         stats, bound = self.stats, self.config.max_in_flight
         conflate = self.config.policy == "conflate"
         for i, (key, value, timestamp_ms) in enumerate(batch):
+            record_headers = self._tick_headers if headers is None else headers[i]
             # While ticks wait, newer ones wait too, so no instrument's ticks overtake each other.
             if stats.in_flight >= bound or self._held or self._backlog:
                 self._start_waiting()
                 if conflate:
-                    self._hold(key, value, timestamp_ms)
+                    self._hold(key, value, timestamp_ms, record_headers)
                 else:
-                    self._backlog.append((key, value, timestamp_ms))
+                    self._backlog.append((key, value, timestamp_ms, record_headers))
                 stats.held = len(self._held) + len(self._backlog)
                 continue
             try:
-                self._produce(self._tick_topic, key, value, timestamp_ms, callback, self._tick_headers)
+                self._produce(self._tick_topic, key, value, timestamp_ms, callback, record_headers)
             except Exception:  # _produce counted the record itself; the rest of the message counts too
                 stats.failed[self._tick_topic] += len(batch) - i - 1
                 raise
@@ -347,20 +377,20 @@ class KafkaSink:
             self._waiting_since = time.monotonic()
             self.stats.backpressure_events += 1
 
-    def _hold(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
+    def _hold(self, key: bytes, value: bytes, timestamp_ms: int, headers: Headers | None) -> None:
         if key in self._held:
             self.stats.conflated += 1  # the older held tick of this instrument is replaced, on purpose
-        self._held[key] = (value, timestamp_ms)
+        self._held[key] = (value, timestamp_ms, headers)
 
     def _release_waiting(self, force: bool = False) -> None:
         """Produce held (conflate) or backlogged (block) ticks while there is room, or all with ``force``."""
         bound, backlog = self.config.max_in_flight, self._backlog
         while backlog and (force or self.stats.in_flight < bound):
-            key, value, timestamp_ms = backlog.popleft()
-            self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, self._tick_headers)
+            key, value, timestamp_ms, headers = backlog.popleft()
+            self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, headers)
         while self._held and (force or self.stats.in_flight < bound):
-            key, (value, timestamp_ms) = self._held.popitem()
-            self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, self._tick_headers)
+            key, (value, timestamp_ms, headers) = self._held.popitem()
+            self._produce(self._tick_topic, key, value, timestamp_ms, self._on_tick, headers)
         self.stats.held = len(self._held) + len(backlog)
         if not (self._held or backlog) and self._waiting_since is not None:
             self.stats.backpressure_seconds += time.monotonic() - self._waiting_since

@@ -102,6 +102,8 @@ def test_the_python_records_have_the_declared_fields() -> None:
 
 def test_the_layout_is_consistent() -> None:
     assert len({p.length for p in PACKETS}) == len(PACKETS), "the length alone tells the kinds apart"
+    token = FIELDS[0]  # the C code (kite_token) reads it from a packet's first four bytes
+    assert token.name == "instrument_token" and token.kind is Kind.U32 and set(token.offsets) == {0}
     assert {p.mode for p in PACKETS} == set(MODES)
     assert all(len(f.offsets) == len(PACKETS) for f in FIELDS)
     for packet in PACKETS:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
 
 from connector.app import shard
-from connector.arbiter import Arbiter
+from connector.arbiter import Arbiter, ArbiterPy, NativeArbiter, new_arbiter
 from connector.errors import ConfigError
 from connector.gaps import GapWatch, market_open_during
 from connector.kite import Mode, encode_message, packet_ids
@@ -24,14 +25,46 @@ def test_packet_ids_are_the_crc32_of_each_packet_and_none_for_bad_framing() -> N
     assert packet_ids(message[:-1]) is None
 
 
-def test_a_tick_wins_once_within_the_window_and_memory_is_bounded() -> None:
-    arbiter = Arbiter(window_ms=1000, per_token=3)
+ARBITERS: list[Callable[[int, int], Arbiter]] = [ArbiterPy, *([NativeArbiter] if NativeArbiter else [])]
+
+
+def _name(make: object) -> str:
+    return "python" if make is ArbiterPy else "native"
+
+
+@pytest.mark.parametrize("make", ARBITERS, ids=_name)
+def test_a_tick_wins_once_within_the_window_and_memory_is_bounded(
+    make: Callable[[int, int], Arbiter],
+) -> None:
+    arbiter = make(1000, 3)
     assert arbiter.first(1, 10, 0) and not arbiter.first(1, 10, 5), "the copy from the other line loses"
     assert arbiter.first(2, 10, 5), "the same id of another instrument is another tick"
     assert arbiter.first(1, 10, 2000), "outside the window, the same content is a new tick"
     for tick_id in (11, 12, 13):
         assert arbiter.first(1, tick_id, 2001)
     assert arbiter.first(1, 10, 2002), "evicted: at most per_token ids are remembered per instrument"
+    assert (arbiter.window_ms, arbiter.per_token) == (1000, 3)
+
+
+@pytest.mark.parametrize("make", ARBITERS, ids=_name)
+def test_an_arbiter_needs_a_window_and_room_for_one_id(make: Callable[[int, int], Arbiter]) -> None:
+    for window_ms, per_token in ((-1, 1), (0, 0)):
+        with pytest.raises(ValueError, match="window_ms must be >= 0 and per_token >= 1"):
+            make(window_ms, per_token)
+    assert make(0, 1).first(1, 1, 0)
+
+
+def test_the_shards_arbiter_is_the_native_one_where_it_is_built() -> None:
+    arbiter = new_arbiter()
+    assert type(arbiter) is (NativeArbiter or ArbiterPy)
+    assert (arbiter.window_ms, arbiter.per_token) == (5000, 256)
+    if NativeArbiter is not None:  # ids are CRC-32s and tokens 32-bit: the C one takes nothing wider
+        with pytest.raises(OverflowError, match=r"tick_id must be in 0\.\.2"):
+            arbiter.first(1, 2**32, 0)
+        with pytest.raises(OverflowError, match=r"token must be in 0\.\.2"):
+            arbiter.first(-1, 1, 0)
+        with pytest.raises(TypeError):
+            arbiter.first(1, 1)  # type: ignore[call-arg]
 
 
 def test_gap_watch_needs_a_silence_longer_than_the_threshold_while_the_market_is_open() -> None:

@@ -1,7 +1,9 @@
 """The native code against the Python reference, on random and mutated messages and records.
 
 Mutations start from the real captured packets and from encoded messages; the C decoder, transcoder and
-Tick encoder must give exactly what the Python code gives, or reject what it rejects in the same way.
+Tick encoder must give exactly what the Python code gives, or reject what it rejects in the same way. The
+C arbiter must decide as the Python one on the same calls, and the transcoder arbitrating with either
+must give what the Python transcoder gives, message after message, tick ids included.
 Every test is bounded by its example count, so this runs in each unit run (a few seconds).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import struct
 import subprocess
 import sysconfig
 from collections.abc import Callable
@@ -21,8 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import hatch_build
+from connector.arbiter import Arbiter, ArbiterPy, NativeArbiter
 from connector.errors import SerializationError
-from connector.kite import Mode, Tick, encode_message, parse_binary
+from connector.kite import Mode, Tick, encode_message, packet_ids, parse_binary
 from connector.kite._binary import _MODES, _native_decode, parse_binary_py
 from connector.serde import build_serializers
 from connector.serde._tick import encode_tick_py, native_encode_tick, tick_fault
@@ -31,7 +35,7 @@ from tests.conftest import fixture_packet
 from tests.unit.test_kite_codec import PACKET_LENGTHS, random_packet, raw_packets
 
 needs_native = pytest.mark.skipif(
-    _native_decode is None or native_encode_tick is None or native_transcode is None,
+    _native_decode is None or native_encode_tick is None or native_transcode is None or NativeArbiter is None,
     reason="native extensions not built (no C compiler)",
 )
 ROOT = Path(__file__).resolve().parents[2]
@@ -152,6 +156,99 @@ def test_native_and_python_timestamp_windows_agree_at_their_edges(gap: int, wind
     assert native[0][0][2] == (tick.exchange_timestamp_ms if window >= abs(gap) else received)
 
 
+# Arbitration: a few instruments and ids, so that ids repeat, expire and are evicted; clocks that step
+# back as well as forth (so that an instrument's ids are not in time order), and now and then jump
+# anywhere in 64 bits. The calls come from a seeded random generator: long varied runs every example.
+TOKENS = (408065, 2**32 - 1, 0, 884737)
+TICK_IDS = (0, 1, 0xCBF43926, 2**32 - 1, 7, 8, 9)
+
+
+@needs_native
+@given(
+    st.sampled_from([0, 10, 100, 1000, 5000, 2**63 - 1]) | st.integers(0, 4000),
+    st.integers(1, 6) | st.just(256),
+    st.randoms(use_true_random=False),
+    st.integers(0, 400),
+)
+@settings(max_examples=300, deadline=None)
+def test_native_arbiter_decides_as_the_python_reference(
+    window: int, per_token: int, rng: random.Random, calls: int
+) -> None:
+    assert NativeArbiter is not None
+    native, python = NativeArbiter(window, per_token), ArbiterPy(window, per_token)
+    tokens = TOKENS[: rng.randint(1, len(TOKENS))]
+    step = rng.choice([10, 1000, 4000])
+    now = 1_764_000_000_000
+    for _ in range(calls):
+        now += rng.randint(-step, step)
+        if rng.random() < 0.01:
+            now = rng.randint(-(2**63), 2**63 - 1)
+        now = max(-(2**63), min(now, 2**63 - 1))
+        token, tick_id = rng.choice(tokens), rng.choice(TICK_IDS)
+        assert native.first(token, tick_id, now) == python.first(token, tick_id, now), (token, tick_id, now)
+
+
+@st.composite
+def line_feeds(draw: st.DrawFn) -> list[tuple[bytes, int, set[int] | None]]:
+    """(message, receipt step, subscribed tokens) as lines bring them: packets of a few instruments, each in
+    one or more messages (so in several lines' messages), now and then mutated or with a stray token."""
+    pool = [
+        struct.pack(">I", draw(st.sampled_from(TOKENS))) + draw(raw_packets)[4:]
+        for _ in range(draw(st.integers(1, 10)))
+    ]
+    feeds = []
+    for _ in range(draw(st.integers(1, 14))):
+        message = encode_message(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6)))
+        if draw(st.integers(0, 7)) == 0:
+            message = draw(messages().filter(bool)) if draw(st.booleans()) else message[:-1]
+        subscribed = set(TOKENS[1:]) if draw(st.integers(0, 7)) == 0 else None  # token 0 is a stray then
+        feeds.append((message, draw(st.integers(-1_000, 3_000)), subscribed))
+    return feeds
+
+
+def _arbiters(window: int, per_token: int) -> dict[str, Arbiter]:
+    assert NativeArbiter is not None
+    return {
+        "python": ArbiterPy(window, per_token),
+        "native": NativeArbiter(window, per_token),
+        "python, called from C": ArbiterPy(window, per_token),
+    }
+
+
+@needs_native
+@given(line_feeds(), st.integers(0, 4000), st.integers(1, 4) | st.just(256), st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_native_transcode_arbitrates_as_the_python_reference_message_after_message(
+    feeds: list[tuple[bytes, int, set[int] | None]], window: int, per_token: int, ids: bool
+) -> None:
+    """The same messages, at the same times, through the Python transcoder and arbiter, the C transcoder and
+    arbiter, and the C transcoder calling the Python arbiter: the same records, counts and tick ids every
+    time, so the same arbiter states. A message either refuses (malformed, a stray) arbitrates nothing."""
+    assert native_transcode is not None
+    arbiters = _arbiters(window, per_token)
+    prefix, received = PYTHON_SERIALIZER.prefix, 1_764_000_000_000
+    for message, step, subscribed in feeds:
+        received += step
+        python = transcode_py(message, received, prefix, 600_000, subscribed, arbiters["python"], ids)
+        for name in ("native", "python, called from C"):
+            native = native_transcode(message, received, prefix, 600_000, subscribed, arbiters[name], ids)
+            assert native == python, name
+
+
+@needs_native
+@given(messages(), receipts, windows)
+@settings(max_examples=300, deadline=None)
+def test_native_tick_ids_are_the_crc32_of_each_packet(message: bytes, received: int, window: int) -> None:
+    assert native_transcode is not None
+    named = native_transcode(message, received, b"", window, None, None, True)
+    plain = transcode_py(message, received, b"", window, None)
+    if named is None or plain is None:
+        assert named is None and plain is None
+        return
+    assert [r[3] for r in named[0]] == packet_ids(message)
+    assert [r[:3] for r in named[0]] == plain[0] and named[1:] == plain[1:]
+
+
 VALID_TICKS = [t for m in SEEDS for t in parse_binary_py(m)[0]]
 junk = st.one_of(
     st.none(),
@@ -214,9 +311,9 @@ def test_native_entry_points_take_bytes_only(buffer: Callable[[bytes], object]) 
     with pytest.raises(TypeError):
         _native_decode(buffer(message), Tick, _MODES)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        native_transcode(buffer(message), 1, b"", 0, None)  # type: ignore[arg-type]
+        native_transcode(buffer(message), 1, b"", 0, None)  # type: ignore[call-overload]
     with pytest.raises(TypeError):
-        native_transcode(message, 1, buffer(b"\xc3\x01"), 0, None)  # type: ignore[arg-type]
+        native_transcode(message, 1, buffer(b"\xc3\x01"), 0, None)  # type: ignore[call-overload]
     # parse_binary gives mutable buffers to the Python decoder instead
     assert parse_binary(buffer(message)) == parse_binary_py(message)  # type: ignore[arg-type]
 

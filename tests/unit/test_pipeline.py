@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Any
 
 import pytest
 
-from connector.arbiter import Arbiter
+from connector.arbiter import ArbiterPy, NativeArbiter
 from connector.gaps import GapWatch
-from connector.kite import encode_message, encode_packet, parse_binary
+from connector.kite import encode_message, encode_packet, packet_ids, parse_binary
 from connector.orders import OrderDesk
 from connector.pipeline import Pipeline
 from connector.serde import AvroReader, build_serializers
@@ -27,6 +28,7 @@ class _Captured(KafkaSink):
     def __init__(self, config: SinkConfig) -> None:
         super().__init__(config, ShardStats())
         self.records: list[tuple[str, bytes, bytes, int]] = []
+        self.ids: list[int] = []  # tick ids handed over, where the pipeline names ticks
 
     def produce_dead_letter(self, key: bytes, value: bytes, timestamp_ms: int) -> None:
         self.records.append((self.config.topics.dead_letters, key, value, timestamp_ms))
@@ -39,6 +41,11 @@ class _Captured(KafkaSink):
     def produce_ticks(self, batch: list[tuple[bytes, bytes, int]], received: float) -> None:
         self.records += [(self.config.topics.ticks, key, value, ts) for key, value, ts in batch]
         super().produce_ticks(batch, received)
+
+    def produce_named_ticks(self, batch: list[tuple[bytes, bytes, int, int]], received: float) -> None:
+        self.records += [(self.config.topics.ticks, key, value, ts) for key, value, ts, _ in batch]
+        self.ids += [tick_id for *_, tick_id in batch]
+        super().produce_named_ticks(batch, received)
 
     def produce(
         self,
@@ -136,10 +143,32 @@ def test_a_tick_for_a_token_never_subscribed_is_dead_lettered_and_the_others_go_
     assert letter["raw"] == message and "never subscribed: [131169028]" in letter["error"]
 
 
-def test_two_lines_one_tick_first_arrival_wins() -> None:
+ARBITERS = [ArbiterPy, *([NativeArbiter] if NativeArbiter is not None else [])]
+
+
+def _counting(pipeline: Pipeline) -> list[int]:
+    """Counts the messages the transcoder (the native path) took."""
+    transcode, taken = pipeline._transcode, [0]
+    assert transcode is not None
+
+    def counted(*args: Any) -> Any:
+        done = transcode(*args)
+        taken[0] += done is not None
+        return done
+
+    pipeline._transcode = counted
+    return taken
+
+
+@pytest.mark.parametrize("native", [True, False])
+@pytest.mark.parametrize("arbiter", ARBITERS, ids=lambda a: "native" if a is NativeArbiter else "python")
+def test_two_lines_one_tick_first_arrival_wins(native: bool, arbiter: type[ArbiterPy]) -> None:
     now = time.time_ns() // 1_000_000
     sink = _Captured(sink_config())
-    pipeline = Pipeline(build_serializers(), sink, sink.stats, arbiter=Arbiter())
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, arbiter=arbiter())
+    if not native:
+        pipeline._transcode = None
+    taken = _counting(pipeline) if native else [0]
     a, b = ConnectionStats(), ConnectionStats()
     first = _message((408065, now), (884737, now))
     overlap = _message((884737, now), (408065, now + 1000))  # one tick both lines carry, one new
@@ -150,6 +179,34 @@ def test_two_lines_one_tick_first_arrival_wins() -> None:
     assert sink.close(10) == 0
     assert len(sink.records) == 3, "each distinct tick once"
     assert (a.ticks.total(), a.ticks_won, b.ticks.total(), b.ticks_won) == (4, 2, 4, 1)
+    assert taken[0] == (4 if native else 0), "with an arbiter, well-formed messages take the native path"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_named_ticks_carry_the_id_of_their_own_packet(native: bool) -> None:
+    now = time.time_ns() // 1_000_000
+    sink = _Captured(sink_config())
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, subscribed={408065, 884737}, tick_ids=True)
+    if not native:
+        pipeline._transcode = None
+    message = _message((408065, now), (884737, now), (408065, now + 1000))
+    pipeline.on_message(True, message, now, 0.0, ConnectionStats())
+    assert sink.ids == packet_ids(message)
+    assert len(sink.records) == 3
+    assert sink.close(10) == 0
+
+
+def test_named_ticks_keep_their_ids_when_strays_are_dropped() -> None:
+    """A stray token sends the message down the generic path, which drops it with its id."""
+    now = time.time_ns() // 1_000_000
+    sink = _Captured(sink_config())
+    pipeline = Pipeline(build_serializers(), sink, sink.stats, subscribed={408065}, tick_ids=True)
+    message = _message((408065, now), (131169028, now), (408065, now + 1000))
+    pipeline.on_message(True, message, now, 0.0, ConnectionStats())
+    every = packet_ids(message)
+    assert every is not None and sink.ids == [every[0], every[2]], "the stray's id went with it"
+    assert len([r for r in sink.records if r[0] == sink.config.topics.ticks]) == 2
+    assert sink.close(10) == 0
 
 
 def test_a_silence_longer_than_the_threshold_is_followed_by_its_gap_marker() -> None:

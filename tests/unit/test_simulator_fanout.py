@@ -10,6 +10,7 @@ import pytest
 from connector.kite import ClientRequest, Mode, OrderUpdate, Tick, encode_message, parse_binary, parse_text
 from connector.simulator import Fanout, Market, Outgoing, SimulatorConfig, in_mode, synthetic_instruments
 from connector.simulator import _fanout as _fanout_module
+from connector.simulator._fanout import advanced
 
 INSTRUMENTS = synthetic_instruments(20)
 TOKENS = [i.instrument_token for i in INSTRUMENTS]
@@ -204,6 +205,23 @@ def test_replay_connections_with_the_same_subscriptions_share_one_encoded_feed()
     assert fanout.replay(fanout.subscribers[3], WALL) is not feed
     assert sum(len(batch) for _, batch in feed) == 20 * len(TOKENS)
     assert all(data == encode_message(batch) for data, batch in feed)
+
+
+def test_replay_repeats_are_new_ticks_made_once_for_every_connection() -> None:
+    fanout = _fanout(packets_per_message=7)
+    _subscribe(fanout, 1, TOKENS, Mode.FULL)
+    _subscribe(fanout, 2, TOKENS, Mode.FULL)
+    first = fanout.replay(fanout.subscribers[1], WALL)
+    again = fanout.replay(fanout.subscribers[1], WALL, 3)
+    assert fanout.replay(fanout.subscribers[2], WALL, 3) is again, "one repeat for both lines"
+    for (data, batch), (moved, same) in zip(first, again, strict=True):
+        ticks, _ = parse_binary(moved)
+        assert same is batch and moved == advanced(data, 3)
+        assert all(t != u for t, u in zip(ticks, batch, strict=True)), "each tick moved on: a new tick"
+    for cycle in range(4, 8):
+        fanout.replay(fanout.subscribers[1], WALL, cycle)
+    assert fanout.replay(fanout.subscribers[2], WALL, 3) is not again, "older repeats are not kept"
+    assert fanout.replay(fanout.subscribers[2], WALL, 3) == again
 
 
 @pytest.mark.parametrize("mode", list(Mode))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from connector.sink import KafkaSink
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from connector.sink import TICK_ID_HEADER, KafkaSink, tick_id_header
 from connector.stats import ShardStats
 from tests.unit.helpers import MOCK_CLUSTER, sink_config
 
@@ -86,3 +89,39 @@ def test_a_record_outside_the_bound_reports_how_it_ended() -> None:
     assert sink.stats.in_flight == 2, "records outside the tick bound do not wait behind ticks"
     assert sink.close(10) == 0
     assert outcomes == [True]
+
+
+def _read_back(sink: KafkaSink, topic: str, count: int) -> list[tuple[bytes | None, object]]:
+    """(key, headers) of the records on ``topic`` of the sink's mock cluster (any client can read it), by
+    key."""
+    metadata = sink.producer.list_topics(topic, timeout=5)
+    broker = next(iter(metadata.brokers.values()))
+    consumer = Consumer(
+        {"bootstrap.servers": f"{broker.host}:{broker.port}", "group.id": "t", "log_level": 0}
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.topics[topic].partitions])
+    out: list[tuple[bytes | None, object]] = []
+    for _ in range(50):
+        if len(out) == count:
+            break
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            out.append((msg.key(), msg.headers()))
+    consumer.close()
+    return sorted(out, key=lambda record: record[0] or b"")
+
+
+@pytest.mark.parametrize("policy", ["block", "conflate"])
+def test_named_ticks_carry_their_tick_id_header_also_when_they_wait(policy: str) -> None:
+    config = sink_config(BACKPRESSURE_POLICY=policy, MAX_IN_FLIGHT="1")
+    sink = KafkaSink(config, ShardStats(), {"tick": [("kind", b"tick")]})
+    sink.produce_named_ticks([(b"1", b"a", TS, 0xCBF43926), (b"2", b"b", TS, 7)], 0.0)  # the second waits
+    assert sink.stats.held == 1
+    sink.produce_ticks([(b"3", b"c", TS)], 0.0)  # a tick without an id waits behind it, as it is
+    assert sink.close(10) == 0
+    assert _read_back(sink, sink.config.topics.ticks, 3) == [
+        (b"1", [("kind", b"tick"), (TICK_ID_HEADER, b"\xcb\xf4\x39\x26")]),
+        (b"2", [("kind", b"tick"), (TICK_ID_HEADER, b"\x00\x00\x00\x07")]),
+        (b"3", [("kind", b"tick")]),
+    ]
+    assert tick_id_header(2**32 - 1) == ("kite.tick_id", b"\xff\xff\xff\xff")
