@@ -120,13 +120,24 @@ def kafka_environment(advertised: str) -> dict[str, str]:
     }
 
 
+def client_properties(bootstrap: str) -> dict[str, Any]:
+    """librdkafka properties of a helper client (tests, benchmarks) of ``bootstrap``. For the external
+    broker KAFKA_BOOTSTRAP_SERVERS names, the connector's own KAFKA_* settings (TLS, SASL,
+    KAFKA_CONFIG_FILE) as its commands read them, so that a benchmark runs against a secured cluster too."""
+    if bootstrap != os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return {"bootstrap.servers": bootstrap}
+    from connector.config import KafkaClient
+
+    return KafkaClient.load().client_config()
+
+
 def earliest_consumer(bootstrap: str, topic: str, group_prefix: str) -> Consumer:
     """A consumer of ``topic`` from its first record, in a group of its own, committing nothing."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_properties(bootstrap),
             "group.id": f"{group_prefix}-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -166,7 +177,7 @@ def kafka_broker() -> Iterator[tuple[str, str | None]]:
     """Yields (bootstrap servers, container id or None when KAFKA_BOOTSTRAP_SERVERS names a broker)."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
-        wait_for_broker(external)
+        wait_for_broker(external, client=client_properties(external))
         yield external, None
         return
     _disable_ryuk_without_image()

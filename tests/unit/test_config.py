@@ -25,6 +25,7 @@ from connector.config import (
 from connector.errors import ConfigError
 from connector.serde import registry_client
 from connector.ticker import _FIELDS, KafkaOutput
+from tests.harness import client_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"KITE_API_KEY": "k", "KITE_ACCESS_TOKEN": "secret-token", "KITE_INSTRUMENTS": "256265"}
@@ -192,6 +193,15 @@ def test_kafka_security_settings_become_the_properties_of_every_client(tmp_path:
         "bootstrap.servers": "localhost:9092",
         "ssl.endpoint.identification.algorithm": "https",
     }
+
+
+def test_the_benchmarks_clients_of_an_external_broker_connect_with_the_kafka_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "b:9093")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SSL")
+    assert client_properties("b:9093")["security.protocol"] == "SSL"
+    assert client_properties("127.0.0.1:1") == {"bootstrap.servers": "127.0.0.1:1"}, "a broker of its own"
 
 
 def test_a_properties_file_is_passed_through_and_the_settings_win_over_it(tmp_path: Path) -> None:
