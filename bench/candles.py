@@ -2,7 +2,8 @@
 
     python bench/candles.py [--ticks 1000000] [--instruments 1000] [--intervals 1m]
 
-Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAFKA_BOOTSTRAP_SERVERS.
+Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAFKA_BOOTSTRAP_SERVERS, with
+the connector's KAFKA_* settings (TLS, SASL, KAFKA_CONFIG_FILE) for every client.
 The ticks topic (6 partitions) is filled first with full-mode ticks from the simulator's market, exchange
 time advancing 1 ms per tick (1000 ticks a second, so one-minute bars close all along). Then
 `kite-connector candles` runs as its own process from the first offset, once with exactly-once
@@ -33,7 +34,7 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.cimpl import NewTopic  # noqa: E402
 
 from connector.serde import build_serializers  # noqa: E402
-from tests.harness import kafka_broker  # noqa: E402
+from tests.harness import client_properties, kafka_broker  # noqa: E402
 
 PARTITIONS = 6
 
@@ -42,7 +43,7 @@ def fill(bootstrap: str, topic: str, count: int, instruments: int) -> None:
     encode = build_serializers().tick
     start = int(time.time() * 1000) - count  # recent: old timestamps fall to the topic's retention
     ticks = full_ticks(min(count, 50_000), instruments)  # cycled: a million Tick objects would not fit
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
+    producer = Producer({**client_properties(bootstrap), "linger.ms": 20, "compression.type": "lz4",
                          "queue.buffering.max.messages": 1_000_000})  # fmt: skip
     for n in range(count):
         tick, t = ticks[n % len(ticks)], start + n
@@ -83,7 +84,7 @@ def measure(
         "CANDLES_METRICS_PORT": "0",
         "LOG_LEVEL": "WARNING",
     }
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    probe = Consumer({**client_properties(bootstrap), "group.id": group})
     tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     proc = subprocess.Popen([sys.executable, "-m", "connector.cli", "candles"], env=env)
     first: tuple[float, int, float] | None = None
@@ -120,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     with kafka_broker() as (bootstrap, _):
         topic = f"bench-ticks-{uuid.uuid4().hex[:6]}"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin = AdminClient(client_properties(bootstrap))
         admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result(30)
         t0 = time.monotonic()
         fill(bootstrap, topic, args.ticks, args.instruments)

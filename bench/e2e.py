@@ -2,7 +2,8 @@
 
     python bench/e2e.py [--ticks 2000000] [--instruments 1000] [--latency-rate 10000] [--latency-seconds 20]
 
-Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAFKA_BOOTSTRAP_SERVERS.
+Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAFKA_BOOTSTRAP_SERVERS, with
+the connector's KAFKA_* settings (TLS, SASL, KAFKA_CONFIG_FILE) for every client.
 The simulator replays pre-encoded full-mode messages (50 packets each) as fast as the socket takes them,
 in its own process, so the source is not the limit. Connector and naive pipeline run as their own
 processes; CPU and peak RSS are theirs. After each run the topic is consumed and its record count must
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from connector.simulator import Market, synthetic_instruments  # noqa: E402
-from tests.harness import earliest_consumer, free_port, kafka_broker  # noqa: E402
+from tests.harness import client_properties, earliest_consumer, free_port, kafka_broker  # noqa: E402
 
 CLI = [sys.executable, "-m", "connector.cli"]
 
@@ -227,7 +228,7 @@ def _new_topic(bootstrap: str, prefix: str) -> str:
 
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     # Kept referenced until the result is in; informational logs (events left unserved at exit) are off.
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = AdminClient({**client_properties(bootstrap), "log_level": 3})
     admin.create_topics([NewTopic(topic, 6, 1)])[topic].result(30)
     return topic
 
@@ -266,7 +267,7 @@ def naive_worker(url: str, bootstrap: str, topic: str, ticks: int, tokens: str) 
     decoder = KiteTicker("simulator", "simulator-token")
     producer = Producer(
         {
-            "bootstrap.servers": bootstrap,
+            **client_properties(bootstrap),
             "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 5,
@@ -384,8 +385,14 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
     sample = [market.tick(t, Mode.FULL) for _ in range(4) for t in tokens]
     for i in range(0, len(sample), 50):
         pipeline.on_message(True, encode_message(sample[i : i + 50]), int(time.time() * 1000), 0.0, line)
+    kafka = {k: v for k, v in os.environ.items() if k.startswith("KAFKA_")}  # TLS, SASL: as the connector
     settings = RunSettings.load(
-        environ={"KITE_API_KEY": "bench", "KITE_ACCESS_TOKEN": "bench", "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+        environ={
+            **kafka,
+            "KITE_API_KEY": "bench",
+            "KITE_ACCESS_TOKEN": "bench",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        }
     )
     config = SinkConfig.of(settings, "bench-floor")
     producer = Producer(config.producer)

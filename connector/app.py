@@ -11,7 +11,7 @@ import urllib.request
 from types import FrameType
 
 from connector.config import KITE_CONNECTIONS, RunSettings
-from connector.errors import ConfigError
+from connector.errors import ConfigError, Interrupted
 from connector.instruments import Instruments, parse_instruments, read_instruments
 from connector.kite import MAX_TOKENS_PER_CONNECTION, Mode
 from connector.logs import redact
@@ -111,7 +111,7 @@ class Connector:
             sum(map(len, self.runtime.subscriptions)),
             len(self.runtime.subscriptions),
             self.settings.kite_lines,
-            self.settings.kafka.bootstrap_servers,
+            self.settings.kafka.servers,
         )
 
     def stop(self) -> int:
@@ -121,7 +121,7 @@ class Connector:
     def run_until_signalled(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or until a connection gives up (exit 3); a second signal
         exits at once."""
-        stop = threading.Event()
+        stop, running = threading.Event(), threading.Event()
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if stop.is_set():
@@ -129,10 +129,13 @@ class Connector:
                 os._exit(1)
             log.info("%s: stopping", signal.Signals(signum).name)
             stop.set()
+            if not running.is_set():  # a start-up wait (Kafka, the registry) ends now
+                raise Interrupted(signum)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         self.start()
+        running.set()
         failure = None
         while not stop.wait(1) and failure is None:
             failure = self.runtime.failure()

@@ -23,7 +23,7 @@ from connector.config import (
     Settings,
     SimulatorSettings,
 )
-from connector.errors import ConnectorError, MalformedFrame
+from connector.errors import ConnectorError, Interrupted, MalformedFrame
 from connector.logs import setup_logging
 
 __all__ = ["main"]
@@ -125,9 +125,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return Connector(RunSettings.load(args)).run_until_signalled()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def _cmd_consume(args: argparse.Namespace) -> int:
     from connector.consume import consume
 
+    # SIGTERM (docker stop) ends it at once, waiting or reading; as a container's PID 1 it would be ignored
+    signal.signal(signal.SIGTERM, _interrupt)
     with contextlib.suppress(BrokenPipeError):  # e.g. piped into `head`
         consume(ConsumeSettings.load(args), sys.stdout, sys.stderr)
     return 0
@@ -187,7 +193,9 @@ def _subcommand(
     func: Callable[[argparse.Namespace], int],
     settings: type[Settings] | None = None,
 ) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+    # No abbreviated flags: --kafka-sasl-password (there is none: secrets have no flag) must not be taken
+    # for --kafka-sasl-password-file, which would echo the secret back as a file name.
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, allow_abbrev=False)
     if settings is not None:
         settings.add_arguments(parser)
     parser.set_defaults(func=func)
@@ -257,7 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named without the values that follow: one may be a secret given as a flag by mistake
+        flags = " ".join(a.partition("=")[0] for a in unknown if a.startswith("-")) or "(values)"
+        parser.error(f"unrecognized arguments: {flags} (secrets have no flags: set their variable or _FILE)")
     setup_logging(
         args.log_level or os.environ.get("LOG_LEVEL", "INFO"),
         args.log_format or os.environ.get("LOG_FORMAT", "json"),
@@ -268,8 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConnectorError as exc:
         print(f"kite-connector: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:  # Interrupted says which signal; a bare one is SIGINT's
+        return 128 + getattr(exc, "signum", signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ __all__ = [
     "non_negative_float",
     "non_negative_int",
     "positive_int",
+    "read_properties",
+    "read_secret",
+    "readme_tables",
     "update_readme",
 ]
 
@@ -116,6 +119,7 @@ class _Spec:
     secret: bool
     choices: tuple[str, ...]
     aliases: tuple[str, ...]
+    cli: bool
 
 
 _SPEC, _GROUP = "kite.setting", "kite.group"
@@ -129,9 +133,11 @@ def setting(
     secret: bool = False,
     choices: tuple[str, ...] = (),
     aliases: tuple[str, ...] = (),
+    cli: bool = True,
 ) -> Any:
-    """A field that is also a setting. ``aliases`` are older names still read (with a warning)."""
-    spec = _Spec(help, parse, secret, choices, aliases)
+    """A field that is also a setting. ``aliases`` are older names still read (with a warning). A secret
+    with ``cli=False`` has no flag: a flag's value shows in the process list (give it by file instead)."""
+    spec = _Spec(help, parse, secret, choices, aliases, cli)
     return field(default=default, repr=not secret, metadata={_SPEC: spec})
 
 
@@ -151,6 +157,7 @@ class Setting:
     secret: bool
     choices: tuple[str, ...]
     aliases: tuple[str, ...]
+    cli: bool = True
 
     @property
     def flag(self) -> str:
@@ -179,6 +186,7 @@ class Settings:
 
     __slots__ = ()
     PREFIX: ClassVar[str] = ""
+    README_TABLE: ClassVar[str | None] = None  # a group with a README table of its own (see markdown_table)
 
     @classmethod
     def declared(cls) -> tuple[Setting, ...]:
@@ -209,6 +217,8 @@ class Settings:
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
         for s in cls.declared():
+            if not s.cli:
+                continue
             help_text = f"{s.help} [env {s.env}; default {s.shown_default()}]"
             parser.add_argument(s.flag, dest=s.env, metavar=s.env, default=None, help=help_text)
 
@@ -223,7 +233,9 @@ def _entries(cls: type[Settings]) -> Iterator[tuple[str, Setting | type[Settings
             env = cls.PREFIX + f.name.upper()
             yield (
                 f.name,
-                Setting(env, f.default, spec.help, spec.parse, spec.secret, spec.choices, spec.aliases),
+                Setting(
+                    env, f.default, spec.help, spec.parse, spec.secret, spec.choices, spec.aliases, spec.cli
+                ),
             )
 
 
@@ -261,27 +273,289 @@ def by_name(settings: Settings) -> dict[str, Any]:
 
 
 def markdown_table(cls: type[Settings]) -> str:
-    """The README's table of ``cls``'s settings (a test keeps the README equal to it)."""
-    rows = ["| variable / flag | default | meaning |", "|---|---|---|"]
-    for s in cls.declared():
-        default = s.shown_default()
-        default = default if default.startswith(("(", "—")) else f"`{default}`"
-        text = s.help.replace("|", "&#124;").replace("<", "&lt;")
-        rows.append(f"| `{s.env}` / `{s.flag}` | {default} | {text} |")
-    return "\n".join(rows)
+    """The README's table of ``cls``'s settings (a test keeps the README equal to it). A group that has a
+    table of its own (``README_TABLE``) is one row there, pointing at it."""
+    rows = []
+    for _, entry in _entries(cls):
+        if isinstance(entry, Setting):
+            rows.append(_row(entry))
+        elif entry.README_TABLE:
+            names = [s.env for s in entry.declared()]
+            doc = (entry.__doc__ or "").strip().splitlines()[0].rstrip(".")
+            rows.append(
+                f"| `{names[0]}`, `{names[1]}`, … ({len(names)} in all) | | {doc[0].lower()}{doc[1:]}: see "
+                f"the `{entry.README_TABLE}` table in [Connecting to your Kafka](#connecting-to-your-kafka) |"
+            )
+        else:
+            rows.extend(map(_row, entry.declared()))
+    return _table(rows)
+
+
+def _table(rows: list[str]) -> str:
+    return "\n".join(["| variable / flag | default | meaning |", "|---|---|---|", *rows])
+
+
+def _row(s: Setting) -> str:
+    default = s.shown_default()
+    default = default if default.startswith(("(", "—")) else f"`{default}`"
+    text = s.help.replace("|", "&#124;").replace("<", "&lt;")
+    flag = f"`{s.flag}`" if s.cli else "(no flag: environment only)"
+    return f"| `{s.env}` / {flag} | {default} | {text} |"
+
+
+# -- settings that point at files: librdkafka properties, secrets --------------------------------------------
+_PROPERTY_ALIASES = {"sasl.mechanisms": "sasl.mechanism", "metadata.broker.list": "bootstrap.servers"}
+
+
+def read_properties(path: str, variable: str) -> dict[str, str]:
+    """The ``key=value`` lines of a librdkafka properties file (``#`` and ``!`` start comments), as kcat's
+    ``-F`` reads them. A bad line is named by its number only: it may hold a password."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path}: cannot read it ({exc.strerror})") from None
+    properties: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        key, equals, value = line.strip().partition("=")
+        if not key or key.startswith(("#", "!")):
+            continue
+        if not equals:
+            raise ConfigError(f"{variable}={path} line {number}: not a key=value line")
+        key = key.strip()
+        properties[_PROPERTY_ALIASES.get(key, key)] = value.strip()
+    return properties
+
+
+def read_secret(path: str, variable: str) -> str:
+    """The secret held by a file (a Docker secret), without its final newline; never echoed."""
+    try:
+        value = Path(path).read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{variable}={path}: cannot read it ({exc.strerror})") from None
+    if not value:
+        raise ConfigError(f"{variable}={path}: the file is empty")
+    return value
+
+
+def _secret(value: str | None, path: str | None, variable: str) -> str | None:
+    """A secret given either as ``variable`` or as the file ``variable_FILE`` names."""
+    if value and path:
+        raise ConfigError(f"set {variable} or {variable}_FILE, not both")
+    return read_secret(path, f"{variable}_FILE") if path else value
+
+
+def _existing(path: str | None, variable: str) -> None:
+    if path and not Path(path).exists():
+        raise ConfigError(f"{variable}={path}: no such file")
 
 
 # -- groups shared by several commands --------------------------------------------------------------------
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+# librdkafka property → the setting that gives it (the cross-field checks name what the user set)
+_KAFKA_PROPERTIES = {
+    "bootstrap.servers": "KAFKA_BOOTSTRAP_SERVERS",
+    "security.protocol": "KAFKA_SECURITY_PROTOCOL",
+    "sasl.mechanism": "KAFKA_SASL_MECHANISM",
+    "sasl.username": "KAFKA_SASL_USERNAME",
+    "sasl.password": "KAFKA_SASL_PASSWORD",
+    "sasl.oauthbearer.method": "KAFKA_SASL_OAUTHBEARER_METHOD",
+    "sasl.oauthbearer.client.id": "KAFKA_SASL_OAUTHBEARER_CLIENT_ID",
+    "sasl.oauthbearer.client.secret": "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+    "sasl.oauthbearer.token.endpoint.url": "KAFKA_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL",
+    "sasl.oauthbearer.scope": "KAFKA_SASL_OAUTHBEARER_SCOPE",
+    "ssl.ca.location": "KAFKA_SSL_CA_LOCATION",
+    "ssl.certificate.location": "KAFKA_SSL_CERTIFICATE_LOCATION",
+    "ssl.key.location": "KAFKA_SSL_KEY_LOCATION",
+    "ssl.key.password": "KAFKA_SSL_KEY_PASSWORD",
+    "ssl.endpoint.identification.algorithm": "KAFKA_SSL_ENDPOINT_IDENTIFICATION",
+}
+_OIDC = (
+    "sasl.oauthbearer.client.id",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.token.endpoint.url",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaClient(Settings):
-    """How every Kafka client of the process connects (producer, consumer, admin)."""
+    """How every Kafka client of the process connects (producer, consumer, admin): brokers, TLS, SASL.
+
+    A client's librdkafka properties are, each winning over the one before: KAFKA_CONFIG_FILE's, these
+    settings, what the command sets for that client (acks, group.id, ...), then ``overrides`` (Python
+    only). Secrets are read once, at start, from their variable or their ``_FILE``, and have no flag.
+    """
 
     PREFIX: ClassVar[str] = "KAFKA_"
-    bootstrap_servers: str = setting("localhost:9092", "Kafka bootstrap servers")
+    README_TABLE: ClassVar[str] = "kafka"
+    bootstrap_servers: str | None = setting(
+        None, "Kafka bootstrap servers (unset: KAFKA_CONFIG_FILE's bootstrap.servers, else localhost:9092)"
+    )
+    security_protocol: str | None = setting(
+        None,
+        "how clients talk to the brokers (unset: KAFKA_CONFIG_FILE's, else PLAINTEXT)",
+        choices=PROTOCOLS,
+    )
+    sasl_mechanism: str | None = setting(None, "SASL mechanism (needs a SASL_* protocol)", choices=MECHANISMS)
+    sasl_username: str | None = setting(None, "SASL user name (PLAIN, SCRAM; Confluent Cloud: the API key)")
+    sasl_password: str | None = setting(None, "SASL password (PLAIN, SCRAM)", secret=True, cli=False)
+    sasl_password_file: str | None = setting(None, "file holding the SASL password (a Docker secret)")
+    sasl_oauthbearer_method: str | None = setting(
+        None,
+        "OAUTHBEARER tokens: oidc fetches them from the token endpoint with the client credentials below "
+        "(default: librdkafka's unsecured test tokens, or an oauth_cb from Python)",
+        choices=("default", "oidc"),
+    )
+    sasl_oauthbearer_client_id: str | None = setting(None, "OIDC client id")
+    sasl_oauthbearer_client_secret: str | None = setting(None, "OIDC client secret", secret=True, cli=False)
+    sasl_oauthbearer_client_secret_file: str | None = setting(None, "file holding the OIDC client secret")
+    sasl_oauthbearer_token_endpoint_url: str | None = setting(None, "OIDC token endpoint URL")
+    sasl_oauthbearer_scope: str | None = setting(None, "OIDC scope (optional)")
+    ssl_ca_location: str | None = setting(
+        None,
+        "CA certificates (PEM file) that signed the brokers' certificates (unset: the system's, which "
+        "librdkafka finds by itself)",
+    )
+    ssl_certificate_location: str | None = setting(None, "client certificate (PEM) for mutual TLS")
+    ssl_key_location: str | None = setting(None, "client private key (PEM) for mutual TLS")
+    ssl_key_password: str | None = setting(
+        None, "password of an encrypted KAFKA_SSL_KEY_LOCATION", secret=True, cli=False
+    )
+    ssl_key_password_file: str | None = setting(None, "file holding the client key's password")
+    ssl_endpoint_identification: bool | None = setting(
+        None,
+        "check that a broker's certificate names the host dialled (unset: true, unless KAFKA_CONFIG_FILE "
+        "sets ssl.endpoint.identification.algorithm)",
+        flag,
+    )
+    config_file: str | None = setting(
+        None,
+        "librdkafka properties file (key=value lines, as kcat -F reads them): anything librdkafka "
+        "supports; the settings above win over it",
+    )
+    # Only from Python (the embedding API): properties or callbacks (oauth_cb) for every client, applied last.
+    overrides: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    _config: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        endpoint = self.ssl_endpoint_identification
+        given = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": _secret(self.sasl_password, self.sasl_password_file, "KAFKA_SASL_PASSWORD"),
+            "sasl.oauthbearer.method": self.sasl_oauthbearer_method,
+            "sasl.oauthbearer.client.id": self.sasl_oauthbearer_client_id,
+            "sasl.oauthbearer.client.secret": _secret(
+                self.sasl_oauthbearer_client_secret,
+                self.sasl_oauthbearer_client_secret_file,
+                "KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+            ),
+            "sasl.oauthbearer.token.endpoint.url": self.sasl_oauthbearer_token_endpoint_url,
+            "sasl.oauthbearer.scope": self.sasl_oauthbearer_scope,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": _secret(
+                self.ssl_key_password, self.ssl_key_password_file, "KAFKA_SSL_KEY_PASSWORD"
+            ),
+            "ssl.endpoint.identification.algorithm": None
+            if endpoint is None
+            else ("https" if endpoint else "none"),
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        from_file = read_properties(self.config_file, "KAFKA_CONFIG_FILE") if self.config_file else {}
+        config = {
+            "bootstrap.servers": "localhost:9092",
+            "ssl.endpoint.identification.algorithm": "https",
+            **from_file,
+            **given,
+        }
+        _check_security(config, given, "oauth_cb" in self.overrides)
+        object.__setattr__(self, "_config", config)
+
+    @property
+    def servers(self) -> str:
+        """The bootstrap servers in use (from the setting, the properties file or the default)."""
+        return str(self._config["bootstrap.servers"])
 
     def client_config(self) -> dict[str, Any]:
-        """librdkafka properties common to every client."""
-        return {"bootstrap.servers": self.bootstrap_servers}
+        """librdkafka properties common to every client (secrets included: never log them)."""
+        return {**self._config, **self.overrides}
+
+
+def _check_security(config: Mapping[str, Any], given: Mapping[str, Any], oauth_cb: bool) -> None:
+    """Cross-field checks of the merged properties; messages name the variable, or the file's key."""
+
+    def named(key: str) -> str:
+        return _KAFKA_PROPERTIES[key] if key in given else f"{key} in KAFKA_CONFIG_FILE"
+
+    protocol = str(config.get("security.protocol", "PLAINTEXT")).upper()
+    mechanism = config.get("sasl.mechanism")
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{named('security.protocol')}={protocol}: must be one of {', '.join(PROTOCOLS)}")
+    if not protocol.startswith("SASL_"):
+        if mechanism:
+            raise ConfigError(
+                f"{named('sasl.mechanism')}={mechanism} needs KAFKA_SECURITY_PROTOCOL=SASL_SSL (or "
+                f"SASL_PLAINTEXT), not {protocol}"
+            )
+        for key in (k for k in given if k.startswith("sasl.")):
+            raise ConfigError(f"{named(key)} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use SASL")
+    elif not mechanism:
+        raise ConfigError(
+            f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM ({', '.join(MECHANISMS)})"
+        )
+    if protocol not in ("SSL", "SASL_SSL"):
+        for key in ("ssl.ca.location", "ssl.certificate.location", "ssl.key.location", "ssl.key.password"):
+            if key in given:
+                raise ConfigError(
+                    f"{named(key)} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+                )
+    if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+        config.get("sasl.username") and config.get("sasl.password")
+    ):
+        raise ConfigError(
+            f"{named('sasl.mechanism')}={mechanism} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD "
+            "(or KAFKA_SASL_PASSWORD_FILE)"
+        )
+    _check_oauthbearer(config, given, named, mechanism, oauth_cb)
+    if ("ssl.certificate.location" in config) != ("ssl.key.location" in config):
+        raise ConfigError(
+            "KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION go together (mutual TLS)"
+        )
+    if "ssl.key.password" in config and "ssl.key.location" not in config:
+        raise ConfigError(f"{named('ssl.key.password')} is set but KAFKA_SSL_KEY_LOCATION is not")
+    for key in ("ssl.certificate.location", "ssl.key.location", "ssl.ca.location"):
+        if config.get(key) != "probe":  # librdkafka's word for "the system's CA locations"
+            _existing(config.get(key), named(key))
+    if protocol == "SASL_PLAINTEXT" and mechanism == "PLAIN":
+        log.warning(
+            "KAFKA_SASL_MECHANISM=PLAIN over SASL_PLAINTEXT sends the password unencrypted: use SASL_SSL"
+        )
+
+
+def _check_oauthbearer(
+    config: Mapping[str, Any],
+    given: Mapping[str, Any],
+    named: Callable[[str], str],
+    mechanism: Any,
+    oauth_cb: bool,
+) -> None:
+    method = config.get("sasl.oauthbearer.method", "default")
+    if mechanism != "OAUTHBEARER":
+        for key in (k for k in given if k.startswith("sasl.oauthbearer.")):
+            raise ConfigError(f"{named(key)} needs KAFKA_SASL_MECHANISM=OAUTHBEARER")
+    elif method == "oidc" and "sasl.oauthbearer.metadata.authentication.type" not in config:
+        missing = [_KAFKA_PROPERTIES[k] for k in _OIDC if not config.get(k)]
+        if missing:
+            raise ConfigError(f"KAFKA_SASL_OAUTHBEARER_METHOD=oidc needs {' and '.join(missing)}")
+    elif not (oauth_cb or config.get("sasl.oauthbearer.config")):
+        raise ConfigError(
+            "KAFKA_SASL_MECHANISM=OAUTHBEARER needs KAFKA_SASL_OAUTHBEARER_METHOD=oidc with the OIDC client "
+            "settings (or, from Python, an oauth_cb in the client overrides)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,12 +563,47 @@ class Registry(Settings):
     """The Confluent-compatible Schema Registry, for writing and reading the Confluent framing."""
 
     PREFIX: ClassVar[str] = "SCHEMA_REGISTRY_"
+    README_TABLE: ClassVar[str] = "registry"
     url: str | None = setting(
         None, "Confluent Schema Registry URL (KAFKA_FRAMING=confluent; to read Confluent-framed topics)"
     )
     timeout_seconds: float = setting(
         60.0, "at start, wait this long for an unreachable registry", non_negative_float
     )
+    basic_auth_user_info: str | None = setting(
+        None, "user:password for HTTP basic auth (Confluent Cloud: API key:secret)", secret=True, cli=False
+    )
+    basic_auth_user_info_file: str | None = setting(
+        None, "file holding SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO (a Docker secret)"
+    )
+    ca_location: str | None = setting(
+        None, "CA certificates (PEM file) that signed the registry's HTTPS certificate (unset: the system's)"
+    )
+    _user_info: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        variable = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
+        user_info = _secret(self.basic_auth_user_info, self.basic_auth_user_info_file, variable)
+        if user_info is not None and ":" not in user_info:
+            raise ConfigError(f"{variable} must be user:password")
+        for name, value in ((variable, user_info), ("SCHEMA_REGISTRY_CA_LOCATION", self.ca_location)):
+            if value and not self.url:
+                raise ConfigError(f"{name} is set but SCHEMA_REGISTRY_URL is not")
+        if user_info and urlsplit(self.url or "").username is not None:
+            raise ConfigError(
+                f"SCHEMA_REGISTRY_URL carries user:password and {variable} is set: give them once"
+            )
+        _existing(self.ca_location, "SCHEMA_REGISTRY_CA_LOCATION")
+        object.__setattr__(self, "_user_info", user_info)
+
+    def client_config(self) -> dict[str, Any]:
+        """confluent-kafka's ``SchemaRegistryClient`` configuration (secrets included: never log it)."""
+        config: dict[str, Any] = {"url": self.url}
+        if self._user_info:
+            config["basic.auth.user.info"] = self._user_info
+        if self.ca_location:
+            config["ssl.ca.location"] = self.ca_location
+        return config
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,7 +794,7 @@ class RunSettings(Settings):
         None, "this instance's name, in the kite.instance header of what it writes (default: host-pid)"
     )
     # Only from Python (the embedding API): extra librdkafka settings for the producer.
-    producer_overrides: Mapping[str, str] = field(default_factory=dict)
+    producer_overrides: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.kite_api_key:
@@ -751,17 +1060,29 @@ COMMANDS: dict[str, type[Settings]] = {
 }
 
 
+# Groups with a README table of their own (their rows in the commands' tables point there).
+GROUP_TABLES: dict[str, type[Settings]] = {"kafka": KafkaClient, "registry": Registry}
+
+
+def readme_tables() -> dict[str, str]:
+    """Marker name → the README table between ``<!-- settings:<name> -->`` and its closing marker."""
+    tables = {command: markdown_table(declaration) for command, declaration in COMMANDS.items()}
+    for name, declaration in GROUP_TABLES.items():
+        tables[name] = _table(list(map(_row, declaration.declared())))
+    return tables
+
+
 def update_readme(text: str) -> str:
-    """``text`` with the table between each ``<!-- settings:<command> -->`` marker pair made anew."""
-    for command, declaration in COMMANDS.items():
-        start, end = f"<!-- settings:{command} -->", f"<!-- /settings:{command} -->"
+    """``text`` with the table between each ``<!-- settings:<name> -->`` marker pair made anew."""
+    for name, table in readme_tables().items():
+        start, end = f"<!-- settings:{name} -->", f"<!-- /settings:{name} -->"
         head, found, rest = text.partition(start)
         if not found:
             continue
         _, closed, tail = rest.partition(end)
         if not closed:
             raise ValueError(f"README: {start} has no {end}")
-        text = f"{head}{start}\n{markdown_table(declaration)}\n{end}{tail}"
+        text = f"{head}{start}\n{table}\n{end}{tail}"
     return text
 
 

@@ -17,8 +17,9 @@ from typing import Any, TextIO
 from confluent_kafka import Consumer, Message
 
 from connector.config import ConsumeSettings
-from connector.errors import SerializationError
-from connector.serde import AvroReader
+from connector.errors import RegistryError, SerializationError
+from connector.serde import AvroReader, check_registry, registry_client
+from connector.sink import Access, Cluster, KafkaAccessError, kind_of
 
 __all__ = ["LiveView", "consume", "record_json"]
 
@@ -119,13 +120,21 @@ class LiveView:
 
 
 def consume(v: ConsumeSettings, out: TextIO, err: TextIO) -> int:
-    """Run the reader; returns how many records it printed."""
-    reader = AvroReader(v.registry.url)
+    """Run the reader; returns how many records it printed. Kafka (and the registry, if any) are checked
+    first: a refusal stops it naming the cause, before anything is read."""
+    group = v.consume_group or f"kite-consume-{uuid.uuid4().hex[:8]}"
+    cluster = Cluster(v.kafka.client_config())
+    cluster.metadata()
+    cluster.check(Access(read=v.topics, groups=[group]))
+    registry = registry_client(v.registry.client_config()) if v.registry.url else None
+    if registry is not None:
+        check_registry(registry, v.registry.url or "", v.registry.timeout_seconds)
+    reader = AvroReader(registry_client=registry)
     wanted = v.instruments
     consumer = Consumer(
         {
             **v.kafka.client_config(),
-            "group.id": v.consume_group or f"kite-consume-{uuid.uuid4().hex[:8]}",
+            "group.id": group,
             "auto.offset.reset": "earliest" if v.consume_from_beginning else "latest",
         }
     )
@@ -146,15 +155,18 @@ def consume(v: ConsumeSettings, out: TextIO, err: TextIO) -> int:
                     break
                 continue
             last_seen = now
-            if msg.error():
-                err.write(f"kafka: {msg.error()}\n")
+            error = msg.error()
+            if error is not None:
+                if kind_of(error) in ("authentication", "authorization"):  # retrying cannot fix it
+                    raise KafkaAccessError(str(kind_of(error)), f"Kafka refused the consumer: {error.str()}")
+                err.write(f"kafka: {error}\n")
                 continue
             key = msg.key()
             if wanted and (key or b"").decode(errors="replace") not in wanted:
                 continue
             try:
                 kind, value = reader.read(msg.value() or b"")
-            except SerializationError as exc:
+            except (SerializationError, RegistryError) as exc:  # shown; the reader goes on
                 err.write(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}\n")
                 continue
             printed += 1

@@ -10,6 +10,8 @@ ConnectorError
 ├── SinkError              Kafka refused or could not take a record
 ├── OrderLogError          the local order-update log cannot be opened or written (locked, disk full)
 └── KiteApiError           Kite's REST API could not be reached or answered something unexpected
+
+Interrupted (a KeyboardInterrupt, not a ConnectorError): SIGTERM or SIGINT while a command starts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "ConnectorError",
+    "Interrupted",
     "KiteApiError",
     "MalformedFrame",
     "OrderLogError",
@@ -77,3 +80,12 @@ class OrderLogError(ConnectorError):
 
 class KiteApiError(ConnectorError):
     """A Kite REST call failed (unreachable, HTTP error, or an answer that is not Kite's format)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT while a command starts: whatever it waits for (Kafka, the registry), it ends now,
+    with exit status 128 + the signal's number. Once started, a signal asks for a clean stop instead."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum} during start-up")
+        self.signum = signum

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from connector._http import reply
+from connector.sink import KINDS
 from connector.stats import ConnectionStats, ShardStats
 
 if TYPE_CHECKING:
@@ -132,6 +133,12 @@ class _StatsCollector(Collector):
         per_connection = [([str(i), str(i % self.lines)], s) for i, s in enumerate(self.connections)]
         yield from _families(_PER_CONNECTION, per_connection, ["connection", "line"])
         yield from _families(_PER_SHARD, [([str(i)], s) for i, s in enumerate(self.shards)], ["shard"])
+        errors = CounterMetricFamily(
+            "kafka_errors", "Errors librdkafka reported to the producers, by kind", labels=["kind"]
+        )
+        for error_kind in KINDS:
+            errors.add_metric([error_kind], sum(s.kafka_errors[error_kind] for s in self.shards))
+        yield errors
         yield from self._times()
 
     def _times(self) -> Iterator[Metric]:
@@ -274,6 +281,9 @@ class Metrics:
             return False, failure
         now, down = time.monotonic(), []
         for shard, s in enumerate(self.shards):
+            refused = s.refused()
+            if refused is not None:
+                return False, f"shard {shard}: Kafka refuses the producer: {refused}"
             lines = range(shard * self.lines, (shard + 1) * self.lines)
             down += [self._down(i) for i in lines if not self.connections[i].connected]
             if all(not self.connections[i].connected for i in lines):

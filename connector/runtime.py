@@ -45,7 +45,7 @@ from connector.market import load_calendar
 from connector.metrics import Metrics, MetricsServer
 from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
 from connector.pipeline import Pipeline, TickCallback
-from connector.serde import AvroReader, Serializers, build_serializers
+from connector.serde import AvroReader, Serializers, build_serializers, registry_client
 from connector.sink import KafkaSink, Sink, SinkConfig, TopicSpec, ensure_topics
 from connector.source import KiteListener, TokenSource
 from connector.stats import ConnectionStats, ShardStats
@@ -377,6 +377,8 @@ class Runtime:
             s.kafka_framing,
             s.registry.url,
             self.topics.by_kind(),
+            # retries are register_value_schemas' own, bounded by the timeout
+            registry_client(s.registry.client_config(), retries=0) if s.registry.url else None,
             registry_timeout=s.registry.timeout_seconds,
         )
 
@@ -418,7 +420,9 @@ class Runtime:
 
     def _dead_letter_ident(self) -> Callable[[bytes], Ident | None]:
         """A dead letter's value → its ident (the digest of the input it kept), both written and read back."""
-        reader, topic = AvroReader(self.settings.registry.url), self.topics.dead_letters
+        registry = self.settings.registry
+        reader = AvroReader(registry.client_config() if registry.url else None)  # authenticated as the writer
+        topic = self.topics.dead_letters
 
         def ident(value: bytes) -> Ident | None:
             try:

@@ -57,6 +57,16 @@ class ShardStats:
     abandoned: int = 0  # records left unacknowledged by a producer that was replaced
     in_flight: int = 0
     held: int = 0
+    kafka_errors: Counter[str] = field(default_factory=Counter)  # librdkafka's errors, by kind (sink.KINDS)
+    kafka_refused: str | None = None  # why Kafka last refused the producer (credentials, TLS, an ACL)
+    kafka_refused_topic: str | None = None  # the topic an ACL refused (None: the whole producer)
+    kafka_refused_delivered: int = 0  # records delivered then (to that topic): once more are, it is over
+
+    def refused(self) -> str | None:
+        """Why Kafka refuses the producer, while nothing was delivered since (to the topic refused)."""
+        topic = self.kafka_refused_topic
+        delivered = self.delivered[topic] if topic is not None else self.delivered.total()
+        return self.kafka_refused if delivered <= self.kafka_refused_delivered else None
 
     def summary(self) -> dict[str, object]:
         return {

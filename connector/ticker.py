@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.config import RunSettings
+from connector.config import KafkaClient, RunSettings
 from connector.errors import ConnectorError
 from connector.kite import Mode, OrderUpdate, Tick
 from connector.metrics import Metrics
@@ -55,6 +55,8 @@ class KafkaOutput:
     other run setting goes in ``settings`` by its variable name, as text, and is parsed and checked as
     ``run`` checks it: ``settings={"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_LINGER_MS": "5"}``.
     ``order_log_dir`` keeps order updates Kafka has not acknowledged across restarts; None: memory only.
+    ``client_overrides`` go to every Kafka client of the ticker, last: librdkafka properties or callbacks
+    that only Python can give, such as an ``oauth_cb`` returning (token, expiry) for Amazon MSK IAM.
     """
 
     bootstrap_servers: str
@@ -70,6 +72,7 @@ class KafkaOutput:
     metrics_port: int = 0  # an embedded ticker serves no HTTP unless asked (run's default is 9100)
     settings: Mapping[str, str] = field(default_factory=dict)
     producer_overrides: dict[str, str] = field(default_factory=dict)
+    client_overrides: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def environment(self) -> dict[str, str]:
         """These fields and ``settings`` as run settings' text values."""
@@ -124,9 +127,12 @@ class KiteTicker:
             reconnect_max_delay,
         )
         self.as_dicts, self.kafka = as_dicts, kafka
+        environment = kafka.environment() if kafka else {}
+        overrides = dict(kafka.client_overrides) if kafka else {}
         self.settings = RunSettings.load(
             None,
-            kafka.environment() if kafka else {},
+            environment,
+            kafka=KafkaClient.load(None, environment, overrides=overrides),
             kite_api_key=api_key,
             kite_access_token=access_token,
             kite_access_token_file=access_token_file,

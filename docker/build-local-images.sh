@@ -5,14 +5,18 @@
 #   KITE_BASE_IMAGE     Debian base with python3/venv/pip (FROM of the project's Dockerfile)
 #   KITE_KAFKA_IMAGE    Apache Kafka (KRaft) honouring the apache/kafka KAFKA_* environment convention
 #   KITE_REGISTRY_IMAGE Apicurio Registry 2.4.2 (in-memory), the stand-in for apicurio/apicurio-registry-mem
+#   KITE_REGISTRY_PROXY_IMAGE
+#                       Debian's nginx on KITE_BASE_IMAGE: TLS and basic auth in front of the registry
+#                       (docker-compose.secure.yml)
 #   KITE_PROMETHEUS_IMAGE, KITE_ALERTMANAGER_IMAGE
 #                       Debian's Prometheus 2.42 and Alertmanager 0.25, stand-ins for prom/prometheus and
 #                       prom/alertmanager (the compose profile `monitoring`)
 #
-# `build-local-images.sh registry` builds the registry image only, `build-local-images.sh monitoring` the
-# Prometheus and Alertmanager images only.
-# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka, registry, Prometheus
-# and Alertmanager images are also rebuilt when their recipe under docker/ changes).
+# `build-local-images.sh registry` builds the registry image only, `... kafka` the Kafka image only,
+# `... registry-proxy` the proxy only (from an existing KITE_BASE_IMAGE), `... monitoring` the Prometheus
+# and Alertmanager images only.
+# Idempotent: an image that already exists is left alone (FORCE=1 rebuilds; the Kafka, registry, proxy,
+# Prometheus and Alertmanager images are also rebuilt when their recipe under docker/ changes).
 # Behind an air gap, point DEBIAN_MIRROR at an internal Debian mirror and MAVEN_ARGS at a
 # settings.xml that names an internal Maven mirror (e.g. MAVEN_ARGS="-s /path/settings.xml").
 set -euo pipefail
@@ -21,6 +25,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KITE_BASE_IMAGE="${KITE_BASE_IMAGE:-kite-kafka/python-base:bookworm}"
 KITE_KAFKA_IMAGE="${KITE_KAFKA_IMAGE:-kite-kafka/kafka:4.1.1}"
 KITE_REGISTRY_IMAGE="${KITE_REGISTRY_IMAGE:-kite-kafka/apicurio-registry:2.4.2}"
+KITE_REGISTRY_PROXY_IMAGE="${KITE_REGISTRY_PROXY_IMAGE:-kite-kafka/registry-proxy:bookworm}"
 KITE_PROMETHEUS_IMAGE="${KITE_PROMETHEUS_IMAGE:-kite-kafka/prometheus:2.42.0}"
 KITE_ALERTMANAGER_IMAGE="${KITE_ALERTMANAGER_IMAGE:-kite-kafka/alertmanager:0.25.0}"
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
@@ -143,6 +148,21 @@ build_registry() {
   say "built $KITE_REGISTRY_IMAGE in $((SECONDS - t0)) s"
 }
 
+# The registry proxy: Debian's nginx-light installed on the project's Debian base (apt runs in the build).
+build_registry_proxy() {
+  local recipe
+  recipe="$(cat "$here"/registry-proxy/* | sha256sum | cut -c1-16)"
+  if image_exists "$KITE_REGISTRY_PROXY_IMAGE" \
+    && [ "$(docker image inspect -f '{{ index .Config.Labels "kite.recipe" }}' "$KITE_REGISTRY_PROXY_IMAGE" 2>/dev/null)" = "$recipe" ]; then
+    say "exists: $KITE_REGISTRY_PROXY_IMAGE"
+    return
+  fi
+  local t0=$SECONDS
+  docker build -q --build-arg "BASE=$KITE_BASE_IMAGE" --label "kite.recipe=$recipe" \
+    -t "$KITE_REGISTRY_PROXY_IMAGE" "$here/registry-proxy" >/dev/null
+  say "built $KITE_REGISTRY_PROXY_IMAGE in $((SECONDS - t0)) s"
+}
+
 # Prometheus and Alertmanager share one Debian tree with both packages; each image only adds its entrypoint.
 MONITORING_BASE="kite-kafka/monitoring-base:$SUITE"
 build_monitoring_image() { # $1 image name, $2 its recipe directory under docker/
@@ -169,6 +189,16 @@ if [ "${1:-}" = registry ]; then  # only the registry image (the others come fro
   say "ready: KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
   exit 0
 fi
+if [ "${1:-}" = kafka ]; then  # only the Kafka image (docker-compose.secure.yml needs this one)
+  build_kafka
+  say "ready: KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE"
+  exit 0
+fi
+if [ "${1:-}" = registry-proxy ]; then  # only the proxy, on an existing base image
+  build_registry_proxy
+  say "ready: KITE_REGISTRY_PROXY_IMAGE=$KITE_REGISTRY_PROXY_IMAGE"
+  exit 0
+fi
 if [ "${1:-}" = monitoring ]; then  # only the Prometheus and Alertmanager images
   build_monitoring_image "$KITE_PROMETHEUS_IMAGE" prometheus
   build_monitoring_image "$KITE_ALERTMANAGER_IMAGE" alertmanager
@@ -182,5 +212,7 @@ build_registry
 build_monitoring_image "$KITE_PROMETHEUS_IMAGE" prometheus
 build_monitoring_image "$KITE_ALERTMANAGER_IMAGE" alertmanager
 wait "$base_pid"
+build_registry_proxy
 say "ready: KITE_BASE_IMAGE=$KITE_BASE_IMAGE KITE_KAFKA_IMAGE=$KITE_KAFKA_IMAGE KITE_REGISTRY_IMAGE=$KITE_REGISTRY_IMAGE"
+say "ready: KITE_REGISTRY_PROXY_IMAGE=$KITE_REGISTRY_PROXY_IMAGE"
 say "ready: KITE_PROMETHEUS_IMAGE=$KITE_PROMETHEUS_IMAGE KITE_ALERTMANAGER_IMAGE=$KITE_ALERTMANAGER_IMAGE"

@@ -2,7 +2,8 @@
 
 It shows how a downstream service reads what the connector writes: a plain confluent-kafka consumer and
 the project's deserializer (``AvroReader`` detects the framing and the schema version; the Confluent
-framing, docker-compose's default, needs SCHEMA_REGISTRY_URL).
+framing, docker-compose's default, needs SCHEMA_REGISTRY_URL). It reads the connector's own KAFKA_* and
+SCHEMA_REGISTRY_* connection settings, so TLS, SASL and registry credentials work the same way.
     SCHEMA_REGISTRY_URL=http://127.0.0.1:8081/apis/ccompat/v7 python examples/strategy_consumer.py
 """
 
@@ -14,6 +15,7 @@ from collections import defaultdict, deque
 
 from confluent_kafka import Consumer
 
+from connector.config import KafkaClient, Registry
 from connector.serde import AvroReader
 
 FAST, SLOW = 5, 20
@@ -22,10 +24,11 @@ IDLE_POLLS = int(os.environ.get("EXAMPLE_IDLE_POLLS", "0"))
 
 
 def main() -> None:
-    reader = AvroReader(os.environ.get("SCHEMA_REGISTRY_URL"))
+    kafka, registry = KafkaClient.load(), Registry.load()
+    reader = AvroReader(registry.client_config() if registry.url else None)
     consumer = Consumer(
         {
-            "bootstrap.servers": os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            **kafka.client_config(),
             "group.id": os.environ.get("EXAMPLE_GROUP", "ma-crossover"),
             "auto.offset.reset": "earliest",
         }

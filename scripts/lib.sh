@@ -94,6 +94,29 @@ ensure_registry_image() {
   bash "$repo_root/docker/build-local-images.sh" registry 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
 }
 
+# The project's own Kafka image (SCRAM users at format time, kite-certs.sh), which the secured stack and its
+# tests need. Where KITE_KAFKA_IMAGE is the official image (or unset), ours is built as kite-kafka/kafka:4.1.1
+# (from Debian and Maven Central); own_kafka_image names the one to use.
+own_kafka_image() {
+  case "${KITE_KAFKA_IMAGE:-}" in
+    "" | "$KITE_OFFICIAL_KAFKA_IMAGE") echo "kite-kafka/kafka:4.1.1" ;;
+    *) echo "$KITE_KAFKA_IMAGE" ;;
+  esac
+}
+
+ensure_own_kafka_image() {
+  local image
+  image="$(own_kafka_image)"
+  case "$image" in
+    kite-kafka/*) ;;
+    *) echo "using $image (it must be a build of docker/kafka)"; return 0 ;;
+  esac
+  command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+  command -v mvn >/dev/null 2>&1 || apt_install maven openjdk-17-jdk-headless
+  KITE_KAFKA_IMAGE="$image" bash "$repo_root/docker/build-local-images.sh" kafka 2>&1 \
+    | sed 's/\x1b\[[0-9;]*m//g' | grep -v -i -E 'deprecated|buildkit|environment-variable|^\s*$'
+}
+
 # Prometheus and Alertmanager (compose profile `monitoring`, and its test): KITE_PROMETHEUS_IMAGE and
 # KITE_ALERTMANAGER_IMAGE, else the official images where a registry answers, else Debian's packages in
 # images built here.

@@ -6,6 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$repo_root"
 step "docker engine" ensure_docker
 step "images" ensure_images
+step "the project's Kafka image (secured broker tests)" ensure_own_kafka_image
 step "promtool" ensure_prometheus
 step "virtualenv" ensure_venv
 step "lint (ruff, mypy --strict)" sh -c 'ruff check . && ruff format --check . && mypy'

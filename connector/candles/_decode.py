@@ -13,7 +13,7 @@ import re
 import struct
 from typing import Any, NamedTuple
 
-from connector.errors import RegistryError, SerializationError
+from connector.errors import SerializationError
 from connector.kite._layout import MODES, RECORD, SEGMENTS
 from connector.serde import AvroReader, load_schema
 
@@ -100,17 +100,8 @@ class TickDecoder:
         reader). An id the registry does not know is a bad record; a registry that does not answer is not."""
         try:
             return self._reader.writer_schema(schema_id).fingerprint
-        except SerializationError:
-            raise
         except ValueError as exc:  # the registry's schema under that id is not one of ours
             raise SerializationError(f"schema id {schema_id}: {exc}") from exc
-        except Exception as exc:  # the registry client's HTTP and transport errors
-            if getattr(exc, "http_status_code", None) == 404:
-                raise SerializationError(f"schema id {schema_id} is not in the Schema Registry") from exc
-            raise RegistryError(
-                f"the Schema Registry did not give schema id {schema_id} ({type(exc).__name__}: {exc}): "
-                "is it up, and is SCHEMA_REGISTRY_URL the registry the connector writes to?"
-            ) from exc
 
     def decode(self, data: bytes) -> TickFacts:
         """Raises :class:`connector.errors.SerializationError` for bytes that are not a Tick."""

@@ -44,10 +44,11 @@ from connector.candles._metrics import CandleMetrics
 from connector.candles._status import BlindWatch, Counts, ProcessorFailed, Status
 from connector.candles._txn import AbortRequired, TransactionCalls, describe, kafka_error
 from connector.config import CandlesSettings, by_name
-from connector.errors import ConfigError, ConnectorError, SerializationError, SinkError
+from connector.errors import ConfigError, ConnectorError, Interrupted, SerializationError, SinkError
 from connector.logs import sample
 from connector.metrics import serve_http
-from connector.serde import CONFLUENT_MAGIC, AvroReader, DeadLetter
+from connector.serde import CONFLUENT_MAGIC, AvroReader, DeadLetter, check_registry, registry_client
+from connector.sink import Access, Cluster, KafkaAccessError, TopicSpec, refusal_of
 
 __all__ = ["BLIND_MIN_RECORDS", "EXIT_FAILED", "CandleProcessor", "check_sample", "serve"]
 
@@ -76,8 +77,9 @@ class _Partition:
 class CandleProcessor:
     """Consume-transform-produce of ticks into bars; ``run`` until ``stop`` is set."""
 
-    def __init__(self, v: dict[str, Any], clock: Callable[[], float] = time.time) -> None:
-        self.v = v
+    def __init__(self, settings: CandlesSettings, clock: Callable[[], float] = time.time) -> None:
+        self.v = v = by_name(settings)
+        self.client = settings.kafka.client_config()  # every client of the processor connects the same way
         self.intervals = parse_intervals(v["CANDLES_INTERVALS"])
         self.grace_ms: int = v["CANDLES_GRACE_MS"]
         self.ticks_topic: str = v["KAFKA_TOPIC_TICKS"]
@@ -99,28 +101,24 @@ class CandleProcessor:
         self._in_txn = False
         self._cycle_start = time.monotonic()
         self._failing_since: float | None = None  # first abort since the last commit
+        self.started = False  # the main loop runs (a signal before that ends start-up at once)
         if v["KAFKA_FRAMING"] == "confluent" and not v["SCHEMA_REGISTRY_URL"]:
             raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
-        self.reader = AvroReader(v["SCHEMA_REGISTRY_URL"])
+        self.registry = registry_client(settings.registry.client_config()) if settings.registry.url else None
+        self.reader = AvroReader(registry_client=self.registry)
         self.decoder = TickDecoder(self.reader)
 
     # Set-up
 
     def _ensure_topics(self) -> int:
-        """Creates missing output topics; returns the partition count of the ticks topic."""
-        from confluent_kafka.admin import AdminClient
-        from confluent_kafka.cimpl import NewTopic
-
-        admin = AdminClient({"bootstrap.servers": self.v["KAFKA_BOOTSTRAP_SERVERS"], "log_level": 3})
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                meta = admin.list_topics(timeout=5)
-                break
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise SinkError(f"Kafka did not answer ({exc}): check KAFKA_BOOTSTRAP_SERVERS") from exc
-                time.sleep(1)
+        """Creates missing output topics and checks the ACLs the processor needs (a refusal stops start-up
+        naming it); returns the partition count of the ticks topic."""
+        cluster = Cluster(self.client)
+        meta = cluster.metadata()
+        if self.registry is not None:
+            check_registry(
+                self.registry, self.v["SCHEMA_REGISTRY_URL"], self.v["SCHEMA_REGISTRY_TIMEOUT_SECONDS"]
+            )
         ticks = meta.topics.get(self.ticks_topic)
         if ticks is None or ticks.error is not None:
             raise ConfigError(
@@ -137,51 +135,44 @@ class CandleProcessor:
                 "with empty state) or name another CANDLES_STATE_TOPIC"
             )
         rf, n = self.v["KAFKA_REPLICATION_FACTOR"], self.v["KAFKA_TOPIC_PARTITIONS"]
-        wanted = [NewTopic(t, n, rf) for t in (*self.topics.values(), self.v["CANDLES_LATE_TOPIC"])]
-        wanted.append(NewTopic(self.v["KAFKA_TOPIC_DEAD_LETTERS"], n, rf))
+        wanted = [TopicSpec(t, n, rf) for t in (*self.topics.values(), self.v["CANDLES_LATE_TOPIC"])]
+        wanted.append(TopicSpec(self.v["KAFKA_TOPIC_DEAD_LETTERS"], n, rf))
         wanted.append(
-            NewTopic(state_topic, partitions, rf, config={
+            TopicSpec(state_topic, partitions, rf, config={
                 "cleanup.policy": "compact", "segment.bytes": str(64 << 20),
                 "min.compaction.lag.ms": "0", "min.cleanable.dirty.ratio": "0.1",
             })
         )  # fmt: skip
-        missing = [t for t in wanted if t.topic not in meta.topics]
-        for name, future in admin.create_topics(missing).items() if missing else ():
-            try:
-                future.result(timeout=_KAFKA_TIMEOUT)
-                log.info("created topic %s", name)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise SinkError(f"cannot create topic {name}: {exc}") from exc
+        cluster.create(wanted, meta)
+        written = [t.name for t in wanted]
+        cluster.check(
+            Access(write=written, read=[self.ticks_topic, state_topic], groups=[self.v["CANDLES_GROUP"]])
+        )
         return partitions
 
     def _writers(self) -> None:
+        """Bars and dead letters are written through the registry client the reader uses (its basic auth
+        and CA included)."""
         framing = self.v["KAFKA_FRAMING"]
-        registry = None
-        if framing == "confluent":
-            from confluent_kafka.schema_registry import SchemaRegistryClient
-
-            registry = SchemaRegistryClient({"url": self.v["SCHEMA_REGISTRY_URL"]})
         url = self.v["SCHEMA_REGISTRY_URL"] or ""
         self.bar_writers = {
-            label: serializer("candle", t, framing, registry, url) for label, t in self.topics.items()
+            label: serializer("candle", t, framing, self.registry, url) for label, t in self.topics.items()
         }
         self.dlq_writer = serializer(
-            "dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, registry, url
+            "dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, self.registry, url
         )
 
     def _clients(self) -> tuple[Consumer, Producer, Consumer]:
-        bootstrap = self.v["KAFKA_BOOTSTRAP_SERVERS"]
         group = self.v["CANDLES_GROUP"]
         consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": group, "group.instance.id": self.instance,
+            **self.client, "group.id": group, "group.instance.id": self.instance,
             "isolation.level": "read_committed", "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if self.v["CANDLES_FROM_BEGINNING"] else "latest",
             "session.timeout.ms": self.v["CANDLES_SESSION_TIMEOUT_MS"],
             "enable.partition.eof": False, "log_level": 4,
         })  # fmt: skip
         producer_config: dict[str, Any] = {
-            "bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+            **self.client, "enable.idempotence": True, "linger.ms": 5,
             "compression.type": "lz4", "log_level": 4,
         }  # fmt: skip
         if self.eos:
@@ -189,7 +180,7 @@ class CandleProcessor:
             producer_config["transaction.timeout.ms"] = self.v["CANDLES_TRANSACTION_TIMEOUT_MS"]
         producer = Producer(producer_config)
         restorer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": f"{group}.restore", "enable.auto.commit": False,
+            **self.client, "group.id": f"{group}.restore", "enable.auto.commit": False,
             "isolation.level": "read_committed", "enable.partition.eof": True, "log_level": 4,
         })  # fmt: skip
         return consumer, producer, restorer
@@ -232,7 +223,7 @@ class CandleProcessor:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
-            self.status.running = True
+            self.started = self.status.running = True
             self._loop(stop)
             self._commit()
         except BaseException:
@@ -682,25 +673,49 @@ def _metrics_server(v: dict[str, Any], status: Status) -> ThreadingHTTPServer | 
     return server
 
 
+def _refusal(processor: CandleProcessor, err: KafkaError | None) -> KafkaAccessError | None:
+    """The refusal (credentials, TLS, a missing ACL) an error of the processor's Kafka calls is, if any."""
+    if err is None:
+        return None
+    group = processor.v["CANDLES_GROUP"]
+    return refusal_of(
+        err,
+        processor.client,
+        topic=processor.ticks_topic,
+        group=group,
+        transactional_id=f"{group}-{processor.instance}",
+    )
+
+
 def serve(settings: CandlesSettings) -> int:
     """Run the processor until SIGTERM/SIGINT, then commit what is pending and exit 0; exit 3 when it
-    keeps failing (one log line, for the restart policy)."""
+    keeps failing (one log line, for the restart policy). A signal while it starts ends it at once; Kafka
+    refusing it (credentials, an ACL) before it runs is named (exit 2), after that it exits 3."""
     stop = Event()
+    processor = CandleProcessor(settings)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("%s: stopping", signal.Signals(signum).name)
         stop.set()
+        if not processor.started:
+            raise Interrupted(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    v = by_name(settings)
-    processor = CandleProcessor(v)
-    server = _metrics_server(v, processor.status)
+    server = _metrics_server(processor.v, processor.status)
     try:
         processor.run(stop)
     except (ProcessorFailed, KafkaException) as exc:
-        err = kafka_error(exc) if isinstance(exc, KafkaException) else None
-        shown = f"Kafka: {describe(err)}" if err is not None else str(exc)
+        err = exc.error if isinstance(exc, ProcessorFailed) else kafka_error(exc)
+        refusal = _refusal(processor, err)
+        if refusal is not None and not processor.started:
+            raise refusal from None
+        if refusal is not None:
+            shown = str(refusal)
+        elif isinstance(exc, KafkaException) and err is not None:
+            shown = f"Kafka: {describe(err)}"
+        else:
+            shown = str(exc)
         log.critical("%s; exiting so that the process is restarted", shown)
         return EXIT_FAILED
     finally:

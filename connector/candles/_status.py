@@ -9,15 +9,24 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from connector.errors import ConnectorError
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError
 
 __all__ = ["BlindWatch", "Counts", "ProcessorFailed", "Status"]
 
 
 class ProcessorFailed(ConnectorError):
     """The processor kept failing at run time (blind input, transactions that keep failing, a fatal Kafka
-    error): ``kite-connector candles`` logs it in one line and exits 3, for the restart policy."""
+    error): ``kite-connector candles`` logs it in one line and exits 3, for the restart policy. ``error``
+    is the Kafka error behind it, if any (a refusal at start is named instead: exit 2)."""
+
+    def __init__(self, message: str, error: KafkaError | None = None) -> None:
+        super().__init__(message)
+        self.error = error
 
 
 @dataclass(slots=True)

@@ -81,7 +81,7 @@ class TransactionCalls:
                 if err is None or err.fatal() or not (err.retriable() or err.txn_requires_abort()):
                     shown = str(exc) if err is None else describe(err)
                     kind = "fatal Kafka error" if err is not None and err.fatal() else "Kafka error"
-                    raise ProcessorFailed(f"{name}: {kind} {shown}") from None
+                    raise ProcessorFailed(f"{name}: {kind} {shown}", err) from None
                 if err.txn_requires_abort():
                     raise AbortRequired(name, describe(err)) from None
                 now = self.clock()

@@ -8,6 +8,7 @@ from connector.serde._framing import (
     split_frame,
 )
 from connector.serde._records import DeadLetter, dead_letter_dict, order_update_dict, tick_dict
+from connector.serde._registry import check_registry, registry_client
 from connector.serde._schemas import SCHEMA_FILES, AvroSchema, load_schema, parse_schema_text, schema_dir
 from connector.serde._serializers import (
     FRAMINGS,
@@ -45,6 +46,7 @@ __all__ = [
     "Transcoded",
     "Transcoder",
     "build_serializers",
+    "check_registry",
     "dead_letter_dict",
     "encode_tick",
     "fastavro_encoder",
@@ -54,6 +56,7 @@ __all__ = [
     "parse_schema_text",
     "record_key",
     "record_timestamp",
+    "registry_client",
     "schema_dir",
     "split_frame",
     "tick_dict",

@@ -11,6 +11,7 @@ the serializers, so a registry outage mid-stream changes nothing.
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -19,7 +20,14 @@ from urllib.parse import urlsplit, urlunsplit
 from connector.errors import RegistryError
 from connector.serde._schemas import AvroSchema
 
-__all__ = ["BACKWARD_OR_STRICTER", "RETRY_SECONDS", "register_value_schemas", "registry_client", "shown_url"]
+__all__ = [
+    "BACKWARD_OR_STRICTER",
+    "RETRY_SECONDS",
+    "check_registry",
+    "register_value_schemas",
+    "registry_client",
+    "shown_url",
+]
 
 log = logging.getLogger("connector.serde.registry")
 
@@ -56,11 +64,14 @@ def shown_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
 
 
-def registry_client(url: str, retries: int = 3) -> Any:
-    """confluent-kafka's ``SchemaRegistryClient`` for ``url`` (``mock://`` gives its in-memory mock)."""
+def registry_client(registry: str | Mapping[str, Any], retries: int = 3) -> Any:
+    """confluent-kafka's ``SchemaRegistryClient`` for a URL (``mock://`` gives its in-memory mock), or for
+    the ``Registry`` settings' ``client_config()`` (URL, basic auth, CA): the one way every command and
+    reader of the project builds it."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": url, "max.retries": retries})
+    config = {"url": registry} if isinstance(registry, str) else dict(registry)
+    return SchemaRegistryClient.new_client({**config, "max.retries": retries})
 
 
 def _status(exc: Exception) -> int | None:
@@ -83,6 +94,12 @@ class _Patient:
             try:
                 return what(*args)
             except Exception as exc:
+                tls = _tls_failure(exc)
+                if tls is not None:  # a certificate that does not verify will not verify later either
+                    raise RegistryError(
+                        f"TLS: the Schema Registry at {self.url} is not trusted ({tls}): set "
+                        "SCHEMA_REGISTRY_CA_LOCATION to the CA that signed its certificate"
+                    ) from None
                 unreachable = isinstance(exc, _UNREACHABLE) and not isinstance(exc, _BAD_URL)
                 if not (unreachable or _status(exc) in _UNAVAILABLE):
                     raise
@@ -102,6 +119,42 @@ class _Patient:
                 )
                 self.waited = True
             self.sleep(min(RETRY_SECONDS, max(0.0, self.deadline - self.clock())))
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """Why TLS verification failed somewhere in ``exc``'s chain (the HTTP library wraps the ssl error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message)
+        if "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _refused(exc: Exception, url: str) -> RegistryError:
+    """The error that stops start-up when the registry answers with an error."""
+    status = _status(exc)
+    message = getattr(exc, "error_message", str(exc))
+    if status in (401, 403):
+        return RegistryError(
+            f"Schema Registry at {url} refused the credentials (HTTP {status}): check "
+            "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO (or its _FILE)"
+        )
+    return RegistryError(f"Schema Registry at {url} failed: HTTP {status}: {message}")
+
+
+def check_registry(client: Any, url: str, timeout: float = 60.0) -> None:
+    """Start-up check of a reader's registry: it answers, and takes the credentials (the writers' check is
+    :func:`register_value_schemas`). Waits up to ``timeout`` s for a registry that cannot be reached."""
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    call = _Patient(url, timeout, time.sleep, time.monotonic)
+    try:
+        call(client.get_subjects)
+    except SchemaRegistryError as exc:
+        raise _refused(exc, call.url) from None
 
 
 def _compatibility(call: _Patient, client: Any, subject: str) -> str:
@@ -165,6 +218,4 @@ def register_value_schemas(
             log.info("Schema Registry at %s reachable; schemas registered", call.url)
         return ids
     except SchemaRegistryError as exc:
-        raise RegistryError(
-            f"Schema Registry at {call.url} failed: HTTP {_status(exc)}: {exc.error_message}"
-        ) from None
+        raise _refused(exc, call.url) from None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import fastavro
 
-from connector.errors import ConfigError, SerializationError
+from connector.errors import ConfigError, RegistryError, SerializationError
 from connector.gaps import Gap, gap_dict
 from connector.kite import OrderUpdate, Tick
 from connector.serde._framing import FINGERPRINT_HEADER, confluent_frame, single_object_frame, split_frame
@@ -138,16 +138,19 @@ class AvroReader:
 
     Writer schemas are known by fingerprint (current and ``schemas/history``) or fetched from the
     registry by id; values are resolved to the current schema of the same record, so old data reads too.
+    ``registry`` is the registry's URL or the ``Registry`` settings' ``client_config()`` (authentication).
+    A record is bad (:class:`SerializationError`) if its schema id is unknown to the registry; a registry
+    that does not answer, or refuses us, is not the record's fault (:class:`RegistryError`).
     """
 
-    def __init__(self, registry_url: str | None = None, registry_client: Any = None) -> None:
+    def __init__(self, registry: str | Mapping[str, Any] | None = None, registry_client: Any = None) -> None:
         self._current = {load_schema(k).name: load_schema(k) for k in SCHEMA_FILES}
         self._by_fingerprint: dict[bytes, AvroSchema] = {s.fingerprint: s for s in self._current.values()}
         for path in sorted((schema_dir() / "history").glob("*.avsc")):
             old = parse_schema_text(path.read_text())
             self._by_fingerprint.setdefault(old.fingerprint, old)
         self._by_id: dict[int, AvroSchema] = {}
-        self._registry = registry_client or (registry_client_for(registry_url) if registry_url else None)
+        self._registry = registry_client or (registry_client_for(registry) if registry else None)
 
     def _writer(self, ref: bytes | int) -> AvroSchema:
         if isinstance(ref, bytes):
@@ -160,7 +163,16 @@ class AvroReader:
         if ref not in self._by_id:
             if self._registry is None:
                 raise SerializationError(f"schema id {ref} needs a registry: set SCHEMA_REGISTRY_URL")
-            self._by_id[ref] = parse_schema_text(self._registry.get_schema(ref).schema_str)
+            try:
+                text = self._registry.get_schema(ref).schema_str
+            except Exception as exc:  # the registry client's HTTP and transport errors
+                if getattr(exc, "http_status_code", None) == 404:  # an id it never gave: a bad record
+                    raise SerializationError(f"schema id {ref} is not in the Schema Registry") from exc
+                raise RegistryError(  # not the record's fault (down, refusing our credentials)
+                    f"the Schema Registry did not give schema id {ref} ({type(exc).__name__}: {exc}): is it "
+                    "up, and are SCHEMA_REGISTRY_URL and its credentials those the connector writes with?"
+                ) from exc
+            self._by_id[ref] = parse_schema_text(text)
         return self._by_id[ref]
 
     def writer_schema(self, ref: bytes | int) -> AvroSchema:

@@ -1,6 +1,7 @@
 """Kafka sink: produce keyed records, bound what is in flight, apply the backpressure policy; topics."""
 
-from connector.sink._admin import TopicSpec, cluster_metadata, ensure_topics
+from connector.sink._admin import Access, Cluster, TopicSpec, ensure_topics
+from connector.sink._diagnose import KINDS, KafkaAccessError, kind_of, refusal_of
 from connector.sink._producer import (
     MAX_RECORD_BYTES,
     TICK_ID_HEADER,
@@ -14,8 +15,12 @@ from connector.sink._producer import (
 from connector.sink._protocol import Sink
 
 __all__ = [
+    "KINDS",
     "MAX_RECORD_BYTES",
     "TICK_ID_HEADER",
+    "Access",
+    "Cluster",
+    "KafkaAccessError",
     "KafkaSink",
     "OnDone",
     "RecordTooLarge",
@@ -23,7 +28,8 @@ __all__ = [
     "SinkConfig",
     "TopicSpec",
     "Topics",
-    "cluster_metadata",
     "ensure_topics",
+    "kind_of",
+    "refusal_of",
     "tick_id_header",
 ]

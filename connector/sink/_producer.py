@@ -19,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from connector.config import RunSettings
 from connector.errors import SinkError
 from connector.logs import sample
+from connector.sink._diagnose import KafkaAccessError, kind_of, refusal_of
 from connector.stats import ShardStats
 
 __all__ = [
@@ -135,8 +136,11 @@ class KafkaSink:
         self._observe = observe_latency
         self._ready = False
         self.producer = Producer(
-            {**config.producer, "stats_cb": self._on_stats}, logger=sample(logging.getLogger("librdkafka"))
+            {**config.producer, "stats_cb": self._on_stats},
+            logger=sample(logging.getLogger("librdkafka")),
+            error_cb=self._on_error,
         )
+        self._refused: KafkaAccessError | None = None  # raised by the next service(), for the supervisor
         self._low_water = config.low_water
         # Ticks waiting for room, with their headers: key → (value, timestamp, headers) of the newest tick
         # of each instrument (conflate policy), or all in arrival order (block policy).
@@ -203,8 +207,11 @@ class KafkaSink:
                 done += 1
         except BufferError:  # librdkafka's own queue is full: the rest goes the bounded way
             pass
-        except Exception:  # for the supervisor, which rebuilds the producer; what was not produced counts
-            stats.failed[topic] += len(batch) - done
+        except Exception as exc:  # for the supervisor, which rebuilds the producer
+            stats.failed[topic] += len(batch) - done  # what was not produced counts
+            refusal = self._refusal(exc, topic)
+            if refusal is not None:
+                raise refusal from exc
             raise
         finally:
             stats.in_flight += done
@@ -302,6 +309,9 @@ class KafkaSink:
                     raise RecordTooLarge(
                         f"{len(value)} byte record refused for {topic}: {error.str()}"
                     ) from exc
+                refusal = self._refusal(exc, topic)
+                if refusal is not None:
+                    raise refusal from exc
                 raise
         stats = self.stats
         stats.in_flight += 1
@@ -313,8 +323,18 @@ class KafkaSink:
 
         Returns the seconds until an acknowledgement may next arrive (0: any time now), or None when
         no record awaits one. No ack can come before its batch lingered, so the caller can sleep.
+        Raises :class:`KafkaAccessError` once Kafka refused the producer (see :meth:`_on_error`).
         """
-        self.producer.poll(0)
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:  # a fatal error, e.g. no ACL lets it produce idempotently
+            refusal = self._refusal(exc, self._tick_topic)
+            if refusal is not None:
+                raise refusal from exc
+            raise
+        if self._refused is not None:
+            refused, self._refused = self._refused, None
+            raise refused
         if (self._held or self._backlog) and self.stats.in_flight <= self._low_water:
             self._release_waiting()
         if not self.stats.in_flight:
@@ -379,6 +399,32 @@ class KafkaSink:
             self.stats.backpressure_seconds += time.monotonic() - self._waiting_since
             self._waiting_since = None
 
+    # -- refusals: what retrying cannot fix is raised, to count as a connection failure ----------------
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback (inside poll, on this thread): counted by kind; wrong credentials or
+        TLS are raised by the next :meth:`service` (the librdkafka client itself would retry for ever)."""
+        self._refusal(err, self._tick_topic, raise_later=True)
+
+    def _refusal(
+        self, error: BaseException | KafkaError, topic: str, raise_later: bool = False
+    ) -> KafkaAccessError | None:
+        """The refusal ``error`` is, if it is one: counted, and kept for /healthz until a record is
+        delivered again."""
+        err = error.args[0] if isinstance(error, KafkaException) and error.args else error
+        kind = kind_of(err) if isinstance(err, KafkaError) else None
+        if kind is not None:
+            self.stats.kafka_errors[kind] += 1
+        refusal = refusal_of(error, self.config.producer, topic=topic)
+        if refusal is not None:
+            stats = self.stats
+            stats.kafka_refused = str(refusal)
+            stats.kafka_refused_topic = topic if refusal.kind == "authorization" else None
+            refused = stats.kafka_refused_topic
+            stats.kafka_refused_delivered = stats.delivered[refused] if refused else stats.delivered.total()
+            if raise_later:
+                self._refused = self._refused or refusal
+        return refusal
+
     # -- delivery callbacks (run inside poll/flush on the producing thread) -----------------------------
     def _settled(self, err: KafkaError | None, msg: Message) -> bool:
         stats = self.stats
@@ -388,6 +434,7 @@ class KafkaSink:
             stats.delivered[topic] += 1
             return True
         stats.failed[topic] += 1
+        self._refusal(err, topic, raise_later=True)
         key = msg.key()
         log.error(
             "delivery failed to %s key %s: %s (failed so far: %d)",

@@ -31,7 +31,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from connector.candles import CandleProcessor, _processor
 from connector.candles._status import ProcessorFailed
-from connector.config import CandlesSettings, by_name
+from connector.config import CandlesSettings
 from connector.errors import SerializationError
 from connector.kite import Mode, Tick
 from connector.serde import AvroReader, build_serializers
@@ -533,7 +533,7 @@ def _run_in_thread(
     env: Env, **extra: str
 ) -> tuple[CandleProcessor, Event, threading.Thread, list[BaseException]]:
     """The processor in this process (so that a test can replace its Producer class), in a thread."""
-    processor = CandleProcessor(by_name(CandlesSettings.load(environ=env.settings("solo", **extra))))
+    processor = CandleProcessor(CandlesSettings.load(environ=env.settings("solo", **extra)))
     stop, failures = Event(), []
 
     def run() -> None:

@@ -357,6 +357,8 @@ def test_a_fatal_or_unknown_error_ends_the_processor_in_one_line(error: KafkaExc
     with pytest.raises(ProcessorFailed, match=f"abort_transaction: {shown}") as failed:
         txn("abort_transaction", _Script(error))
     assert "\n" not in str(failed.value)
+    inner = error.args[0]  # kept: a refusal (a missing TransactionalId ACL) is named from it
+    assert failed.value.error is (inner if isinstance(inner, KafkaError) else None)
 
 
 def test_retries_end_after_the_budget() -> None:

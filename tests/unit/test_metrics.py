@@ -101,3 +101,24 @@ def test_an_ha_set_member_says_its_role_and_exports_its_series() -> None:
     for series in ("ha_active 1.0", "ha_takeovers_total 2.0", "ha_replayed_total 7.0", "ha_fenced_total 1.0",
                    "ha_buffer_records 0.0"):  # fmt: skip
         assert series in body
+
+
+def test_kafka_refusals_are_counted_by_kind_and_shown_until_a_record_is_delivered() -> None:
+    a, b = ShardStats(), ShardStats()
+    line_a, line_b = ConnectionStats(connected=True), ConnectionStats(connected=True)
+    a.kafka_errors["transport"] += 2
+    b.kafka_errors["transport"] += 1
+    b.kafka_errors["authorization"] += 1
+    b.kafka_refused = (
+        "Kafka authorization: User:connector may not write to topic t (missing ACL: WRITE on Topic:t)"
+    )
+    b.kafka_refused_topic, b.kafka_refused_delivered = "t", 0
+    b.delivered["other"] += 1  # records to the topics it may still write to do not end it
+    metrics = Metrics([line_a, line_b], [a, b])
+    metrics.watch(OrderDesk(None, "t", []), Supervisor())
+    body = _scrape(metrics)
+    for kind, count in (("authentication", 0), ("authorization", 1), ("tls", 0), ("transport", 3)):
+        assert f'kafka_errors_total{{kind="{kind}"}} {count}.0' in body  # every kind, for rate() from 0
+    assert metrics.healthy() == (False, f"shard 1: Kafka refuses the producer: {b.kafka_refused}")
+    b.delivered["t"] += 1  # the ACL is back
+    assert metrics.healthy() == (True, "ok")
