@@ -39,7 +39,6 @@ __all__ = [
     "Settings",
     "SimulatorSettings",
     "TopicLayout",
-    "by_name",
     "check_ws_url",
     "flag",
     "markdown_table",
@@ -258,18 +257,6 @@ def _build(cls: type[Settings], raw_of: RawOf, fields: Mapping[str, Any]) -> Any
         else:
             values[name] = _build(entry, raw_of, {})
     return cls(**values)
-
-
-def by_name(settings: Settings) -> dict[str, Any]:
-    """Setting name → value of ``settings`` (secrets included: never log this as it is)."""
-    values: dict[str, Any] = {}
-    for name, entry in _entries(type(settings)):
-        value = getattr(settings, name)
-        if isinstance(entry, Setting):
-            values[entry.env] = value
-        else:
-            values.update(by_name(value))
-    return values
 
 
 def markdown_table(cls: type[Settings]) -> str:

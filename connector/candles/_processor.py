@@ -43,7 +43,7 @@ from connector.candles._decode import TickDecoder
 from connector.candles._metrics import CandleMetrics
 from connector.candles._status import BlindWatch, Counts, ProcessorFailed, Status
 from connector.candles._txn import AbortRequired, TransactionCalls, describe, kafka_error
-from connector.config import CandlesSettings, by_name
+from connector.config import CandlesSettings
 from connector.errors import ConfigError, ConnectorError, Interrupted, SerializationError, SinkError
 from connector.logs import sample
 from connector.metrics import serve_http
@@ -78,31 +78,31 @@ class CandleProcessor:
     """Consume-transform-produce of ticks into bars; ``run`` until ``stop`` is set."""
 
     def __init__(self, settings: CandlesSettings, clock: Callable[[], float] = time.time) -> None:
-        self.v = v = by_name(settings)
+        self.s = settings
         self.client = settings.kafka.client_config()  # every client of the processor connects the same way
-        self.intervals = parse_intervals(v["CANDLES_INTERVALS"])
-        self.grace_ms: int = v["CANDLES_GRACE_MS"]
-        self.ticks_topic: str = v["KAFKA_TOPIC_TICKS"]
-        self.topics = {i.label: f"{v['CANDLES_TOPIC_PREFIX']}{i.label}" for i in self.intervals}
-        self.eos: bool = v["CANDLES_EXACTLY_ONCE"]
-        self.instance: str = v["CANDLES_INSTANCE_ID"] or socket.gethostname()
+        self.intervals = parse_intervals(settings.candles_intervals)
+        self.grace_ms: int = settings.candles_grace_ms
+        self.ticks_topic: str = settings.kafka_topic_ticks
+        self.topics = {i.label: f"{settings.candles_topic_prefix}{i.label}" for i in self.intervals}
+        self.eos: bool = settings.candles_exactly_once
+        self.instance: str = settings.candles_instance_id or socket.gethostname()
         self.clock = clock
         self.status = Status()
         self.counts = self.status.counts
         self.cycle = Counts()  # what the open transaction wrote; counted once it commits
-        self.blind = BlindWatch(v["CANDLES_BLIND_SECONDS"], BLIND_MIN_RECORDS)
-        self.blind_exit: float = v["CANDLES_BLIND_EXIT_SECONDS"]
-        self.retry_seconds: float = v["CANDLES_TRANSACTION_RETRY_SECONDS"]
+        self.blind = BlindWatch(settings.candles_blind_seconds, BLIND_MIN_RECORDS)
+        self.blind_exit: float = settings.candles_blind_exit_seconds
+        self.retry_seconds: float = settings.candles_transaction_retry_seconds
         self.txn = TransactionCalls(self.retry_seconds, self.status)
         # commit and abort are resumable: a call that times out while the transaction can still complete
         # is retried. librdkafka's own default (-1) would wait the whole transaction timeout.
-        self.call_timeout = v["CANDLES_TRANSACTION_TIMEOUT_MS"] / 2000
+        self.call_timeout = settings.candles_transaction_timeout_ms / 2000
         self.parts: dict[int, _Partition] = {}
         self._in_txn = False
         self._cycle_start = time.monotonic()
         self._failing_since: float | None = None  # first abort since the last commit
         self.started = False  # the main loop runs (a signal before that ends start-up at once)
-        if v["KAFKA_FRAMING"] == "confluent" and not v["SCHEMA_REGISTRY_URL"]:
+        if settings.kafka_framing == "confluent" and not settings.registry.url:
             raise ConfigError("KAFKA_FRAMING=confluent needs SCHEMA_REGISTRY_URL")
         self.registry = registry_client(settings.registry.client_config()) if settings.registry.url else None
         self.reader = AvroReader(registry_client=self.registry)
@@ -116,9 +116,7 @@ class CandleProcessor:
         cluster = Cluster(self.client)
         meta = cluster.metadata()
         if self.registry is not None:
-            check_registry(
-                self.registry, self.v["SCHEMA_REGISTRY_URL"], self.v["SCHEMA_REGISTRY_TIMEOUT_SECONDS"]
-            )
+            check_registry(self.registry, self.s.registry.url or "", self.s.registry.timeout_seconds)
         ticks = meta.topics.get(self.ticks_topic)
         if ticks is None or ticks.error is not None:
             raise ConfigError(
@@ -126,7 +124,7 @@ class CandleProcessor:
                 "or set KAFKA_TOPIC_TICKS"
             )
         partitions = len(ticks.partitions)
-        state_topic = self.v["CANDLES_STATE_TOPIC"]
+        state_topic = self.s.candles_state_topic
         state = meta.topics.get(state_topic)
         if state is not None and len(state.partitions) < partitions:
             raise ConfigError(
@@ -134,9 +132,9 @@ class CandleProcessor:
                 f"{partitions} of {self.ticks_topic}: delete it (bars restart from the committed offsets "
                 "with empty state) or name another CANDLES_STATE_TOPIC"
             )
-        rf, n = self.v["KAFKA_REPLICATION_FACTOR"], self.v["KAFKA_TOPIC_PARTITIONS"]
-        wanted = [TopicSpec(t, n, rf) for t in (*self.topics.values(), self.v["CANDLES_LATE_TOPIC"])]
-        wanted.append(TopicSpec(self.v["KAFKA_TOPIC_DEAD_LETTERS"], n, rf))
+        rf, n = self.s.layout.replication_factor, self.s.layout.topic_partitions
+        wanted = [TopicSpec(t, n, rf) for t in (*self.topics.values(), self.s.candles_late_topic)]
+        wanted.append(TopicSpec(self.s.kafka_topic_dead_letters, n, rf))
         wanted.append(
             TopicSpec(state_topic, partitions, rf, config={
                 "cleanup.policy": "compact", "segment.bytes": str(64 << 20),
@@ -146,29 +144,29 @@ class CandleProcessor:
         cluster.create(wanted, meta)
         written = [t.name for t in wanted]
         cluster.check(
-            Access(write=written, read=[self.ticks_topic, state_topic], groups=[self.v["CANDLES_GROUP"]])
+            Access(write=written, read=[self.ticks_topic, state_topic], groups=[self.s.candles_group])
         )
         return partitions
 
     def _writers(self) -> None:
         """Bars and dead letters are written through the registry client the reader uses (its basic auth
         and CA included)."""
-        framing = self.v["KAFKA_FRAMING"]
-        url = self.v["SCHEMA_REGISTRY_URL"] or ""
+        framing = self.s.kafka_framing
+        url = self.s.registry.url or ""
         self.bar_writers = {
             label: serializer("candle", t, framing, self.registry, url) for label, t in self.topics.items()
         }
         self.dlq_writer = serializer(
-            "dead_letter", self.v["KAFKA_TOPIC_DEAD_LETTERS"], framing, self.registry, url
+            "dead_letter", self.s.kafka_topic_dead_letters, framing, self.registry, url
         )
 
     def _clients(self) -> tuple[Consumer, Producer, Consumer]:
-        group = self.v["CANDLES_GROUP"]
+        group = self.s.candles_group
         consumer = Consumer({
             **self.client, "group.id": group, "group.instance.id": self.instance,
             "isolation.level": "read_committed", "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if self.v["CANDLES_FROM_BEGINNING"] else "latest",
-            "session.timeout.ms": self.v["CANDLES_SESSION_TIMEOUT_MS"],
+            "auto.offset.reset": "earliest" if self.s.candles_from_beginning else "latest",
+            "session.timeout.ms": self.s.candles_session_timeout_ms,
             "enable.partition.eof": False, "log_level": 4,
         })  # fmt: skip
         producer_config: dict[str, Any] = {
@@ -177,7 +175,7 @@ class CandleProcessor:
         }  # fmt: skip
         if self.eos:
             producer_config["transactional.id"] = f"{group}-{self.instance}"
-            producer_config["transaction.timeout.ms"] = self.v["CANDLES_TRANSACTION_TIMEOUT_MS"]
+            producer_config["transaction.timeout.ms"] = self.s.candles_transaction_timeout_ms
         producer = Producer(producer_config)
         restorer = Consumer({
             **self.client, "group.id": f"{group}.restore", "enable.auto.commit": False,
@@ -195,11 +193,11 @@ class CandleProcessor:
             if high > low:
                 start.append(TopicPartition(self.ticks_topic, p, max(low, high - _PROBE_RECORDS)))
         values = [msg.value() or b"" for msg in self._read_to_end(start)]
-        failed = check_sample(self.ticks_topic, values, self.decoder, self.v["SCHEMA_REGISTRY_URL"])
+        failed = check_sample(self.ticks_topic, values, self.decoder, self.s.registry.url)
         if failed:
             log.warning(
                 "%d of the newest %d records of %s do not decode as ticks (%s): they go to %s",
-                len(failed), len(values), self.ticks_topic, failed[0], self.v["KAFKA_TOPIC_DEAD_LETTERS"],
+                len(failed), len(values), self.ticks_topic, failed[0], self.s.kafka_topic_dead_letters,
             )  # fmt: skip
 
     # Main loop
@@ -247,8 +245,8 @@ class CandleProcessor:
                 log.warning("closing the %s: %s", what, exc)
 
     def _loop(self, stop: Event) -> None:
-        interval = self.v["CANDLES_COMMIT_INTERVAL_MS"] / 1000
-        idle = self.v["CANDLES_IDLE_SECONDS"]
+        interval = self.s.candles_commit_interval_ms / 1000
+        idle = self.s.candles_idle_seconds
         next_stats = time.monotonic() + _STATS_EVERY
         next_observe = 0.0
         while not stop.is_set():
@@ -395,7 +393,7 @@ class CandleProcessor:
             late = part.core.add(*tick)
             if late:
                 cycle.late += 1
-                self._send(self.v["CANDLES_LATE_TOPIC"], value, msg.key(), timestamp=tick.time_ms, headers=[
+                self._send(self.s.candles_late_topic, value, msg.key(), timestamp=tick.time_ms, headers=[
                     ("candles.late_for", ",".join(late)),
                     ("candles.source", f"{self.ticks_topic}/{msg.partition()}/{offset}"),
                 ])  # fmt: skip
@@ -406,13 +404,13 @@ class CandleProcessor:
         self.cycle.dead_letters += 1
         where = f"{self.ticks_topic}/{msg.partition()}/{msg.offset()}"
         dead_letter_log.warning(
-            "undecodable tick at %s (%s): sent to %s", where, exc, self.v["KAFKA_TOPIC_DEAD_LETTERS"]
+            "undecodable tick at %s (%s): sent to %s", where, exc, self.s.kafka_topic_dead_letters
         )
         letter = DeadLetter(value, f"{where}: {exc}", "candles", msg.offset()).capped(
-            self.v["DEAD_LETTER_MAX_BYTES"]
+            self.s.dead_letter_max_bytes
         )
         self._send(
-            self.v["KAFKA_TOPIC_DEAD_LETTERS"], self.dlq_writer(letter, int(self.clock() * 1000)), b"candles",
+            self.s.kafka_topic_dead_letters, self.dlq_writer(letter, int(self.clock() * 1000)), b"candles",
             headers=self.dlq_writer.headers,
         )  # fmt: skip
 
@@ -446,7 +444,7 @@ class CandleProcessor:
     def _checkpoint(self) -> list[TopicPartition]:
         """Writes the changed state into the open transaction; returns the offsets to commit with it."""
         offsets = []
-        state_topic = self.v["CANDLES_STATE_TOPIC"]
+        state_topic = self.s.candles_state_topic
         for p, part in self.parts.items():
             if not part.changed or part.next_offset is None:
                 continue
@@ -527,7 +525,7 @@ class CandleProcessor:
     def _restore(self, held: list[TopicPartition]) -> list[TopicPartition]:
         """Reads the state of these partitions back; returns where to resume each."""
         wanted = {tp.partition for tp in held}
-        deadline = time.monotonic() + _KAFKA_TIMEOUT + self.v["CANDLES_TRANSACTION_TIMEOUT_MS"] / 1000
+        deadline = time.monotonic() + _KAFKA_TIMEOUT + self.s.candles_transaction_timeout_ms / 1000
         while True:
             asked = [TopicPartition(self.ticks_topic, p) for p in wanted]
             committed = {tp.partition: tp.offset for tp in self.consumer.committed(asked, _KAFKA_TIMEOUT)}
@@ -544,8 +542,8 @@ class CandleProcessor:
                 break
             if time.monotonic() > deadline:
                 raise ConnectorError(
-                    f"state topic {self.v['CANDLES_STATE_TOPIC']} does not match the committed offsets of "
-                    f"group {self.v['CANDLES_GROUP']} for partitions {behind}: was one of them deleted or "
+                    f"state topic {self.s.candles_state_topic} does not match the committed offsets of "
+                    f"group {self.s.candles_group} for partitions {behind}: was one of them deleted or "
                     "reset? Use a new CANDLES_GROUP and CANDLES_STATE_TOPIC to start over"
                 )
             time.sleep(0.2)  # the last transaction's markers are still on their way
@@ -553,7 +551,7 @@ class CandleProcessor:
         for p in sorted(wanted):
             core = PartitionBars(self.intervals, self.grace_ms)
             snapshot = states.get(f"{self.ticks_topic}/{p}")
-            offset = OFFSET_BEGINNING if self.v["CANDLES_FROM_BEGINNING"] else OFFSET_END
+            offset = OFFSET_BEGINNING if self.s.candles_from_beginning else OFFSET_END
             if snapshot is not None:
                 try:
                     core.restore(snapshot)
@@ -574,7 +572,7 @@ class CandleProcessor:
 
     def _read_state(self, partitions: set[int]) -> dict[str, Any]:
         """Key → latest committed value, for the state of these ticks partitions."""
-        topic = self.v["CANDLES_STATE_TOPIC"]
+        topic = self.s.candles_state_topic
         states: dict[str, Any] = {}
         for msg in self._read_to_end([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]):
             key = (msg.key() or b"").decode()
@@ -659,9 +657,9 @@ def check_sample(
     return [str(exc) for _, exc in failed]
 
 
-def _metrics_server(v: dict[str, Any], status: Status) -> ThreadingHTTPServer | None:
+def _metrics_server(settings: CandlesSettings, status: Status) -> ThreadingHTTPServer | None:
     """/metrics and /healthz on a thread of their own (serving), or None with CANDLES_METRICS_PORT=0."""
-    host, port = v["CANDLES_METRICS_HOST"], v["CANDLES_METRICS_PORT"]
+    host, port = settings.candles_metrics_host, settings.candles_metrics_port
     if not port:
         return None
     metrics = CandleMetrics(status)
@@ -677,7 +675,7 @@ def _refusal(processor: CandleProcessor, err: KafkaError | None) -> KafkaAccessE
     """The refusal (credentials, TLS, a missing ACL) an error of the processor's Kafka calls is, if any."""
     if err is None:
         return None
-    group = processor.v["CANDLES_GROUP"]
+    group = processor.s.candles_group
     return refusal_of(
         err,
         processor.client,
@@ -702,7 +700,7 @@ def serve(settings: CandlesSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    server = _metrics_server(processor.v, processor.status)
+    server = _metrics_server(settings, processor.status)
     try:
         processor.run(stop)
     except (ProcessorFailed, KafkaException) as exc:
