@@ -188,26 +188,16 @@ class Cluster:
         for topics, operation in ((access.read, AclOperation.READ), (access.write, AclOperation.WRITE)):
             for topic in topics:
                 needs.setdefault(topic, set()).add(operation)
-        if needs:
-            described = self.admin.describe_topics(
-                TopicCollection(list(needs)),
-                include_authorized_operations=True,
-                request_timeout=_CHECK_TIMEOUT,
-            )
-            for topic, future in described.items():
-                try:
-                    allowed = _operations(future, KafkaError.TOPIC_AUTHORIZATION_FAILED)
-                except KafkaException as exc:
-                    self.raise_refusal()
-                    raise SinkError(f"cannot describe topic {topic}: {exc.args[0].str()}") from exc
-                lacking = sorted(needs[topic] - allowed, key=str) if allowed is not None else []
-                if lacking:
-                    raise KafkaAccessError(
-                        "authorization",
-                        f"Kafka authorization: {self.principal} may not "
-                        f"{' or '.join(_VERBS[op] for op in lacking)} topic {topic} (missing ACL: "
-                        f"{' and '.join(op.name for op in lacking)} on Topic:{topic})",
-                    )
+        for topic, operations in needs.items():
+            allowed = self._topic_operations(topic)
+            lacking = sorted(operations - allowed, key=str) if allowed is not None else []
+            if lacking:
+                raise KafkaAccessError(
+                    "authorization",
+                    f"Kafka authorization: {self.principal} may not "
+                    f"{' or '.join(_VERBS[op] for op in lacking)} topic {topic} (missing ACL: "
+                    f"{' and '.join(op.name for op in lacking)} on Topic:{topic})",
+                )
         for group in access.groups:
             allowed = self._group_operations(group)
             if allowed is not None and AclOperation.READ not in allowed:
@@ -216,6 +206,21 @@ class Cluster:
                     f"Kafka authorization: {self.principal} may not join consumer group {group} "
                     f"(missing ACL: READ on Group:{group})",
                 )
+
+    def _topic_operations(self, topic: str) -> set[AclOperation] | None:
+        """What the client may do on a topic; waits (bounded) while a broker just back has no controller."""
+        deadline = time.monotonic() + _CHECK_TIMEOUT
+        while True:
+            future = self.admin.describe_topics(
+                TopicCollection([topic]), include_authorized_operations=True, request_timeout=_CHECK_TIMEOUT
+            )[topic]
+            try:
+                return _operations(future, KafkaError.TOPIC_AUTHORIZATION_FAILED)
+            except KafkaException as exc:
+                if not _transient(exc.args[0]) or time.monotonic() > deadline:
+                    self.raise_refusal()
+                    raise SinkError(f"cannot describe topic {topic}: {exc.args[0].str()}") from exc
+            time.sleep(0.2)
 
     def _group_operations(self, group: str) -> set[AclOperation] | None:
         """What the client may do on a consumer group; waits (bounded) while its coordinator loads."""
@@ -231,6 +236,11 @@ class Cluster:
                     self.raise_refusal()
                     raise SinkError(f"cannot describe consumer group {group}: {exc.args[0].str()}") from exc
             time.sleep(0.2)
+
+
+def _transient(error: KafkaError) -> bool:
+    """An error a describe may meet while a broker recovers (a pause, a restart): asked again, it passes."""
+    return bool(error.retriable()) or error.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
 
 
 def _operations(future: Any, denied: int) -> set[AclOperation] | None:
