@@ -364,9 +364,13 @@ class Runtime:
         s = self.settings
         layout = s.layout
         specs = [TopicSpec(t, layout.topic_partitions, layout.replication_factor) for t in self.topics.all()]
-        if s.ha_group is not None:
+        written = list(self.topics.all())
+        read: list[str] = []
+        groups: list[str] = []
+        if s.ha_group is not None:  # the lease is read, never written; a takeover reads the topics' tail
             specs.append(TopicSpec(s.ha_lease_topic, 1, layout.replication_factor))
-        meta = ensure_topics(s.kafka.client_config(), specs)
+            read, groups = [*written, s.ha_lease_topic], [_lease_group(s.ha_group)]
+        meta = ensure_topics(s.kafka.client_config(), specs, read=read, groups=groups, write=written)
         lease = meta.topics.get(s.ha_lease_topic) if s.ha_group is not None else None
         if lease is not None and len(lease.partitions) != 1:
             raise ConfigError(
@@ -437,7 +441,7 @@ class Runtime:
         s, topics = self.settings, self.topics
         client, instance = s.kafka.client_config(), s.ha_instance
         lease = Lease(
-            client, f"kite-connector.ha.{s.ha_group}", s.ha_lease_topic, s.ha_session_timeout_ms, instance
+            client, _lease_group(s.ha_group or ""), s.ha_lease_topic, s.ha_session_timeout_ms, instance
         )
         watcher = OrderWatcher(
             committed_consumer(client, f"kite-connector-ha-orders-{instance}"), topics.order_updates
@@ -499,3 +503,8 @@ class Runtime:
         for thread in self._threads:
             thread.join(1)
         return remaining
+
+
+def _lease_group(ha_group: str) -> str:
+    """The consumer group whose one partition is an HA set's lease."""
+    return f"kite-connector.ha.{ha_group}"

@@ -261,6 +261,7 @@ class CandleProcessor:
                 self._rewind(str(exc), rewind=True)
             if self.blind.blind(now):
                 self._stop_blind(now, stop)
+                break  # stopped by a signal while reporting it: a clean stop, nothing left open
             if now - self._cycle_start >= interval:
                 self._commit()
             if now >= next_observe:
@@ -272,14 +273,15 @@ class CandleProcessor:
 
     def _stop_blind(self, now: float, stop: Event) -> None:
         """Every tick of a whole window was undecodable: abort the open transaction, stop reading, report it
-        (gauge, /healthz) for CANDLES_BLIND_EXIT_SECONDS, long enough for an alert to fire, then fail."""
+        (gauge, /healthz) for CANDLES_BLIND_EXIT_SECONDS, long enough for an alert to fire, then fail; a
+        signal meanwhile is a clean stop (exit 0)."""
         reason = self.blind.reason(now)
         self.status.blind = reason
         log.error("%s; reading stopped, exiting in %.0f s (are KAFKA_TOPIC_TICKS and SCHEMA_REGISTRY_URL the "
                   "connector's?)", reason, self.blind_exit)  # fmt: skip
         self._abandon(retry=True)
-        stop.wait(self.blind_exit)
-        raise ProcessorFailed(reason)
+        if not stop.wait(self.blind_exit):
+            raise ProcessorFailed(reason)
 
     def _observe(self) -> None:
         """The lag gauges: ticks not yet read, and how far the oldest watermark is behind the wall clock."""
@@ -492,7 +494,11 @@ class CandleProcessor:
         self.txn("commit_transaction", lambda: self.producer.commit_transaction(self.call_timeout))
 
     def _commit_at_least_once(self, offsets: list[TopicPartition]) -> None:
-        self.producer.flush(_KAFKA_TIMEOUT)
+        undelivered = self.producer.flush(_KAFKA_TIMEOUT)
+        if undelivered:  # offsets past bars Kafka does not have would lose them: read them again instead
+            raise ProcessorFailed(
+                f"{undelivered} bars or state records not acknowledged in {_KAFKA_TIMEOUT:.0f} s"
+            )
         if not offsets:
             return
         try:
@@ -715,6 +721,11 @@ def serve(settings: CandlesSettings) -> int:
         else:
             shown = str(exc)
         log.critical("%s; exiting so that the process is restarted", shown)
+        return EXIT_FAILED
+    except ConnectorError as exc:  # a rebalance's state restore at run time: not a start-up error
+        if not processor.started:
+            raise
+        log.critical("%s; exiting so that the process is restarted", exc)
         return EXIT_FAILED
     finally:
         if server is not None:

@@ -83,6 +83,7 @@ class TransactionCalls:
                     kind = "fatal Kafka error" if err is not None and err.fatal() else "Kafka error"
                     raise ProcessorFailed(f"{name}: {kind} {shown}", err) from None
                 if err.txn_requires_abort():
+                    self.status.retrying = None  # the call is over: the abort path reports from here
                     raise AbortRequired(name, describe(err)) from None
                 now = self.clock()
                 if first_failure is None:

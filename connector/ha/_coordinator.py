@@ -93,10 +93,7 @@ class HaCoordinator:
         while not stop.is_set() and self.failure() is None:
             self.lease.poll(_POLL)
             if self.lease.error is not None:
-                self._failure = (
-                    f"{self.lease.error} (is HA_SESSION_TIMEOUT_MS below the brokers' "
-                    "group.min.session.timeout.ms?)"
-                )
+                self._failure = self.lease.error
             elif self.stats.active:
                 self._keep()
             elif self.lease.held:

@@ -71,8 +71,16 @@ class Lease:
         error = msg.error() if msg is not None else None
         if error is None:
             return
-        if error.code() in (KafkaError.INVALID_SESSION_TIMEOUT, KafkaError.GROUP_AUTHORIZATION_FAILED):
-            self.error = f"group {self.group} refuses this member: {error.str()}"
+        if error.code() == KafkaError.INVALID_SESSION_TIMEOUT:
+            self.error = (
+                f"group {self.group} refuses this member: {error.str()} (is HA_SESSION_TIMEOUT_MS below the "
+                "brokers' group.min.session.timeout.ms?)"
+            )
+        elif error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            self.error = (
+                f"group {self.group} refuses this member: {error.str()} (missing ACL: READ on "
+                f"Group:{self.group})"
+            )
         elif error.fatal():
             self.error = f"group {self.group}: {error.str()}"
         else:

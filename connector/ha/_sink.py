@@ -41,6 +41,7 @@ log = sample(logging.getLogger("connector.ha"))
 # transaction costs nothing but producing its records again from the buffer.
 TRANSACTION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT = 5.0  # one attempt of init/commit/abort; a retriable timeout is retried
+INIT_BUDGET = 60.0  # seconds of retriable init_transactions failures before the sink fails (exit 3)
 _BATCH = 1000  # entries taken from the buffer per lock
 # Delivery errors that say Kafka will never take this record (a delivery report's KafkaError never says
 # retriable: the code decides). Anything else, a timeout included, is produced again after the abort.
@@ -113,6 +114,7 @@ class HaSink:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.buffer = RecordBuffer(config.buffer_seconds, config.buffer_max_bytes)
+        self._init_failing_since: float | None = None  # first retriable init_transactions failure
         self._instance = (INSTANCE_HEADER, config.instance.encode())
         self._topics = config.sink.topics
         self.role = Role.STANDBY
@@ -279,12 +281,20 @@ class HaSink:
             self.producer.init_transactions(CALL_TIMEOUT)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
+            failing = time.monotonic() - (self._init_failing_since or started)
             if error.fatal() or not error.retriable():
                 self._fail(f"init_transactions failed: {error.str()}")
+            elif failing > INIT_BUDGET:  # holding the lease, a member that cannot produce must give it up
+                self._fail(
+                    f"init_transactions kept failing for {failing:.0f} s ({error.str()}): is the brokers' "
+                    "transaction coordinator up (the __transaction_state topic's replicas)?"
+                )
             else:
+                self._init_failing_since = self._init_failing_since or started
                 log.warning("shard %d: init_transactions: %s; trying again", self.shard, error.str())
                 self._wake.wait(0.5)
             return
+        self._init_failing_since = None
         log.info("shard %d: producer id in %.0f ms", self.shard, (time.monotonic() - started) * 1000)
         self.role = Role.READY
         self.prepared.set()

@@ -162,10 +162,21 @@ class Cluster:
             for t in topics
             if t.name not in meta.topics
         ]
-        for name, future in self.admin.create_topics(missing).items() if missing else ():
+        created = (
+            self.admin.create_topics(
+                missing, request_timeout=_CREATE_TIMEOUT, operation_timeout=_CREATE_TIMEOUT
+            ).items()
+            if missing
+            else ()
+        )
+        for name, future in created:
             try:
-                future.result(timeout=_CREATE_TIMEOUT)
+                future.result(timeout=_CREATE_TIMEOUT + 5)
                 log.info("created topic %s", name)
+            except TimeoutError:
+                raise SinkError(
+                    f"Kafka did not create topic {name} in {_CREATE_TIMEOUT:.0f} s: is its controller up?"
+                ) from None
             except KafkaException as exc:
                 code = exc.args[0].code()
                 if code == KafkaError.TOPIC_ALREADY_EXISTS:
@@ -266,11 +277,14 @@ def ensure_topics(
     *,
     read: Sequence[str] = (),
     groups: Sequence[str] = (),
+    write: Sequence[str] | None = None,
 ) -> ClusterMetadata:
     """Reaches the cluster, creates the ``topics`` that do not exist yet and checks the client may write
-    them (and read ``read``, join ``groups``); returns the metadata read before creating them."""
+    ``write`` (default: all of them), read ``read`` and join ``groups``; returns the metadata read before
+    creating them."""
     cluster = Cluster(client)
     meta = cluster.metadata(timeout)
     cluster.create(topics, meta)
-    cluster.check(Access(write=[t.name for t in topics], read=read, groups=groups))
+    written = [t.name for t in topics] if write is None else write
+    cluster.check(Access(write=written, read=read, groups=groups))
     return meta

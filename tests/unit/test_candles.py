@@ -344,6 +344,19 @@ def test_an_abortable_error_asks_for_an_abort_without_retrying() -> None:
     assert call.calls == 1 and not status.counts.retries
 
 
+def test_a_retried_call_that_ends_in_an_abort_leaves_no_retry_behind() -> None:
+    # a commit timed out through a broker pause, then the broker had aborted the transaction: once that
+    # is known the health verdict must not go on saying "retrying" while later transactions commit
+    txn, status, _ = _calls()
+    call = _Script(
+        _kafka(*TIMED_OUT, retriable=True),
+        _kafka(KafkaError.INVALID_TXN_STATE, "aborted by the broker", txn_requires_abort=True),
+    )
+    with pytest.raises(AbortRequired):
+        txn("commit_transaction", call)
+    assert status.retrying is None and status.counts.retries == {"commit_transaction": 1}
+
+
 @pytest.mark.parametrize(
     ("error", "shown"),
     [
