@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from connector.orders import OrderDesk
     from connector.supervise import Supervisor
 
-__all__ = ["Metrics", "MetricsServer", "serve_http"]
+__all__ = ["Metrics", "MetricsServer", "counter", "gauge", "labelled_counter", "serve_http"]
 
 _C, _G = CounterMetricFamily, GaugeMetricFamily
 Family = type[CounterMetricFamily | GaugeMetricFamily]
@@ -194,19 +194,17 @@ class _ProcessCollector(Collector):
                 o.left_in_log,
             ),
         ):
-            counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], value)
-            yield counter
+            yield counter(name, doc, value)
         pending = "Order updates in the write-ahead log not yet acknowledged by Kafka"
-        yield _gauge("order_log_pending", pending, self.orders.pending())
+        yield gauge("order_log_pending", pending, self.orders.pending())
         if o.reconciled_at is not None:
             last = "When Kite's order book was last fetched"
-            yield _gauge("reconcile_last_success_timestamp_seconds", last, o.reconciled_at)
+            yield gauge("reconcile_last_success_timestamp_seconds", last, o.reconciled_at)
         order_log = self.orders.order_log
         if order_log is not None:
-            yield _gauge("order_log_bytes", "Size of the order log file", order_log.size_bytes)
+            yield gauge("order_log_bytes", "Size of the order log file", order_log.size_bytes)
             free = "Free bytes on the order log's file system"
-            yield _gauge("order_log_disk_free_bytes", free, order_log.disk_free_bytes())
+            yield gauge("order_log_disk_free_bytes", free, order_log.disk_free_bytes())
         up = GaugeMetricFamily("thread_up", "1 while a supervised thread does its work", labels=["thread"])
         for name, running in self.supervisor.states():
             up.add_metric([name], float(running))
@@ -219,10 +217,26 @@ class _ProcessCollector(Collector):
         yield failures
 
 
-def _gauge(name: str, doc: str, value: float) -> Metric:
-    gauge = GaugeMetricFamily(name, doc)
-    gauge.add_metric([], value)
-    return gauge
+def gauge(name: str, doc: str, value: float | None, labels: Mapping[str, str] | None = None) -> Metric:
+    """One gauge sample; none while ``value`` is unknown (e.g. before the first tick), not a made-up one."""
+    family = GaugeMetricFamily(name, doc, labels=list(labels or {}))
+    if value is not None:
+        family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+def counter(name: str, doc: str, value: float) -> Metric:
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], value)
+    return family
+
+
+def labelled_counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> Metric:
+    """A counter with one label, a sample per value of it."""
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
 
 
 class Metrics:

@@ -6,10 +6,11 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from connector.candles._status import Status
+from connector.metrics import counter, gauge, labelled_counter
 
 __all__ = ["UNASSIGNED_LIMIT_SECONDS", "CandleMetrics"]
 
@@ -18,70 +19,48 @@ __all__ = ["UNASSIGNED_LIMIT_SECONDS", "CandleMetrics"]
 UNASSIGNED_LIMIT_SECONDS = 60.0
 
 
-def _counter(name: str, doc: str, value: float) -> Metric:
-    family = CounterMetricFamily(name, doc)
-    family.add_metric([], value)
-    return family
-
-
-def _labelled(name: str, doc: str, label: str, values: dict[str, int]) -> Metric:
-    family = CounterMetricFamily(name, doc, labels=[label])
-    for key, value in sorted(values.items()):
-        family.add_metric([key], value)
-    return family
-
-
-def _gauge(name: str, doc: str, value: float | None, labels: dict[str, str] | None = None) -> Metric:
-    family = GaugeMetricFamily(name, doc, labels=list(labels or {}))
-    if value is not None:  # unknown (e.g. before the first tick): no sample rather than a made-up one
-        family.add_metric(list((labels or {}).values()), value)
-    return family
-
-
 class _Collector(Collector):
     def __init__(self, status: Status) -> None:
         self.status = status
 
     def collect(self) -> Iterator[Metric]:
         s, c = self.status, self.status.counts
-        yield _counter(
-            "candles_ticks_read", "Ticks read from the ticks topic (again after a rewind)", c.ticks
-        )
-        yield _labelled(
+        yield counter("candles_ticks_read", "Ticks read from the ticks topic (again after a rewind)", c.ticks)
+        yield labelled_counter(
             "candles_bars_written", "Bars written in committed transactions", "interval", dict(c.bars)
         )
-        yield _counter("candles_late_ticks", "Ticks that came after their bar closed (committed)", c.late)
-        yield _counter(
+        yield counter("candles_late_ticks", "Ticks that came after their bar closed (committed)", c.late)
+        yield counter(
             "candles_dead_letters",
             "Undecodable ticks sent to the dead-letter topic (committed)",
             c.dead_letters,
         )
-        yield _counter("candles_commits", "Transactions committed", c.commits)
-        yield _counter(
+        yield counter("candles_commits", "Transactions committed", c.commits)
+        yield counter(
             "candles_aborts", "Transactions aborted (and rewound to the last committed state)", c.aborts
         )
-        yield _labelled(
+        yield labelled_counter(
             "candles_transaction_retries",
             "Transactional calls retried after a retriable error",
             "call",
             dict(c.retries),
         )
-        yield _gauge(
+        yield gauge(
             "candles_undecodable_window",
             "1 while every tick of a whole window was undecodable (blind)",
             int(bool(s.blind)),
         )
-        yield _gauge(
+        yield gauge(
             "candles_consumer_lag_records",
             "Ticks not yet read, summed over the partitions held",
             s.lag_records,
         )
-        yield _gauge(
+        yield gauge(
             "candles_watermark_lag_seconds",
             "Wall clock minus the oldest partition watermark",
             s.watermark_lag_seconds,
         )
-        yield _gauge("thread_up", "1 while the thread runs", int(s.running), {"thread": "processor"})
+        yield gauge("thread_up", "1 while the thread runs", int(s.running), {"thread": "processor"})
 
 
 class CandleMetrics:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from connector.ha._sink import HaSink
 from connector.ha._stats import HaStats
+from connector.metrics import counter, gauge
 
 __all__ = ["HaCollector"]
 
@@ -26,13 +27,10 @@ class HaCollector(Collector):
             ("ha_buffer_records", "Records buffered (standby: the window; active: uncommitted)", records),
             ("ha_buffer_bytes", "Bytes those records take, roughly", size),
         ):
-            gauge = GaugeMetricFamily(name, doc)
-            gauge.add_metric([], value)
-            yield gauge
-        if s.last_takeover_seconds is not None:
-            took = GaugeMetricFamily("ha_takeover_seconds", "The last takeover: lease acquired to producing")
-            took.add_metric([], s.last_takeover_seconds)
-            yield took
+            yield gauge(name, doc, value)
+        yield gauge(
+            "ha_takeover_seconds", "The last takeover: lease acquired to producing", s.last_takeover_seconds
+        )
         for name, doc, value in (
             ("ha_takeovers", "Times this instance became active (its first start included)", s.takeovers),
             ("ha_replayed", "Records written from the standby's buffer and log at takeover", s.replayed),
@@ -41,6 +39,4 @@ class HaCollector(Collector):
             ("ha_transaction_aborts", "Transactions aborted (their records produced again)", s.aborts),
             ("ha_records_refused", "Records Kafka refused for good, left out of the stream", s.refused),
         ):
-            counter = CounterMetricFamily(name, doc)
-            counter.add_metric([], value)
-            yield counter
+            yield counter(name, doc, value)
