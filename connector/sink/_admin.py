@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,32 +220,39 @@ class Cluster:
 
     def _topic_operations(self, topic: str) -> set[AclOperation] | None:
         """What the client may do on a topic; waits (bounded) while a broker just back has no controller."""
-        deadline = time.monotonic() + _CHECK_TIMEOUT
-        while True:
-            future = self.admin.describe_topics(
+        return self._operations_of(
+            f"topic {topic}",
+            lambda: self.admin.describe_topics(
                 TopicCollection([topic]), include_authorized_operations=True, request_timeout=_CHECK_TIMEOUT
-            )[topic]
-            try:
-                return _operations(future, KafkaError.TOPIC_AUTHORIZATION_FAILED)
-            except KafkaException as exc:
-                if not _transient(exc.args[0]) or time.monotonic() > deadline:
-                    self.raise_refusal()
-                    raise SinkError(f"cannot describe topic {topic}: {exc.args[0].str()}") from exc
-            time.sleep(0.2)
+            )[topic],
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            _transient,
+        )
 
     def _group_operations(self, group: str) -> set[AclOperation] | None:
         """What the client may do on a consumer group; waits (bounded) while its coordinator loads."""
+        return self._operations_of(
+            f"consumer group {group}",
+            lambda: self.admin.describe_consumer_groups(
+                [group], include_authorized_operations=True, request_timeout=_CHECK_TIMEOUT
+            )[group],
+            KafkaError.GROUP_AUTHORIZATION_FAILED,
+            lambda error: error.code() in _COORDINATOR_NOT_READY,
+        )
+
+    def _operations_of(
+        self, what: str, describe: Callable[[], Any], denied: int, again: Callable[[KafkaError], bool]
+    ) -> set[AclOperation] | None:
+        """Describes a resource until it answers, asking ``again`` (within the check's bound) after an
+        error ``again`` says will pass."""
         deadline = time.monotonic() + _CHECK_TIMEOUT
         while True:
-            future = self.admin.describe_consumer_groups(
-                [group], include_authorized_operations=True, request_timeout=_CHECK_TIMEOUT
-            )[group]
             try:
-                return _operations(future, KafkaError.GROUP_AUTHORIZATION_FAILED)
+                return _operations(describe(), denied)
             except KafkaException as exc:
-                if exc.args[0].code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                if not again(exc.args[0]) or time.monotonic() > deadline:
                     self.raise_refusal()
-                    raise SinkError(f"cannot describe consumer group {group}: {exc.args[0].str()}") from exc
+                    raise SinkError(f"cannot describe {what}: {exc.args[0].str()}") from exc
             time.sleep(0.2)
 
 
