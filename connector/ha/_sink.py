@@ -216,12 +216,13 @@ class HaSink:
         self._append([Entry(topic, key, value, timestamp_ms, headers, ident, now)], now)
 
     def _append(self, entries: list[Entry], now: float) -> None:
-        role = self.role
-        if role in (Role.FENCED, Role.CLOSED):
+        if self.role in (Role.FENCED, Role.CLOSED):
             return  # this process is on its way out: another instance produces
         with self._lock:
             for entry in entries:
                 self.buffer.append(entry)
+            # read under the lock activate() changes it under: a standby's expiry never runs after it
+            role = self.role
             if role is Role.STANDBY and now - self._expired_at >= 0.1:
                 self._expired_at = now
                 self.buffer.expire(now)
@@ -245,9 +246,9 @@ class HaSink:
         with self._lock:
             before = len(self.buffer)
             replay = self.buffer.keep_missing(present, REPLAYED if flag else None)
+            self.role = Role.ACTIVE
         self.ha.present += before - replay
         self.ha.replayed += replay
-        self.role = Role.ACTIVE
         self._wake.set()
         return replay
 
