@@ -86,6 +86,7 @@ class CandleProcessor:
         self.topics = {i.label: f"{settings.candles_topic_prefix}{i.label}" for i in self.intervals}
         self.eos: bool = settings.candles_exactly_once
         self.instance: str = settings.candles_instance_id or socket.gethostname()
+        self.transactional_id = f"{settings.candles_group}-{self.instance}"
         self.clock = clock
         self.status = Status()
         self.counts = self.status.counts
@@ -174,7 +175,7 @@ class CandleProcessor:
             "compression.type": "lz4", "log_level": 4,
         }  # fmt: skip
         if self.eos:
-            producer_config["transactional.id"] = f"{group}-{self.instance}"
+            producer_config["transactional.id"] = self.transactional_id
             producer_config["transaction.timeout.ms"] = self.s.candles_transaction_timeout_ms
         producer = Producer(producer_config)
         restorer = Consumer({
@@ -681,13 +682,12 @@ def _refusal(processor: CandleProcessor, err: KafkaError | None) -> KafkaAccessE
     """The refusal (credentials, TLS, a missing ACL) an error of the processor's Kafka calls is, if any."""
     if err is None:
         return None
-    group = processor.s.candles_group
     return refusal_of(
         err,
         processor.client,
         topic=processor.ticks_topic,
-        group=group,
-        transactional_id=f"{group}-{processor.instance}",
+        group=processor.s.candles_group,
+        transactional_id=processor.transactional_id,
     )
 
 
