@@ -33,6 +33,10 @@ __all__ = ["Access", "Cluster", "TopicSpec", "ensure_topics"]
 log = logging.getLogger("connector.sink")
 _CREATE_TIMEOUT = 30.0
 _CHECK_TIMEOUT = 20.0
+# A broker back from a pause answers metadata before its admin requests find the controller ("waiting for
+# controller: timed out"): a topic describe is asked in short attempts for as long as metadata is waited for.
+_TOPIC_ATTEMPT = 5.0
+_RECOVERY_TIMEOUT = 60.0
 _SLICE = 0.5  # each wait is this short, so a signal and a refusal are both seen at once
 _WAITING_LOG_EVERY = 10.0
 _FIRST_WAITING_LOG = 2.0
@@ -223,10 +227,11 @@ class Cluster:
         return self._operations_of(
             f"topic {topic}",
             lambda: self.admin.describe_topics(
-                TopicCollection([topic]), include_authorized_operations=True, request_timeout=_CHECK_TIMEOUT
+                TopicCollection([topic]), include_authorized_operations=True, request_timeout=_TOPIC_ATTEMPT
             )[topic],
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
             _transient,
+            _RECOVERY_TIMEOUT,
         )
 
     def _group_operations(self, group: str) -> set[AclOperation] | None:
@@ -238,20 +243,26 @@ class Cluster:
             )[group],
             KafkaError.GROUP_AUTHORIZATION_FAILED,
             lambda error: error.code() in _COORDINATOR_NOT_READY,
+            _CHECK_TIMEOUT,
         )
 
     def _operations_of(
-        self, what: str, describe: Callable[[], Any], denied: int, again: Callable[[KafkaError], bool]
+        self,
+        what: str,
+        describe: Callable[[], Any],
+        denied: int,
+        again: Callable[[KafkaError], bool],
+        bound: float,
     ) -> set[AclOperation] | None:
-        """Describes a resource until it answers, asking ``again`` (within the check's bound) after an
-        error ``again`` says will pass."""
-        deadline = time.monotonic() + _CHECK_TIMEOUT
+        """Describes a resource until it answers, asking again after an error ``again`` says will pass, for
+        at most ``bound`` seconds."""
+        deadline = time.monotonic() + bound
         while True:
             try:
                 return _operations(describe(), denied)
             except KafkaException as exc:
+                self.raise_refusal()  # a refusal is named at once, never waited out
                 if not again(exc.args[0]) or time.monotonic() > deadline:
-                    self.raise_refusal()
                     raise SinkError(f"cannot describe {what}: {exc.args[0].str()}") from exc
             time.sleep(0.2)
 
