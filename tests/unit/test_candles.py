@@ -226,6 +226,34 @@ def test_checkpoint_and_restore_change_nothing(events: list[Event], spec: str, e
     assert run(events, intervals, 1000, checkpoint_every=every) == run(events, intervals, 1000)
 
 
+def test_state_written_before_gap_flags_restores() -> None:
+    """A processor upgraded in place reads the open bars its predecessor checkpointed (11 fields, no last
+    closed bar): they restore unflagged, and a marker flags them as usual."""
+    core = PartitionBars(parse_intervals("1m"), 0)
+    core.restore({"max_seen": BASE, "intervals": ["1m"], "grace_ms": 0})
+    start = bar_start(BASE, 60_000)
+    old_bar = [100.0, 101.0, 99.0, 100.5, BASE, BASE, 3, 10, 40, None, BASE]
+    core.restore_token(7, [[[[start, *old_bar]], [30, (start + IST_OFFSET_MS) // DAY_MS]]])
+    assert core.gap(GapSpan(start, start + 1, frozenset({7}))) == (1, 0)
+    core.advance(start + 60_000)
+    (bar,) = core.closed
+    assert (bar.gap, bar.revision, bar.ticks, bar.volume) == (True, 0, 3, 10)
+
+
+def test_a_marker_reaches_only_the_last_closed_bar_and_counts_the_rest() -> None:
+    core = PartitionBars(parse_intervals("1m"), 0)
+    for minute in range(3):  # three closed bars of token 7 (the third closed by token 8's tick)
+        core.add(7, BASE + minute * 60_000, 100.0, None, None)
+    core.add(8, BASE + 3 * 60_000, 100.0, None, None)
+    first, _, last = core.closed
+    core.closed.clear()
+    assert core.gap(GapSpan(first.start, first.start + 1, frozenset({7}))) == (0, 1)  # out of reach
+    assert core.gap(GapSpan(last.start, last.start + 1, frozenset({7, 9}))) == (1, 0)
+    assert core.closed == [last._replace(gap=True, revision=1)]
+    assert core.gap(GapSpan(last.start, last.start + 1, frozenset({7}))) == (0, 0)  # once
+    assert len(core.closed) == 1
+
+
 def test_bars_align_to_the_ist_day() -> None:
     t = MIDNIGHT + 9 * 3_600_000 + 15 * 60_000 + 42_000  # 09:15:42 IST
     assert bar_start(t, 60_000) == t - 42_000
@@ -471,8 +499,9 @@ def test_metrics_export_the_planned_names() -> None:
 
     status = Status(running=True, lag_records=12, watermark_lag_seconds=1.5, blind="blind: x")
     status.counts.ticks = 5
-    status.counts.add(Counts(bars=Counter({"1m": 3, "5m": 1}), late=2, dead_letters=1))
+    status.counts.add(Counts(bars=Counter({"1m": 3, "5m": 1}), late=2, dead_letters=1, amended=4))
     status.counts.retries["init_transactions"] += 1
+    status.counts.gap_markers, status.counts.gap_late = 6, 1
     text = generate_latest(CandleMetrics(status).registry).decode()
     for line in [
         "candles_ticks_read_total 5.0",
@@ -480,6 +509,9 @@ def test_metrics_export_the_planned_names() -> None:
         'candles_bars_written_total{interval="5m"} 1.0',
         "candles_late_ticks_total 2.0",
         "candles_dead_letters_total 1.0",
+        "candles_gap_markers_read_total 6.0",
+        "candles_gap_markers_late_total 1.0",
+        "candles_bars_amended_total 4.0",
         "candles_commits_total 0.0",
         "candles_aborts_total 0.0",
         'candles_transaction_retries_total{call="init_transactions"} 1.0',
