@@ -128,9 +128,10 @@ class PartitionBars:
         self._open: list[dict[int, dict[int, _Bar]]] = [{} for _ in self.intervals]
         self._prev: list[dict[int, tuple[int, int]]] = [{} for _ in self.intervals]
         self._last: list[dict[int, Candle]] = [{} for _ in self.intervals]  # token -> its last closed bar
-        self._gaps: set[GapSpan] = set()  # markers that may still overlap a bar not open yet
-        self._longest = max(i.ms for i in self.intervals)
-        self._plan = tuple(zip(self.intervals, self._open, strict=True))
+        # Per interval: the markers that may still overlap a bar not open yet (kept one bar past the
+        # watermark, so a bar open of a short interval looks at a few markers, not the day's).
+        self._gaps: list[set[GapSpan]] = [set() for _ in self.intervals]
+        self._plan = tuple(zip(self.intervals, self._open, self._gaps, strict=True))
         self._next_end = _NO_BAR  # earliest end of an open bar
         self.closed: list[Candle] = []  # bars closed since the caller last took them
         self.dirty: set[int] = set()  # tokens whose state changed since the last snapshot
@@ -143,7 +144,7 @@ class PartitionBars:
         """Add one tick (in partition order); returns the intervals for which it came too late."""
         wm = self.max_seen - self.grace_ms
         late: tuple[str, ...] = ()
-        for (label, ms), groups in self._plan:
+        for (label, ms), groups, gaps in self._plan:
             start = t - (t + IST_OFFSET_MS) % ms
             if start + ms <= wm:
                 late += (label,)
@@ -154,7 +155,7 @@ class PartitionBars:
                 self._next_end = min(self._next_end, start + ms)
             bar = group.get(token)
             if bar is None:
-                gap = bool(self._gaps) and self._in_gap(token, start, start + ms)
+                gap = bool(gaps) and _in_gap(gaps, token, start, start + ms)
                 group[token] = _Bar(price, price, price, price, t, t, 1, volume, volume, oi, t, gap)
                 continue
             bar.ticks += 1
@@ -183,18 +184,16 @@ class PartitionBars:
                 self._close("watermark")
         return late
 
-    def _in_gap(self, token: int, start: int, end: int) -> bool:
-        return any(g.start < end and start < g.end and token in g.tokens for g in self._gaps)
-
     def gap(self, span: GapSpan) -> tuple[int, int]:
         """A gap marker: flags the open bars of its instruments that it overlaps, writes again (in
         ``closed``) the last closed bar of an instrument it overlaps, and is kept for bars that open later.
         Applying it twice changes nothing. Returns (bars flagged, instruments whose marker came after a
         later bar closed: a bar of theirs before that one may overlap it unflagged)."""
         flagged = late = 0
-        if span.end > self.watermark - self._longest:
-            self._gaps.add(span)
-        for ((_, ms), groups), last in zip(self._plan, self._last, strict=True):
+        wm = self.watermark
+        for ((_, ms), groups, gaps), last in zip(self._plan, self._last, strict=True):
+            if span.end > wm - ms:
+                gaps.add(span)
             for start, group in groups.items():
                 if start < span.end and span.start < start + ms:
                     for token in span.tokens & group.keys():
@@ -223,7 +222,9 @@ class PartitionBars:
     def _close(self, how: str) -> None:
         wm = self.max_seen - self.grace_ms
         next_end = _NO_BAR
-        for i, ((label, ms), groups) in enumerate(self._plan):
+        for i, ((label, ms), groups, gaps) in enumerate(self._plan):
+            if gaps:  # a marker ending before every bar of this interval that can still open is done
+                gaps.difference_update([g for g in gaps if g.end <= wm - ms])
             prev, last = self._prev[i], self._last[i]
             for start in sorted(groups):
                 end = start + ms
@@ -249,8 +250,6 @@ class PartitionBars:
                     self.closed.append(candle)
                     self.dirty.add(token)
         self._next_end = next_end
-        if self._gaps:  # a marker ending before every bar that can still open is done
-            self._gaps = {g for g in self._gaps if g.end > wm - self._longest}
 
     def open_bars(self) -> int:
         return sum(len(g) for groups in self._open for g in groups.values())
@@ -292,6 +291,10 @@ class PartitionBars:
             )
         # A changed grace must not move the watermark back: bars it already closed would open again.
         self.max_seen = max(snapshot["max_seen"], snapshot["max_seen"] - snapshot["grace_ms"] + self.grace_ms)
+
+
+def _in_gap(gaps: set[GapSpan], token: int, start: int, end: int) -> bool:
+    return any(g.start < end and start < g.end and token in g.tokens for g in gaps)
 
 
 def _fields(bar: _Bar) -> list[Any]:

@@ -43,6 +43,12 @@ class _Collector(Collector):
             c.gap_late,
         )
         yield counter(
+            "candles_gap_markers_undecodable",
+            "Gap markers read again after a restore that did not decode (skipped; read live, they are "
+            "dead letters)",
+            c.gap_undecodable,
+        )
+        yield counter(
             "candles_bars_amended",
             "Closed bars written again with gap true (revision 1), committed",
             c.amended,

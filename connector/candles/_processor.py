@@ -136,7 +136,7 @@ class CandleProcessor:
                 "or set KAFKA_TOPIC_TICKS"
             )
         partitions = len(ticks.partitions)
-        self.gap_partitions = self._gaps_topic(meta)
+        self.gap_partitions = self._gaps_topic(meta, cluster)
         state_topic = self.s.candles_state_topic
         state = meta.topics.get(state_topic)
         if state is not None and len(state.partitions) < partitions:
@@ -160,12 +160,14 @@ class CandleProcessor:
         cluster.check(Access(write=written, read=read, groups=[self.s.candles_group]))
         return partitions
 
-    def _gaps_topic(self, meta: Any) -> int:
-        """Partitions of the gaps topic; 0 (bars not flagged, said once) when it is off or missing."""
+    def _gaps_topic(self, meta: Any, cluster: Cluster) -> int:
+        """Partitions of the gaps topic; 0 (bars not flagged, said once) when it is off or missing. A
+        topic the metadata leaves out for want of an ACL is a refusal (named, exit 2), not a missing one."""
         if not self.gaps_topic:
             return 0
         topic = meta.topics.get(self.gaps_topic)
         if topic is None or topic.error is not None:
+            cluster.check(Access(read=[self.gaps_topic]))
             log.warning(
                 "gaps topic %s does not exist: bars are not flagged (`kite-connector run` creates it; "
                 "set KAFKA_TOPIC_GAPS to the connector's, or to nothing to silence this)", self.gaps_topic,
@@ -492,8 +494,9 @@ class CandleProcessor:
                 self._emit(part)
 
     def _span(self, msg: Message, live: bool) -> GapSpan | None:
-        """The marker in ``msg``; an undecodable one is dead-lettered when read live (read again after a
-        restore, it was already), and skipped."""
+        """The marker in ``msg``. An undecodable one is skipped: dead-lettered when read live; when read
+        again after a restore (it may have been dead-lettered already, or have come while the processor
+        was down) logged and counted, so that a restore never writes the same dead letter twice."""
         value = msg.value() or b""
         try:
             kind, v = self.reader.read(value)
@@ -504,6 +507,12 @@ class CandleProcessor:
             if live:
                 self._begin()
                 self._dead_letter(msg, value, exc)
+            else:
+                self.counts.gap_undecodable += 1
+                dead_letter_log.warning(
+                    "undecodable gap marker at %s/%s/%s (%s): skipped",
+                    msg.topic(), msg.partition(), msg.offset(), exc,
+                )  # fmt: skip
             return None
 
     def _apply(self, span: GapSpan) -> bool:
@@ -533,27 +542,29 @@ class CandleProcessor:
         self.gaps_reader.assign([TopicPartition(self.gaps_topic, p, o) for p, o in resume.items()])
 
     def _gap_offsets(self) -> list[TopicPartition]:
-        """Where to read markers from again: a little before the oldest watermark less the longest bar;
-        with a partition that has no state, from the start (CANDLES_FROM_BEGINNING) or from now."""
+        """Where to read markers from again: a little before the oldest watermark, less the longest bar,
+        over the partitions with state; a partition with none yet reads from the start
+        (CANDLES_FROM_BEGINNING) or from a little before now."""
         topic, partitions = self.gaps_topic, range(self.gap_partitions)
+        slack = self.grace_ms + self.intervals[-1].ms + _GAP_SLACK_MS
         seen = [part.core.max_seen for part in self.parts.values()]
-        longest = self.intervals[-1].ms
-        if seen and min(seen) > 0:
-            since = min(seen) - self.grace_ms - longest - _GAP_SLACK_MS
-        elif self.s.candles_from_beginning:
+        stateless = not seen or any(t <= 0 for t in seen)
+        if stateless and self.s.candles_from_beginning:
             return [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
-        else:
-            since = int(self.clock() * 1000) - longest - _GAP_SLACK_MS
+        since = min([t for t in seen if t > 0] + ([int(self.clock() * 1000)] if stateless else []))
+        # The ends first: a marker committed after the search below is then read, not skipped.
+        ends = [
+            self.restorer.get_watermark_offsets(TopicPartition(topic, p), _KAFKA_TIMEOUT)[1]
+            for p in partitions
+        ]
         found = self.restorer.offsets_for_times(
-            [TopicPartition(topic, p, since) for p in partitions], _KAFKA_TIMEOUT
+            [TopicPartition(topic, p, since - slack) for p in partitions], _KAFKA_TIMEOUT
         )
         out = []
         for tp in found:
-            offset = tp.offset
-            if offset < 0:  # no marker since then: from the end as it is now
-                offset = self.restorer.get_watermark_offsets(
-                    TopicPartition(topic, tp.partition), _KAFKA_TIMEOUT
-                )[1]
+            if tp.error is not None:
+                raise SinkError(f"could not find where to read {topic} again: {tp.error}")
+            offset = tp.offset if tp.offset >= 0 else ends[tp.partition]  # none since then: from the end
             out.append(TopicPartition(topic, tp.partition, offset))
         return out
 

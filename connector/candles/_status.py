@@ -41,6 +41,7 @@ class Counts:
     retries: Counter[str] = field(default_factory=Counter)  # by transaction call
     gap_markers: int = 0  # read as they came (not again after a restore)
     gap_late: int = 0  # of those, instrument-intervals a later bar had closed for
+    gap_undecodable: int = 0  # markers read again after a restore that did not decode
     amended: int = 0  # bars written again flagged, committed
 
     def add(self, cycle: Counts) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -571,3 +571,47 @@ def test_every_compose_service_that_touches_the_topics_takes_the_framing_from_on
     blocks = dict(zip(services[1::2], services[2::2], strict=True))
     for service in ("connector", "candles", "consumer"):
         assert "<<: *registry-env" in blocks[service], f"{name}: {service} lacks <<: *registry-env"
+
+
+class _Offsets:
+    """What ``_gap_offsets`` asks the restorer: the end of each gaps partition, then the first offset at
+    or after a time (every time asked is kept; -1: nothing since, as Kafka answers)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        return 0, 40 + tp.partition
+
+    def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        self.asked += [tp.offset for tp in tps]
+        return [TopicPartition(tp.topic, tp.partition, 7 if tp.partition == 0 else -1) for tp in tps]
+
+
+@pytest.mark.parametrize("from_beginning", [False, True])
+def test_markers_are_read_again_from_before_the_oldest_watermark_of_the_partitions_with_state(
+    from_beginning: bool,
+) -> None:
+    from connector.candles._processor import _GAP_SLACK_MS, CandleProcessor, _Partition
+    from connector.config import CandlesSettings
+
+    now = BASE + 3_600_000
+    settings = CandlesSettings.load(
+        environ={"CANDLES_INTERVALS": "1m,5m", "CANDLES_FROM_BEGINNING": str(from_beginning).lower()}
+    )
+    processor = CandleProcessor(settings, clock=lambda: now / 1000)
+    processor.gap_partitions, processor.restorer = 2, _Offsets()  # type: ignore[assignment]
+    old = PartitionBars(processor.intervals, 2000)
+    old.restore({"max_seen": BASE, "intervals": ["1m", "5m"], "grace_ms": 2000})
+    processor.parts = {0: _Partition(old, 10, 0.0)}
+    slack = 2000 + 300_000 + _GAP_SLACK_MS
+    assert [tp.offset for tp in processor._gap_offsets()] == [7, 41]  # none since then: from the end
+    processor.parts[1] = _Partition(PartitionBars(processor.intervals, 2000), None, 0.0)  # no state yet
+    offsets = [tp.offset for tp in processor._gap_offsets()]
+    if from_beginning:  # the new partition's ticks may be of any age
+        assert offsets == [OFFSET_BEGINNING, OFFSET_BEGINNING]
+    else:  # the old partition still needs the markers since its watermark, not only recent ones
+        assert offsets == [7, 41]
+        assert processor.restorer.asked == [BASE - slack] * 4  # type: ignore[attr-defined]
