@@ -80,6 +80,7 @@ class _Partition:
     next_offset: int | None  # next tick to read; None until known
     last_arrival: float  # monotonic time of the last tick read
     changed: bool = False  # something to checkpoint in this transaction
+    seq: int = 0  # checkpoints written, also in the committed offset's metadata (see _restore)
 
 
 class CandleProcessor:
@@ -595,9 +596,10 @@ class CandleProcessor:
                 state = json.dumps(part.core.token_state(token), separators=(",", ":"))
                 self._send(state_topic, state.encode(), f"{prefix}/{token}".encode(), partition=p)
             part.core.dirty.clear()
-            snapshot = {**part.core.snapshot(), "offset": part.next_offset}
+            part.seq += 1
+            snapshot = {**part.core.snapshot(), "offset": part.next_offset, "seq": part.seq}
             self._send(state_topic, json.dumps(snapshot).encode(), prefix.encode(), partition=p)
-            offsets.append(TopicPartition(self.ticks_topic, p, part.next_offset))
+            offsets.append(TopicPartition(self.ticks_topic, p, part.next_offset, metadata=str(part.seq)))
             part.changed = False
         return offsets
 
@@ -674,15 +676,12 @@ class CandleProcessor:
         deadline = time.monotonic() + _KAFKA_TIMEOUT + self.s.candles_transaction_timeout_ms / 1000
         while True:
             asked = [TopicPartition(self.ticks_topic, p) for p in wanted]
-            committed = {tp.partition: tp.offset for tp in self.consumer.committed(asked, _KAFKA_TIMEOUT)}
+            committed = {tp.partition: tp for tp in self.consumer.committed(asked, _KAFKA_TIMEOUT)}
             states = self._read_state(wanted)
-            # The state of the last committed transaction is visible once its offset matches the group's.
             behind = [
                 p
                 for p in wanted
-                if self.eos
-                and committed[p] >= 0
-                and states.get(f"{self.ticks_topic}/{p}", {}).get("offset") != committed[p]
+                if self.eos and not _visible(states.get(f"{self.ticks_topic}/{p}", {}), committed[p])
             ]
             if not behind:
                 break
@@ -710,7 +709,8 @@ class CandleProcessor:
                         f"{exc}: change settings back, or use a new CANDLES_GROUP and CANDLES_STATE_TOPIC"
                     ) from exc
                 offset = snapshot["offset"]
-            self.parts[p] = _Partition(core, None if offset < 0 else offset, time.monotonic())
+            seq = snapshot.get("seq", 0) if snapshot is not None else 0
+            self.parts[p] = _Partition(core, None if offset < 0 else offset, time.monotonic(), seq=seq)
             resume.append(TopicPartition(self.ticks_topic, p, offset))
         self._catch_up_gaps()
         self.counts.restores += 1
@@ -773,6 +773,19 @@ class CandleProcessor:
         self._abandon(retry=True)
         consumer.unassign()
         self.status.unassigned_since = time.monotonic()
+
+
+def _visible(snapshot: dict[str, Any], committed: TopicPartition) -> bool:
+    """Whether the state read back is that of the group's last committed transaction. The offset alone
+    cannot tell: a transaction that only closes idle bars or writes flagged ones again commits the same
+    offset, and its state may not be readable yet when another instance takes the partition over. The
+    checkpoint's sequence number, in the committed offset's metadata too, can (absent when written by an
+    earlier version: the offset decides)."""
+    if committed.offset < 0:
+        return True
+    if snapshot.get("offset") != committed.offset:
+        return False
+    return not committed.metadata or str(snapshot.get("seq")) == committed.metadata
 
 
 def _ms(value: Any) -> int:

@@ -9,6 +9,7 @@ writes that bar again once.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -362,10 +363,28 @@ def test_bars_equal_the_reference_with_late_and_out_of_order_ticks(env: Env) -> 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     bars = _check_exactly_once(env)
+    _check_committed_with_their_state(env)
     letters = _read_all(env.bootstrap, [env.dlq], idle=1.0)
     kind, letter = AvroReader().read(letters[0].value())
     assert (len(letters), kind, letter["source"], letter["raw"]) == (1, "DeadLetter", "candles", b"not avro")
     print(f"{bars} bars")
+
+
+def _check_committed_with_their_state(env: Env) -> None:
+    """Each partition's committed offset carries the sequence number of the state checkpoint written in
+    its transaction: what a restore waits for, as the offset alone repeats (idle closes, amendments)."""
+    snapshots: dict[str, Any] = {}
+    for msg in _read_all(env.bootstrap, [env.state], idle=1.0):
+        if msg.key().count(b"/") == 1:
+            snapshots[msg.key().decode()] = json.loads(msg.value())
+    probe = Consumer({"bootstrap.servers": env.bootstrap, "group.id": env.group})
+    try:
+        committed = probe.committed([TopicPartition(env.ticks, p) for p in range(PARTITIONS)], 10)
+    finally:
+        probe.close()
+    for tp in committed:
+        snapshot = snapshots[f"{env.ticks}/{tp.partition}"]
+        assert (tp.offset, tp.metadata) == (snapshot["offset"], str(snapshot["seq"])), (tp, snapshot)
 
 
 def _resumed(env: Env, name: str) -> list[str]:

@@ -615,3 +615,23 @@ def test_markers_are_read_again_from_before_the_oldest_watermark_of_the_partitio
     else:  # the old partition still needs the markers since its watermark, not only recent ones
         assert offsets == [7, 41]
         assert processor.restorer.asked == [BASE - slack] * 4  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "offset", "metadata", "visible"),
+    [
+        ({"offset": 10, "seq": 4}, 10, "4", True),
+        ({"offset": 10, "seq": 3}, 10, "4", False),  # same offset, an older checkpoint: wait for its markers
+        ({"offset": 9, "seq": 4}, 10, "4", False),
+        ({"offset": 10}, 10, "", True),  # written by an earlier version: the offset decides
+        ({}, -1001, "", True),  # nothing committed yet
+    ],
+)
+def test_restored_state_is_the_committed_one_by_offset_and_checkpoint_number(
+    snapshot: dict[str, int], offset: int, metadata: str, visible: bool
+) -> None:
+    from confluent_kafka import TopicPartition
+
+    from connector.candles._processor import _visible
+
+    assert _visible(snapshot, TopicPartition("t", 0, offset, metadata=metadata)) is visible
