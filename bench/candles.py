@@ -100,6 +100,8 @@ def measure(
             if first is None and done > 0:
                 first = (now, done, _cpu_seconds(proc.pid))
             if done >= count and first is not None:
+                if done == first[1]:  # all of it committed in the first cycle seen: nothing to time
+                    raise SystemExit(f"{count} ticks were read in one commit cycle: give a larger --ticks")
                 rate = (done - first[1]) / (now - first[0])
                 cpu = (_cpu_seconds(proc.pid) - first[2]) / (done - first[1]) * 1e6
                 return rate, cpu

@@ -853,6 +853,9 @@ class CandlesSettings(Settings):
 
     kafka: KafkaClient = group(KafkaClient)
     kafka_topic_ticks: str = setting("kite.ticks", "ticks topic to read")
+    kafka_topic_gaps: str = setting(
+        "kite.gaps", "gap markers to flag the bars they overlap (empty: bars are not flagged)"
+    )
     candles_intervals: str = setting(
         "1m", "comma-separated bar intervals dividing a day: 1m,5m,15m,1h,1d, ..."
     )

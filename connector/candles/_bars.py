@@ -7,6 +7,11 @@ tick whose bar has (or would have) closed is late: reported, never added. When a
 shell calls :meth:`PartitionBars.advance` with the wall clock, which moves the watermark the same way a tick
 of that time would. The watermark only ever grows, so the open bars are always exactly those ending after
 it, which is what makes the state small enough to checkpoint (:meth:`PartitionBars.snapshot`).
+
+Gap markers (:meth:`PartitionBars.gap`) flag the bars they overlap: an open bar when it closes, a bar not
+open yet when it opens, and an instrument's last closed bar by writing it again (``revision`` 1). A
+marker is known only when its silence ends, usually while the bar holding that end is still open; one
+that comes later than the instrument's next bar cannot reach the bars before that one, and says so.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ __all__ = [
     "DAY_MS",
     "IST_OFFSET_MS",
     "Candle",
+    "GapSpan",
     "Interval",
     "PartitionBars",
     "bar_start",
@@ -83,6 +89,16 @@ class Candle(NamedTuple):
     first_tick_at: int
     last_tick_at: int
     closed_by: str  # watermark or idle
+    gap: bool = False  # a gap marker of the instrument overlaps the bar: ticks may be missing
+    revision: int = 0  # 1: written again, flagged, as the marker came after the bar closed
+
+
+class GapSpan(NamedTuple):
+    """A gap marker as the core sees it: ticks of ``tokens`` may be missing in [start, end)."""
+
+    start: int
+    end: int
+    tokens: frozenset[int]
 
 
 @dataclass(slots=True)
@@ -98,6 +114,7 @@ class _Bar:
     vmax: int | None
     oi: int | None
     oi_at: int
+    gap: bool = False
 
 
 class PartitionBars:
@@ -110,7 +127,11 @@ class PartitionBars:
         # Per interval: bar start -> token -> open bar; and token -> (vmax, IST day) of its last closed bar.
         self._open: list[dict[int, dict[int, _Bar]]] = [{} for _ in self.intervals]
         self._prev: list[dict[int, tuple[int, int]]] = [{} for _ in self.intervals]
-        self._plan = tuple(zip(self.intervals, self._open, strict=True))
+        self._last: list[dict[int, Candle]] = [{} for _ in self.intervals]  # token -> its last closed bar
+        # Per interval: the markers that may still overlap a bar not open yet (kept one bar past the
+        # watermark, so a bar open of a short interval looks at a few markers, not the day's).
+        self._gaps: list[set[GapSpan]] = [set() for _ in self.intervals]
+        self._plan = tuple(zip(self.intervals, self._open, self._gaps, strict=True))
         self._next_end = _NO_BAR  # earliest end of an open bar
         self.closed: list[Candle] = []  # bars closed since the caller last took them
         self.dirty: set[int] = set()  # tokens whose state changed since the last snapshot
@@ -123,7 +144,7 @@ class PartitionBars:
         """Add one tick (in partition order); returns the intervals for which it came too late."""
         wm = self.max_seen - self.grace_ms
         late: tuple[str, ...] = ()
-        for (label, ms), groups in self._plan:
+        for (label, ms), groups, gaps in self._plan:
             start = t - (t + IST_OFFSET_MS) % ms
             if start + ms <= wm:
                 late += (label,)
@@ -134,7 +155,8 @@ class PartitionBars:
                 self._next_end = min(self._next_end, start + ms)
             bar = group.get(token)
             if bar is None:
-                group[token] = _Bar(price, price, price, price, t, t, 1, volume, volume, oi, t)
+                gap = bool(gaps) and _in_gap(gaps, token, start, start + ms)
+                group[token] = _Bar(price, price, price, price, t, t, 1, volume, volume, oi, t, gap)
                 continue
             bar.ticks += 1
             if price > bar.high:
@@ -162,6 +184,34 @@ class PartitionBars:
                 self._close("watermark")
         return late
 
+    def gap(self, span: GapSpan) -> tuple[int, int]:
+        """A gap marker: flags the open bars of its instruments that it overlaps, writes again (in
+        ``closed``) the last closed bar of an instrument it overlaps, and is kept for bars that open later.
+        Applying it twice changes nothing. Returns (bars flagged, instruments whose marker came after a
+        later bar closed: a bar of theirs before that one may overlap it unflagged)."""
+        flagged = late = 0
+        wm = self.watermark
+        for ((_, ms), groups, gaps), last in zip(self._plan, self._last, strict=True):
+            if span.end > wm - ms:
+                gaps.add(span)
+            for start, group in groups.items():
+                if start < span.end and span.start < start + ms:
+                    for token in span.tokens & group.keys():
+                        if not group[token].gap:
+                            group[token].gap = True
+                            self.dirty.add(token)
+                            flagged += 1
+            for token in span.tokens & last.keys():
+                bar = last[token]
+                if bar.start < span.end and span.start < bar.end and not bar.gap:
+                    last[token] = bar = bar._replace(gap=True, revision=1)
+                    self.closed.append(bar)
+                    self.dirty.add(token)
+                    flagged += 1
+                if span.start < bar.start:
+                    late += 1
+        return flagged, late
+
     def advance(self, now_ms: int) -> None:
         """The partition is idle: move the watermark as a tick at ``now_ms`` would (if any bar is open)."""
         if self._next_end != _NO_BAR and now_ms > self.max_seen:
@@ -172,8 +222,10 @@ class PartitionBars:
     def _close(self, how: str) -> None:
         wm = self.max_seen - self.grace_ms
         next_end = _NO_BAR
-        for i, ((label, ms), groups) in enumerate(self._plan):
-            prev = self._prev[i]
+        for i, ((label, ms), groups, gaps) in enumerate(self._plan):
+            if gaps:  # a marker ending before every bar of this interval that can still open is done
+                gaps.difference_update([g for g in gaps if g.end <= wm - ms])
+            prev, last = self._prev[i], self._last[i]
             for start in sorted(groups):
                 end = start + ms
                 if end > wm:
@@ -191,10 +243,11 @@ class PartitionBars:
                         else:
                             volume = bar.vmax - before[0]
                         prev[token] = (bar.vmax, day)
-                    self.closed.append(
-                        Candle(token, label, start, end, bar.open, bar.high, bar.low, bar.close, volume,
-                               bar.ticks, bar.oi, bar.first, bar.last, how)
+                    last[token] = candle = Candle(
+                        token, label, start, end, bar.open, bar.high, bar.low, bar.close, volume, bar.ticks,
+                        bar.oi, bar.first, bar.last, how, bar.gap,
                     )  # fmt: skip
+                    self.closed.append(candle)
                     self.dirty.add(token)
         self._next_end = next_end
 
@@ -204,24 +257,27 @@ class PartitionBars:
     # Checkpoints: per token, JSON-ready lists; per partition, the watermark.
 
     def token_state(self, token: int) -> list[Any]:
-        """Per interval: [open bars of ``token`` as lists, [vmax, day] of its last closed bar or None]."""
+        """Per interval: [open bars of ``token`` as lists, [vmax, day] of its last closed bar or None, that
+        bar or None]. Gap markers are not state: the shell reads them again after a restore."""
         out: list[Any] = []
         for i, groups in enumerate(self._open):
             bars = [[start, *_fields(g[token])] for start, g in sorted(groups.items()) if token in g]
-            prev = self._prev[i].get(token)
-            out.append([bars, None if prev is None else list(prev)])
+            prev, last = self._prev[i].get(token), self._last[i].get(token)
+            out.append([bars, None if prev is None else list(prev), None if last is None else list(last)])
         return out
 
     def restore_token(self, token: int, state: list[Any]) -> None:
         if len(state) != len(self.intervals):
             raise ValueError("state written with other CANDLES_INTERVALS")
-        for i, (bars, prev) in enumerate(state):
+        for i, (bars, prev, *last) in enumerate(state):  # no last bar: written before gap flags
             ms = self.intervals[i].ms
             for start, *fields in bars:
                 self._open[i].setdefault(start, {})[token] = _Bar(*fields)
                 self._next_end = min(self._next_end, start + ms)
             if prev is not None:
                 self._prev[i][token] = (prev[0], prev[1])
+            if last and last[0] is not None:
+                self._last[i][token] = Candle(*last[0])
 
     def snapshot(self) -> dict[str, Any]:
         return {"max_seen": self.max_seen, "intervals": [i.label for i in self.intervals],
@@ -237,6 +293,10 @@ class PartitionBars:
         self.max_seen = max(snapshot["max_seen"], snapshot["max_seen"] - snapshot["grace_ms"] + self.grace_ms)
 
 
+def _in_gap(gaps: set[GapSpan], token: int, start: int, end: int) -> bool:
+    return any(g.start < end and start < g.end and token in g.tokens for g in gaps)
+
+
 def _fields(bar: _Bar) -> list[Any]:
     return [bar.open, bar.high, bar.low, bar.close, bar.first, bar.last, bar.ticks, bar.vmin, bar.vmax,
-            bar.oi, bar.oi_at]  # fmt: skip
+            bar.oi, bar.oi_at, bar.gap]  # fmt: skip

@@ -35,6 +35,24 @@ class _Collector(Collector):
             "Undecodable ticks sent to the dead-letter topic (committed)",
             c.dead_letters,
         )
+        yield counter("candles_gap_markers_read", "Gap markers read as they came", c.gap_markers)
+        yield counter(
+            "candles_gap_markers_late",
+            "Instrument-intervals a gap marker came for after a later bar had closed: a bar before that "
+            "one may overlap the gap unflagged",
+            c.gap_late,
+        )
+        yield counter(
+            "candles_gap_markers_undecodable",
+            "Gap markers read again after a restore that did not decode (skipped; read live, they are "
+            "dead letters)",
+            c.gap_undecodable,
+        )
+        yield counter(
+            "candles_bars_amended",
+            "Closed bars written again with gap true (revision 1), committed",
+            c.amended,
+        )
         yield counter("candles_commits", "Transactions committed", c.commits)
         yield counter(
             "candles_aborts", "Transactions aborted (and rewound to the last committed state)", c.aborts

@@ -7,6 +7,11 @@ Either all of it becomes visible or none. On (re)assignment a partition's state 
 topic up to the last committed transaction, checked against the group's committed offset, and reading
 resumes at that offset: a crash at any point neither loses nor repeats a bar.
 
+Gap markers (KAFKA_TOPIC_GAPS) are read by every instance, outside the group, and applied to every
+partition held (:meth:`PartitionBars.gap`): bars they overlap are written with ``gap`` true, or written
+again (``revision`` 1) when the marker came after the bar closed. Markers are not state: after a restore
+they are read again from a little before the oldest watermark, as applying one twice changes nothing.
+
 It refuses to run blind: at start the newest ticks must decode (a Confluent-framed topic needs
 SCHEMA_REGISTRY_URL), and a stream of nothing but undecodable ticks for CANDLES_BLIND_SECONDS stops it
 (exit 3) rather than dead-lettering everything. Transactional calls go through :mod:`._txn`.
@@ -38,7 +43,7 @@ from confluent_kafka import (
 )
 
 from connector.candles._avro import serializer
-from connector.candles._bars import PartitionBars, parse_intervals
+from connector.candles._bars import GapSpan, PartitionBars, parse_intervals
 from connector.candles._decode import TickDecoder
 from connector.candles._metrics import CandleMetrics
 from connector.candles._status import BlindWatch, Counts, ProcessorFailed, Status
@@ -64,6 +69,9 @@ _PROBE_RECORDS = 5  # newest ticks per partition decoded at start
 # init_transactions in short calls (it is resumable): a restart right after a crash meets the previous
 # instance's transaction being aborted (CONCURRENT_TRANSACTIONS) and says so, instead of one long wait.
 _INIT_SLICE = 0.25
+# Markers are read again after a restore from this long before the oldest watermark less a bar: a marker
+# is written when its silence ends, and exchange times (of the watermark) lag the connector's clock.
+_GAP_SLACK_MS = 300_000
 
 
 @dataclass(slots=True)
@@ -83,6 +91,9 @@ class CandleProcessor:
         self.intervals = parse_intervals(settings.candles_intervals)
         self.grace_ms: int = settings.candles_grace_ms
         self.ticks_topic: str = settings.kafka_topic_ticks
+        self.gaps_topic: str = settings.kafka_topic_gaps
+        self.gap_partitions = 0  # of the gaps topic; 0: bars are not flagged
+        self.gaps_reader: Consumer | None = None
         self.topics = {i.label: f"{settings.candles_topic_prefix}{i.label}" for i in self.intervals}
         self.eos: bool = settings.candles_exactly_once
         self.instance: str = settings.candles_instance_id or socket.gethostname()
@@ -125,6 +136,7 @@ class CandleProcessor:
                 "or set KAFKA_TOPIC_TICKS"
             )
         partitions = len(ticks.partitions)
+        self.gap_partitions = self._gaps_topic(meta, cluster)
         state_topic = self.s.candles_state_topic
         state = meta.topics.get(state_topic)
         if state is not None and len(state.partitions) < partitions:
@@ -144,10 +156,24 @@ class CandleProcessor:
         )  # fmt: skip
         cluster.create(wanted, meta)
         written = [t.name for t in wanted]
-        cluster.check(
-            Access(write=written, read=[self.ticks_topic, state_topic], groups=[self.s.candles_group])
-        )
+        read = [self.ticks_topic, state_topic] + ([self.gaps_topic] if self.gap_partitions else [])
+        cluster.check(Access(write=written, read=read, groups=[self.s.candles_group]))
         return partitions
+
+    def _gaps_topic(self, meta: Any, cluster: Cluster) -> int:
+        """Partitions of the gaps topic; 0 (bars not flagged, said once) when it is off or missing. A
+        topic the metadata leaves out for want of an ACL is a refusal (named, exit 2), not a missing one."""
+        if not self.gaps_topic:
+            return 0
+        topic = meta.topics.get(self.gaps_topic)
+        if topic is None or topic.error is not None:
+            cluster.check(Access(read=[self.gaps_topic]))
+            log.warning(
+                "gaps topic %s does not exist: bars are not flagged (`kite-connector run` creates it; "
+                "set KAFKA_TOPIC_GAPS to the connector's, or to nothing to silence this)", self.gaps_topic,
+            )  # fmt: skip
+            return 0
+        return len(topic.partitions)
 
     def _writers(self) -> None:
         """Bars and dead letters are written through the registry client the reader uses (its basic auth
@@ -182,6 +208,11 @@ class CandleProcessor:
             **self.client, "group.id": f"{group}.restore", "enable.auto.commit": False,
             "isolation.level": "read_committed", "enable.partition.eof": True, "log_level": 4,
         })  # fmt: skip
+        if self.gap_partitions:
+            self.gaps_reader = Consumer({
+                **self.client, "group.id": f"{group}.gaps", "enable.auto.commit": False,
+                "isolation.level": "read_committed", "enable.partition.eof": False, "log_level": 4,
+            })  # fmt: skip
         return consumer, producer, restorer
 
     def _check_framing(self, partitions: int) -> None:
@@ -235,11 +266,14 @@ class CandleProcessor:
 
     def _close(self) -> None:
         """Closes the clients; a failure here is logged, never raised over the error that ended the run."""
-        for what, close in (
+        closing: list[tuple[str, Callable[[], object]]] = [
             ("consumer", self.consumer.close),  # revokes: the callback commits what is pending
             ("restorer", self.restorer.close),
             ("producer", lambda: self.producer.flush(_KAFKA_TIMEOUT)),
-        ):
+        ]
+        if self.gaps_reader is not None:
+            closing.append(("gaps reader", self.gaps_reader.close))
+        for what, close in closing:
             try:
                 close()
             except (KafkaException, ConnectorError) as exc:
@@ -254,6 +288,7 @@ class CandleProcessor:
             batch = self.consumer.consume(10_000, 0.1)
             now = time.monotonic()
             try:
+                self._poll_gaps()
                 if batch:
                     self._process(batch)
                 if idle:
@@ -405,9 +440,9 @@ class CandleProcessor:
 
     def _dead_letter(self, msg: Message, value: bytes, exc: Exception) -> None:
         self.cycle.dead_letters += 1
-        where = f"{self.ticks_topic}/{msg.partition()}/{msg.offset()}"
+        where = f"{msg.topic()}/{msg.partition()}/{msg.offset()}"
         dead_letter_log.warning(
-            "undecodable tick at %s (%s): sent to %s", where, exc, self.s.kafka_topic_dead_letters
+            "undecodable record at %s (%s): sent to %s", where, exc, self.s.kafka_topic_dead_letters
         )
         letter = DeadLetter(value, f"{where}: {exc}", "candles", msg.offset()).capped(
             self.s.dead_letter_max_bytes
@@ -426,8 +461,112 @@ class CandleProcessor:
                 self.topics[candle.interval], writer(candle, now_ms), str(candle.instrument_token).encode(),
                 timestamp=candle.start, headers=writer.headers,
             )  # fmt: skip
-            bars[candle.interval] += 1
+            if candle.revision:
+                self.cycle.amended += 1
+            else:
+                bars[candle.interval] += 1
         part.core.closed.clear()
+
+    # Gap markers
+
+    def _poll_gaps(self) -> None:
+        """Applies the markers that came since the last cycle; bars written again go in this cycle."""
+        if self.gaps_reader is None:
+            return
+        flagged = False
+        for msg in self.gaps_reader.consume(1000, 0):
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise ProcessorFailed(f"Kafka consumer of {self.gaps_topic}: fatal error {describe(err)}")
+                log.warning("Kafka consumer of %s: %s", self.gaps_topic, err)
+                continue
+            span = self._span(msg, live=True)
+            if span is not None:
+                self.counts.gap_markers += 1
+                flagged |= self._apply(span)
+        if flagged:
+            self._begin()  # the flags reach the state in this cycle, not at the partition's next tick
+        for part in self.parts.values():
+            if part.core.closed:
+                self._begin()
+                part.changed = True
+                self._emit(part)
+
+    def _span(self, msg: Message, live: bool) -> GapSpan | None:
+        """The marker in ``msg``. An undecodable one is skipped: dead-lettered when read live; when read
+        again after a restore (it may have been dead-lettered already, or have come while the processor
+        was down) logged and counted, so that a restore never writes the same dead letter twice."""
+        value = msg.value() or b""
+        try:
+            kind, v = self.reader.read(value)
+            if kind != "Gap":
+                raise SerializationError(f"a {kind} record, not a Gap")
+            return GapSpan(_ms(v["start"]), _ms(v["end"]), frozenset(v["instrument_tokens"]))
+        except (SerializationError, KeyError, TypeError) as exc:
+            if live:
+                self._begin()
+                self._dead_letter(msg, value, exc)
+            else:
+                self.counts.gap_undecodable += 1
+                dead_letter_log.warning(
+                    "undecodable gap marker at %s/%s/%s (%s): skipped",
+                    msg.topic(), msg.partition(), msg.offset(), exc,
+                )  # fmt: skip
+            return None
+
+    def _apply(self, span: GapSpan) -> bool:
+        """Applies a marker to every partition held; whether it flagged a bar."""
+        flagged = False
+        for part in self.parts.values():
+            n, late = part.core.gap(span)
+            self.counts.gap_late += late
+            if n:
+                part.changed = flagged = True
+        return flagged
+
+    def _catch_up_gaps(self) -> None:
+        """After a restore: applies the markers that may still touch its bars again, then reads live from
+        where this stopped (so a marker written meanwhile is neither skipped nor needed twice)."""
+        if self.gaps_reader is None:
+            return
+        start = self._gap_offsets()
+        resume = {tp.partition: tp.offset for tp in start}
+        gap_late = self.counts.gap_late
+        for msg in self._read_to_end(start):
+            resume[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]
+            span = self._span(msg, live=False)
+            if span is not None:
+                self._apply(span)
+        self.counts.gap_late = gap_late  # counted when read live
+        self.gaps_reader.assign([TopicPartition(self.gaps_topic, p, o) for p, o in resume.items()])
+
+    def _gap_offsets(self) -> list[TopicPartition]:
+        """Where to read markers from again: a little before the oldest watermark, less the longest bar,
+        over the partitions with state; a partition with none yet reads from the start
+        (CANDLES_FROM_BEGINNING) or from a little before now."""
+        topic, partitions = self.gaps_topic, range(self.gap_partitions)
+        slack = self.grace_ms + self.intervals[-1].ms + _GAP_SLACK_MS
+        seen = [part.core.max_seen for part in self.parts.values()]
+        stateless = not seen or any(t <= 0 for t in seen)
+        if stateless and self.s.candles_from_beginning:
+            return [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+        since = min([t for t in seen if t > 0] + ([int(self.clock() * 1000)] if stateless else []))
+        # The ends first: a marker committed after the search below is then read, not skipped.
+        ends = [
+            self.restorer.get_watermark_offsets(TopicPartition(topic, p), _KAFKA_TIMEOUT)[1]
+            for p in partitions
+        ]
+        found = self.restorer.offsets_for_times(
+            [TopicPartition(topic, p, since - slack) for p in partitions], _KAFKA_TIMEOUT
+        )
+        out = []
+        for tp in found:
+            if tp.error is not None:
+                raise SinkError(f"could not find where to read {topic} again: {tp.error}")
+            offset = tp.offset if tp.offset >= 0 else ends[tp.partition]  # none since then: from the end
+            out.append(TopicPartition(topic, tp.partition, offset))
+        return out
 
     def _advance_idle(self, now: float, idle: float) -> None:
         for p, part in self.parts.items():
@@ -573,6 +712,7 @@ class CandleProcessor:
                 offset = snapshot["offset"]
             self.parts[p] = _Partition(core, None if offset < 0 else offset, time.monotonic())
             resume.append(TopicPartition(self.ticks_topic, p, offset))
+        self._catch_up_gaps()
         self.counts.restores += 1
         log.info("resuming %s", ", ".join(f"{tp.partition}@{tp.offset}" for tp in resume))
         return resume
@@ -633,6 +773,11 @@ class CandleProcessor:
         self._abandon(retry=True)
         consumer.unassign()
         self.status.unassigned_since = time.monotonic()
+
+
+def _ms(value: Any) -> int:
+    """A decoded timestamp-millis (fastavro gives an aware datetime) as epoch milliseconds."""
+    return round(float(value.timestamp()) * 1000)
 
 
 def check_sample(

@@ -39,12 +39,17 @@ class Counts:
     aborts: int = 0
     restores: int = 0
     retries: Counter[str] = field(default_factory=Counter)  # by transaction call
+    gap_markers: int = 0  # read as they came (not again after a restore)
+    gap_late: int = 0  # of those, instrument-intervals a later bar had closed for
+    gap_undecodable: int = 0  # markers read again after a restore that did not decode
+    amended: int = 0  # bars written again flagged, committed
 
     def add(self, cycle: Counts) -> None:
         """Folds in what a committed cycle wrote."""
         self.bars.update(cycle.bars)
         self.late += cycle.late
         self.dead_letters += cycle.dead_letters
+        self.amended += cycle.amended
 
 
 class BlindWatch:

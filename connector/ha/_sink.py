@@ -30,7 +30,7 @@ from connector.ha._buffer import Entry, Headers, Ident, RecordBuffer
 from connector.ha._ident import INSTANCE_HEADER, REPLAYED, tick_ident
 from connector.ha._stats import HaStats
 from connector.logs import sample
-from connector.sink import OnDone, SinkConfig, tick_id_header
+from connector.sink import OnDone, SinkConfig, note_refusal, tick_id_header
 from connector.stats import ShardStats
 
 __all__ = ["TRANSACTION_TIMEOUT_MS", "HaSink", "HaSinkConfig", "Role"]
@@ -131,8 +131,9 @@ class HaSink:
         self._txn_size = 0  # records produced into the open transaction
         self._suspects = 0  # waiting records, from the front, still produced in probing transactions
         self._culprit = 0  # the first this many suspects hold a refused record (0: the rest is tried whole)
+        self._client = config.producer()
         self.producer = Producer(
-            {**config.producer(), "error_cb": self._on_error}, logger=sample(logging.getLogger("librdkafka"))
+            {**self._client, "error_cb": self._on_error}, logger=sample(logging.getLogger("librdkafka"))
         )
 
     def failure(self) -> str | None:
@@ -390,6 +391,7 @@ class HaSink:
         if err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT):
             return  # an abort took it back: it is produced again from the buffer
         stats.failed[topic] += 1  # the commit then fails: the transaction is aborted and produced again
+        note_refusal(stats, err, self._client, topic)  # counted by kind; a refusal shows in /healthz
         if err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):  # never fatal() here
             self._fenced(err)
         elif err.code() in _REFUSED:  # produced again it would fail again, and abort every transaction
@@ -452,6 +454,7 @@ class HaSink:
             self._fail(f"Kafka transaction {during} failed: {error.str()}")
 
     def _on_error(self, error: KafkaError) -> None:
+        note_refusal(self.stats, error, self._client, self._topics.ticks)
         if error.fatal():
             self._fenced(error)
 

@@ -10,6 +10,7 @@ from connector.sink._producer import (
     RecordTooLarge,
     SinkConfig,
     Topics,
+    note_refusal,
     tick_id_header,
 )
 from connector.sink._protocol import Sink
@@ -30,6 +31,7 @@ __all__ = [
     "Topics",
     "ensure_topics",
     "kind_of",
+    "note_refusal",
     "refusal_of",
     "tick_id_header",
 ]

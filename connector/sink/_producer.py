@@ -30,6 +30,7 @@ __all__ = [
     "RecordTooLarge",
     "SinkConfig",
     "Topics",
+    "note_refusal",
     "tick_id_header",
 ]
 
@@ -51,6 +52,24 @@ def tick_id_header(tick_id: int) -> tuple[str, bytes]:
 
 class RecordTooLarge(SinkError):
     """A record larger than the producer's ``message.max.bytes``: it goes to the dead-letter topic."""
+
+
+def note_refusal(
+    stats: ShardStats, error: BaseException | KafkaError, client: dict[str, Any], topic: str
+) -> KafkaAccessError | None:
+    """Counts a producer's Kafka error by kind (``kafka_errors_total``); a refusal (credentials, TLS, an
+    ACL) is also kept for /healthz until a record is delivered again, and returned."""
+    err = error.args[0] if isinstance(error, KafkaException) and error.args else error
+    kind = kind_of(err) if isinstance(err, KafkaError) else None
+    if kind is not None:
+        stats.kafka_errors[kind] += 1
+    refusal = refusal_of(error, client, topic=topic)
+    if refusal is not None:
+        stats.kafka_refused = str(refusal)
+        stats.kafka_refused_topic = topic if refusal.kind == "authorization" else None
+        refused = stats.kafka_refused_topic
+        stats.kafka_refused_delivered = stats.delivered[refused] if refused else stats.delivered.total()
+    return refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,21 +427,9 @@ class KafkaSink:
     def _refusal(
         self, error: BaseException | KafkaError, topic: str, raise_later: bool = False
     ) -> KafkaAccessError | None:
-        """The refusal ``error`` is, if it is one: counted, and kept for /healthz until a record is
-        delivered again."""
-        err = error.args[0] if isinstance(error, KafkaException) and error.args else error
-        kind = kind_of(err) if isinstance(err, KafkaError) else None
-        if kind is not None:
-            self.stats.kafka_errors[kind] += 1
-        refusal = refusal_of(error, self.config.producer, topic=topic)
-        if refusal is not None:
-            stats = self.stats
-            stats.kafka_refused = str(refusal)
-            stats.kafka_refused_topic = topic if refusal.kind == "authorization" else None
-            refused = stats.kafka_refused_topic
-            stats.kafka_refused_delivered = stats.delivered[refused] if refused else stats.delivered.total()
-            if raise_later:
-                self._refused = self._refused or refusal
+        refusal = note_refusal(self.stats, error, self.config.producer, topic)
+        if refusal is not None and raise_later:
+            self._refused = self._refused or refusal
         return refusal
 
     # -- delivery callbacks (run inside poll/flush on the producing thread) -----------------------------

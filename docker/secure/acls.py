@@ -45,9 +45,10 @@ def bindings(env: dict[str, str]) -> list[AclBinding]:
             for b in allow("connector", TOPIC, topic, WRITE, CREATE)
         ],
         *allow("connector", CLUSTER, "kafka-cluster", AclOperation.IDEMPOTENT_WRITE),
-        # kite-connector candles: reads ticks; writes bars, late ticks, its state (which it reads back) and
-        # dead letters; its consumer group and its transactional ids (<group>-<instance>)
+        # kite-connector candles: reads ticks and gap markers; writes bars, late ticks, its state (which it
+        # reads back) and dead letters; its consumer group and its transactional ids (<group>-<instance>)
         *allow("candles", TOPIC, ticks, READ),
+        *allow("candles", TOPIC, gaps, READ),
         *allow("candles", TOPIC, candles, READ, WRITE, CREATE, pattern=PREFIXED),
         *allow("candles", TOPIC, letters, WRITE, CREATE),
         *allow("candles", GROUP, group, READ, pattern=PREFIXED),

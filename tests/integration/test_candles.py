@@ -3,6 +3,8 @@ every bar and late tick is committed exactly once, also when the processor is SI
 and when two instances share the partitions and rebalance. It refuses to run blind (at start, and when a
 whole window of ticks is undecodable), and each transactional call meets the faults librdkafka documents:
 a paused broker mid-commit and mid-abort, a restart that meets its predecessor's open transaction, fencing.
+Gap markers flag the bars they overlap, across SIGKILLs, and a marker that comes after its bar closed
+writes that bar again once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from threading import Event
 from typing import Any
@@ -33,12 +36,14 @@ from connector.candles import CandleProcessor, _processor
 from connector.candles._status import ProcessorFailed
 from connector.config import CandlesSettings
 from connector.errors import SerializationError
+from connector.gaps import Gap
 from connector.kite import Mode, Tick
 from connector.serde import AvroReader, build_serializers
 from connector.serde._framing import confluent_frame
+from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator
 from tests.harness import free_port
 from tests.integration.faults import producer_pausing_broker
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import connector_settings, running_connector, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -88,12 +93,15 @@ class Env:
     dlq: str
     group: str
     logs: Path
+    gaps: str = ""
+    markers: list[Gap] = field(default_factory=list)  # written to the gaps topic
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)  # killed at teardown if still up
 
     def settings(self, instance: str, **extra: str) -> dict[str, str]:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
             "KAFKA_TOPIC_TICKS": self.ticks,
+            "KAFKA_TOPIC_GAPS": self.gaps,
             "CANDLES_INTERVALS": ",".join(INTERVALS),
             "CANDLES_TOPIC_PREFIX": self.prefix,
             "CANDLES_LATE_TOPIC": self.late,
@@ -129,9 +137,10 @@ class Env:
 def env(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Env]:
     s = uuid.uuid4().hex[:8]
     e = Env(kafka_bootstrap, f"ticks-{s}", f"candles-{s}.", f"late-{s}", f"state-{s}", f"dlq-{s}",
-            f"g-{s}", tmp_path)  # fmt: skip
+            f"g-{s}", tmp_path, f"gaps-{s}")  # fmt: skip
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.create_topics([NewTopic(e.ticks, PARTITIONS, 1)])[e.ticks].result(30)
+    for topic, n in ((e.ticks, PARTITIONS), (e.gaps, 2)):
+        admin.create_topics([NewTopic(topic, n, 1)])[topic].result(30)
     yield e
     for proc in e.procs:
         if proc.poll() is None:
@@ -253,7 +262,9 @@ def reference(env: Env) -> tuple[dict[tuple[str, int, int], dict[str, Any]], Cou
                 volume = top - before[0]
             prev[(label, token)] = (top, day)
         prices = [r[2]["last_price"] for r in ticks]
+        gap = any(token in g.instrument_tokens and g.start_ms < end and start < g.end_ms for g in env.markers)
         out[(label, token, start)] = {
+            "gap": gap,
             "open": prices[0], "high": max(prices), "low": min(prices), "close": prices[-1],
             "volume": volume, "ticks": len(ticks), "oi": ois[-1] if ois else None,
             "first_tick_at": ticks[0][0], "last_tick_at": ticks[-1][0], "end": end,
@@ -271,11 +282,13 @@ def _bars(env: Env) -> tuple[Counter[tuple[str, int, int]], dict[tuple[str, int,
         assert msg.topic() == env.prefix + v["interval"] and msg.key() == str(v["instrument_token"]).encode()
         start = round(v["start"].timestamp() * 1000)
         key = (v["interval"], v["instrument_token"], start)
+        assert v["revision"] == 0, "no marker came after its bar closed"
         seen[key] += 1
         assert v["closed_by"] == "watermark"
         values[key] = {
             k: round(v[k].timestamp() * 1000) if k in ("first_tick_at", "last_tick_at", "end") else v[k]
             for k in (
+                "gap",
                 "open",
                 "high",
                 "low",
@@ -315,7 +328,24 @@ def _check_exactly_once(env: Env) -> int:
     assert _late(env) == want_late
     assert set(INTERVALS) == {k[0] for k in want}, "every interval closed bars"
     assert len(want_late) > 20
+    if env.markers:
+        assert 0 < sum(bar["gap"] for bar in want.values()) < len(want) / 2
     return len(want)
+
+
+def _mark_gaps(env: Env, stream: list[tuple[int, bytes]], count: int, rnd: random.Random) -> None:
+    """Writes ``count`` gap markers of random instruments and times within the stream's, as the connector
+    does (timestamped when the silence ended)."""
+    reader = AvroReader()
+    times = sorted(round(reader.read(v)[1]["received_at"].timestamp() * 1000) for _, v in stream)
+    encode = build_serializers().gap
+    producer = Producer({"bootstrap.servers": env.bootstrap})
+    for shard in range(count):
+        start = rnd.choice(times)
+        gap = Gap(shard, sorted(rnd.sample(TOKENS, 4)), start, start + rnd.randint(500, 20_000), "cut")
+        producer.produce(env.gaps, encode(gap, gap.end_ms), str(shard).encode(), timestamp=gap.end_ms)
+        env.markers.append(gap)
+    assert producer.flush(30) == 0
 
 
 def test_bars_equal_the_reference_with_late_and_out_of_order_ticks(env: Env) -> None:
@@ -379,8 +409,10 @@ def _kill_loop(
 
 
 def test_sigkill_at_random_moments_neither_loses_nor_doubles_a_bar(env: Env) -> None:
+    """Gap markers written before the ticks flag exactly the bars they overlap, whatever the kills."""
     rnd = random.Random(7)
     stream = _stream(30_000, seed=2)
+    _mark_gaps(env, stream, 12, rnd)
     sender = _send(env, stream, 30)
     procs = _kill_loop(env, sender, ["solo"], 10, rnd)
     try:
@@ -611,3 +643,105 @@ def test_a_fenced_processor_exits_3_in_one_line_and_its_successor_loses_nothing(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     _check_exactly_once(env)
+
+
+def _one_minute_bars(env: Env) -> list[dict[str, Any]]:
+    reader = AvroReader()
+    return [reader.read(msg.value())[1] for msg in _read_all(env.bootstrap, [env.prefix + "1m"], idle=1.5)]
+
+
+def _ms(value: Any) -> int:
+    return round(float(value.timestamp()) * 1000)
+
+
+def test_a_marker_after_its_bar_closed_writes_it_again_once_also_across_a_sigkill(env: Env) -> None:
+    stream = _stream(3000, seed=5)
+    _produce(env, stream)
+    port = free_port()
+    extra = {"CANDLES_INTERVALS": "1m", "CANDLES_METRICS_PORT": str(port)}
+    proc = _start_and_wait(env, "solo", **extra)
+    _wait_caught_up(env, len(stream))
+    by_token: dict[int, list[dict[str, Any]]] = {}
+    for bar in _one_minute_bars(env):
+        by_token.setdefault(bar["instrument_token"], []).append(bar)
+    (a, a_bars), (b, b_bars) = sorted(by_token.items())[:2]
+    last = max(a_bars, key=lambda bar: bar["start"])  # the last closed bar of a: it is kept to be amended
+    older = min(b_bars, key=lambda bar: bar["start"])  # an older bar of b: out of reach, counted
+    encode = build_serializers().gap
+    producer = Producer({"bootstrap.servers": env.bootstrap})
+    for shard, token, bar in ((0, a, last), (1, b, older)):
+        start = _ms(bar["start"]) + 1000
+        gap = Gap(shard, [token], start, start + 2000, "cut")
+        producer.produce(env.gaps, encode(gap, gap.end_ms), str(shard).encode(), timestamp=gap.end_ms)
+    assert producer.flush(30) == 0
+    wait_until(lambda: _metric(port, "candles_bars_amended_total") == 1, 30, "the bar written again")
+    assert _metric(port, "candles_gap_markers_read_total") == 2
+    assert _metric(port, "candles_gap_markers_late_total") == 1  # b's marker: a later bar had closed
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc = _start_and_wait(env, "solo", **extra)  # reads both markers again: applying one twice is a no-op
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    written = [
+        bar for bar in _one_minute_bars(env) if bar["instrument_token"] == a and bar["start"] == last["start"]
+    ]
+    assert [(bar["revision"], bar["gap"]) for bar in written] == [(0, False), (1, True)]
+    assert {k: v for k, v in written[1].items() if k not in ("revision", "gap")} == {
+        k: v for k, v in last.items() if k not in ("revision", "gap")
+    }
+    assert not [bar for bar in _one_minute_bars(env) if bar["revision"] and bar["instrument_token"] != a]
+
+
+def _open_all_day(path: Path) -> Path:
+    """A calendar in which NSE trades all of today and tomorrow (IST), so that a silence is a gap."""
+    today = datetime.now(UTC) + timedelta(milliseconds=IST_MS)
+    days = [(today + timedelta(days=n)).date() for n in (0, 1)]
+    path.write_text("".join(f"{day} NSE@00:00-23:59 test session\n" for day in days))
+    return path
+
+
+def test_a_silent_feed_flags_the_bars_its_gap_overlaps(env: Env, tmp_path: Path) -> None:
+    """The deployed path: the simulator stalls every connection, the connector writes gap markers, and the
+    candle processor flags exactly the bars of the listed instruments that they overlap."""
+    instruments = bundled_instruments()
+    tokens = [i.instrument_token for i in instruments if i.exchange == "NSE"][:6]
+    proc = _start_and_wait(env, "solo", CANDLES_INTERVALS="5s", CANDLES_IDLE_SECONDS="1")
+    config = SimulatorConfig(port=0, rate=5, stall_every=4.0, stall_seconds=4.0, seed=31)
+    with running_simulator(config, instruments) as sim:
+        values = connector_settings(
+            env.bootstrap, sim.port, ",".join(f"{t}@full" for t in tokens), tmp_path,
+            KAFKA_TOPIC_TICKS=env.ticks, KAFKA_TOPIC_GAPS=env.gaps, GAP_THRESHOLD_SECONDS="2",
+            KITE_WATCHDOG_SECONDS="10", MARKET_CALENDAR_FILE=str(_open_all_day(tmp_path / "holidays.txt")),
+        )  # fmt: skip
+        with running_connector(values):
+            time.sleep(14)  # two stalls: 4-8 s and 12-16 s after the connection
+    reader = AvroReader()
+    markers = [reader.read(msg.value())[1] for msg in _read_all(env.bootstrap, [env.gaps], idle=1.0)]
+    assert markers and all(set(m["instrument_tokens"]) == set(tokens) for m in markers), markers
+    ticks = len(_read_all(env.bootstrap, [env.ticks], idle=1.0))
+
+    def bars() -> dict[tuple[int, int, int], dict[str, Any]]:
+        out = {}
+        for msg in _read_all(env.bootstrap, [env.prefix + "5s"], idle=1.0):
+            bar = reader.read(msg.value())[1]
+            key = (bar["instrument_token"], _ms(bar["start"]), bar["revision"])
+            assert key not in out, f"{key} written twice"
+            out[key] = bar
+        return out
+
+    def every_tick_in_a_bar() -> bool:
+        late = len(_read_all(env.bootstrap, [env.late], idle=0.5))
+        return bool(sum(b["ticks"] for b in bars().values() if not b["revision"]) + late == ticks)
+
+    wait_until(every_tick_in_a_bar, 30, "every tick in a closed bar (or late)")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    final: dict[tuple[int, int], dict[str, Any]] = {}
+    for (token, start, _), bar in sorted(bars().items()):
+        final[(token, start)] = bar  # the highest revision wins
+    spans = [(_ms(m["start"]), _ms(m["end"])) for m in markers]
+    want = {key: any(s < key[1] + 5000 and key[1] < e for s, e in spans) for key in final}
+    assert {key: bar["gap"] for key, bar in final.items()} == want
+    assert 0 < sum(want.values()) < len(want)
+    print(f"{len(markers)} markers, {sum(want.values())} of {len(want)} bars flagged")

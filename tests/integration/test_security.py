@@ -80,6 +80,7 @@ class Names:
         prefix = self.candles_prefix
         return {
             "KAFKA_TOPIC_TICKS": self.topic("kite.ticks"),
+            "KAFKA_TOPIC_GAPS": self.topic("kite.gaps"),
             "KAFKA_TOPIC_DEAD_LETTERS": self.topic("kite.dead_letters"),
             "CANDLES_TOPIC_PREFIX": prefix,
             "CANDLES_LATE_TOPIC": f"{prefix}late",
@@ -110,13 +111,14 @@ def grant(broker: SecureBroker, bindings: list[AclBinding]) -> None:
 
 def least_privilege(n: Names, connector: str = "connector") -> list[AclBinding]:
     """The ACLs of README's table, for ``n``'s names: what each command needs, nothing more."""
-    ticks, orders, letters, _ = n.connector_topics
+    ticks, orders, letters, gaps = n.connector_topics
     candles = n.candles_env()
     bindings = [
         _acl(connector, ResourceType.TOPIC, t, op) for t in n.connector_topics for op in (WRITE, CREATE)
     ]
     bindings += [
         _acl("candles", ResourceType.TOPIC, ticks, READ),
+        _acl("candles", ResourceType.TOPIC, gaps, READ),
         *[_acl("candles", ResourceType.TOPIC, letters, op) for op in (WRITE, CREATE)],
         *[
             _acl("candles", ResourceType.TOPIC, n.candles_prefix, op, PREFIXED)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +19,7 @@ from connector.candles._bars import (
     DAY_MS,
     IST_OFFSET_MS,
     Candle,
+    GapSpan,
     Interval,
     PartitionBars,
     bar_start,
@@ -45,17 +46,37 @@ MIDNIGHT = 20_000 * DAY_MS - IST_OFFSET_MS
 BASE = MIDNIGHT - 120_000
 
 Tick = tuple[int, int, float, int | None, int | None]  # token, event time, price, cumulative volume, oi
-Event = tuple[str, Any]  # ("tick", Tick) or ("idle", wall clock ms)
+Event = tuple[str, Any]  # ("tick", Tick), ("idle", wall clock ms) or ("gap", GapSpan)
+BarKey = tuple[str, int, int]  # label, start, token
+
+
+def _overlaps(span: GapSpan, start: int, end: int) -> bool:
+    return span.start < end and start < span.end
 
 
 def reference(
     events: list[Event], intervals: tuple[Interval, ...], grace: int
 ) -> tuple[list[Candle], list[tuple[int, tuple[str, ...]]]]:
-    """Bars and late ticks straight from the definition, with lists and sorting."""
-    ticks: dict[tuple[str, int, int], list[tuple[int, int, float, int | None, int | None]]] = {}
+    """Bars (amendments included) and late ticks straight from the definition, with lists and sorting."""
+    ticks: dict[BarKey, list[tuple[int, int, float, int | None, int | None]]] = {}
     closed: list[tuple[str, int, int, str]] = []  # label, start, token, how
     late: list[tuple[int, tuple[str, ...]]] = []
     seen: int | None = None
+    spans: list[GapSpan] = []
+    flagged: set[BarKey] = set()
+    amended: list[BarKey] = []
+    ms_of = {i.label: i.ms for i in intervals}
+
+    def gap(span: GapSpan) -> None:
+        spans.append(span)
+        for label, start, token in list(ticks):
+            if token in span.tokens and _overlaps(span, start, start + ms_of[label]):
+                done = [c for c in closed if c[0] == label and c[2] == token]
+                if (label, start, token) not in {c[:3] for c in done}:
+                    flagged.add((label, start, token))  # open
+                elif max(c[1] for c in done) == start and (label, start, token) not in flagged:
+                    flagged.add((label, start, token))  # the instrument's last closed bar
+                    amended.append((label, start, token))
 
     def close(wm: int, how: str) -> None:
         for label, start, token in sorted(ticks, key=lambda k: (k[1], k[2])):
@@ -76,13 +97,19 @@ def reference(
                 start = bar_start(t, iv.ms)
                 if start + iv.ms <= wm:
                     too_late.append(iv.label)
-                else:
-                    ticks.setdefault((iv.label, start, token), []).append((t, n, price, volume, oi))
+                    continue
+                if (iv.label, start, token) not in ticks and any(
+                    token in g.tokens and _overlaps(g, start, start + iv.ms) for g in spans
+                ):
+                    flagged.add((iv.label, start, token))
+                ticks.setdefault((iv.label, start, token), []).append((t, n, price, volume, oi))
             if too_late:
                 late.append((n, tuple(too_late)))
             if seen is None or t > seen:
                 seen = t
                 close(seen - grace, "watermark")
+        elif kind == "gap":
+            gap(what)
         elif seen is not None and what > seen and len(closed) < len(ticks):
             seen = what
             close(seen - grace, "idle")
@@ -104,10 +131,18 @@ def reference(
                 volume = max(volumes) - before[0]
             last_volume[(label, token)] = (max(volumes), day)
         prices = [r[2] for r in rows]
-        bars.append(Candle(token, label, start, start + ms, rows[0][2], max(prices), min(prices),
-                           rows[-1][2], volume, len(rows), ois[-1] if ois else None, rows[0][0],
-                           rows[-1][0], how))  # fmt: skip
+        bar = Candle(token, label, start, start + ms, rows[0][2], max(prices), min(prices), rows[-1][2],
+                     volume, len(rows), ois[-1] if ois else None, rows[0][0], rows[-1][0], how,
+                     (label, start, token) in flagged)  # fmt: skip
+        if (label, start, token) in amended:  # unflagged when it closed, then written again
+            bars += [bar._replace(gap=False), bar._replace(revision=1)]
+        else:
+            bars.append(bar)
     return bars, late
+
+
+def _ordered(bars: list[Candle]) -> list[Candle]:
+    return sorted(bars, key=lambda c: (c.start, c.interval, c.instrument_token, c.revision))
 
 
 def run(
@@ -118,12 +153,16 @@ def run(
     bars: list[Candle] = []
     late: list[tuple[int, tuple[str, ...]]] = []
     tokens: set[int] = set()
+    spans: list[GapSpan] = []
     for n, (kind, what) in enumerate(events):
         if kind == "tick":
             tokens.add(what[0])
             too_late = core.add(*what)
             if too_late:
                 late.append((n, too_late))
+        elif kind == "gap":
+            spans.append(what)
+            core.gap(what)
         else:
             core.advance(what)
         bars += core.closed
@@ -135,7 +174,9 @@ def run(
             core.restore(snap)
             for token, state in per_token.items():
                 core.restore_token(int(token), state)
-    return sorted(bars, key=lambda c: (c.start, c.interval, c.instrument_token)), late
+            for span in spans:  # as the shell reads the markers again
+                core.gap(span)
+    return _ordered(bars), late
 
 
 @st.composite
@@ -147,6 +188,11 @@ def streams(draw: st.DrawFn) -> list[Event]:
         clock += draw(st.integers(0, 4000))
         if draw(st.integers(0, 30)) == 0:
             events.append(("idle", clock + draw(st.integers(0, 90_000))))
+            continue
+        if draw(st.integers(0, 12)) == 0:  # a marker, often of a silence already over (bars closed)
+            start = clock - draw(st.sampled_from([0, 1000, 5000, 30_000, 90_000]))
+            tokens = frozenset(draw(st.sets(st.sampled_from([1, 2, 3]), min_size=1)))
+            events.append(("gap", GapSpan(start, start + draw(st.integers(1, 70_000)), tokens)))
             continue
         token = draw(st.sampled_from([1, 2, 3]))
         t = clock - draw(st.sampled_from([0, 0, 0, 300, 1500, 20_000, 70_000]))  # out of order, late
@@ -170,7 +216,7 @@ def test_core_equals_reference(events: list[Event], spec: str, grace: int) -> No
     want_bars, want_late = reference(events, intervals, grace)
     got_bars, got_late = run(events, intervals, grace)
     assert got_late == want_late
-    assert got_bars == sorted(want_bars, key=lambda c: (c.start, c.interval, c.instrument_token))
+    assert got_bars == _ordered(want_bars)
 
 
 @settings(max_examples=200, deadline=None)
@@ -178,6 +224,34 @@ def test_core_equals_reference(events: list[Event], spec: str, grace: int) -> No
 def test_checkpoint_and_restore_change_nothing(events: list[Event], spec: str, every: int) -> None:
     intervals = parse_intervals(spec)
     assert run(events, intervals, 1000, checkpoint_every=every) == run(events, intervals, 1000)
+
+
+def test_state_written_before_gap_flags_restores() -> None:
+    """A processor upgraded in place reads the open bars its predecessor checkpointed (11 fields, no last
+    closed bar): they restore unflagged, and a marker flags them as usual."""
+    core = PartitionBars(parse_intervals("1m"), 0)
+    core.restore({"max_seen": BASE, "intervals": ["1m"], "grace_ms": 0})
+    start = bar_start(BASE, 60_000)
+    old_bar = [100.0, 101.0, 99.0, 100.5, BASE, BASE, 3, 10, 40, None, BASE]
+    core.restore_token(7, [[[[start, *old_bar]], [30, (start + IST_OFFSET_MS) // DAY_MS]]])
+    assert core.gap(GapSpan(start, start + 1, frozenset({7}))) == (1, 0)
+    core.advance(start + 60_000)
+    (bar,) = core.closed
+    assert (bar.gap, bar.revision, bar.ticks, bar.volume) == (True, 0, 3, 10)
+
+
+def test_a_marker_reaches_only_the_last_closed_bar_and_counts_the_rest() -> None:
+    core = PartitionBars(parse_intervals("1m"), 0)
+    for minute in range(3):  # three closed bars of token 7 (the third closed by token 8's tick)
+        core.add(7, BASE + minute * 60_000, 100.0, None, None)
+    core.add(8, BASE + 3 * 60_000, 100.0, None, None)
+    first, _, last = core.closed
+    core.closed.clear()
+    assert core.gap(GapSpan(first.start, first.start + 1, frozenset({7}))) == (0, 1)  # out of reach
+    assert core.gap(GapSpan(last.start, last.start + 1, frozenset({7, 9}))) == (1, 0)
+    assert core.closed == [last._replace(gap=True, revision=1)]
+    assert core.gap(GapSpan(last.start, last.start + 1, frozenset({7}))) == (0, 0)  # once
+    assert len(core.closed) == 1
 
 
 def test_bars_align_to_the_ist_day() -> None:
@@ -425,8 +499,9 @@ def test_metrics_export_the_planned_names() -> None:
 
     status = Status(running=True, lag_records=12, watermark_lag_seconds=1.5, blind="blind: x")
     status.counts.ticks = 5
-    status.counts.add(Counts(bars=Counter({"1m": 3, "5m": 1}), late=2, dead_letters=1))
+    status.counts.add(Counts(bars=Counter({"1m": 3, "5m": 1}), late=2, dead_letters=1, amended=4))
     status.counts.retries["init_transactions"] += 1
+    status.counts.gap_markers, status.counts.gap_late = 6, 1
     text = generate_latest(CandleMetrics(status).registry).decode()
     for line in [
         "candles_ticks_read_total 5.0",
@@ -434,6 +509,9 @@ def test_metrics_export_the_planned_names() -> None:
         'candles_bars_written_total{interval="5m"} 1.0',
         "candles_late_ticks_total 2.0",
         "candles_dead_letters_total 1.0",
+        "candles_gap_markers_read_total 6.0",
+        "candles_gap_markers_late_total 1.0",
+        "candles_bars_amended_total 4.0",
         "candles_commits_total 0.0",
         "candles_aborts_total 0.0",
         'candles_transaction_retries_total{call="init_transactions"} 1.0',
@@ -493,3 +571,47 @@ def test_every_compose_service_that_touches_the_topics_takes_the_framing_from_on
     blocks = dict(zip(services[1::2], services[2::2], strict=True))
     for service in ("connector", "candles", "consumer"):
         assert "<<: *registry-env" in blocks[service], f"{name}: {service} lacks <<: *registry-env"
+
+
+class _Offsets:
+    """What ``_gap_offsets`` asks the restorer: the end of each gaps partition, then the first offset at
+    or after a time (every time asked is kept; -1: nothing since, as Kafka answers)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def get_watermark_offsets(self, tp: Any, timeout: float) -> tuple[int, int]:
+        return 0, 40 + tp.partition
+
+    def offsets_for_times(self, tps: list[Any], timeout: float) -> list[Any]:
+        from confluent_kafka import TopicPartition
+
+        self.asked += [tp.offset for tp in tps]
+        return [TopicPartition(tp.topic, tp.partition, 7 if tp.partition == 0 else -1) for tp in tps]
+
+
+@pytest.mark.parametrize("from_beginning", [False, True])
+def test_markers_are_read_again_from_before_the_oldest_watermark_of_the_partitions_with_state(
+    from_beginning: bool,
+) -> None:
+    from connector.candles._processor import _GAP_SLACK_MS, CandleProcessor, _Partition
+    from connector.config import CandlesSettings
+
+    now = BASE + 3_600_000
+    settings = CandlesSettings.load(
+        environ={"CANDLES_INTERVALS": "1m,5m", "CANDLES_FROM_BEGINNING": str(from_beginning).lower()}
+    )
+    processor = CandleProcessor(settings, clock=lambda: now / 1000)
+    processor.gap_partitions, processor.restorer = 2, _Offsets()  # type: ignore[assignment]
+    old = PartitionBars(processor.intervals, 2000)
+    old.restore({"max_seen": BASE, "intervals": ["1m", "5m"], "grace_ms": 2000})
+    processor.parts = {0: _Partition(old, 10, 0.0)}
+    slack = 2000 + 300_000 + _GAP_SLACK_MS
+    assert [tp.offset for tp in processor._gap_offsets()] == [7, 41]  # none since then: from the end
+    processor.parts[1] = _Partition(PartitionBars(processor.intervals, 2000), None, 0.0)  # no state yet
+    offsets = [tp.offset for tp in processor._gap_offsets()]
+    if from_beginning:  # the new partition's ticks may be of any age
+        assert offsets == [OFFSET_BEGINNING, OFFSET_BEGINNING]
+    else:  # the old partition still needs the markers since its watermark, not only recent ones
+        assert offsets == [7, 41]
+        assert processor.restorer.asked == [BASE - slack] * 4  # type: ignore[attr-defined]

@@ -206,3 +206,16 @@ def test_a_delivery_timeout_is_never_taken_for_a_refusal() -> None:
     sink.produce_tick_records(_ticks(0, 1), 0.0)  # alone in its transaction, which times out, 5 times
     assert sink.close(30) == 0
     assert broker.committed == [b"tick-0"] and sink.ha.refused == 0 and sink.ha.aborts == 5
+
+
+def test_a_refusal_is_counted_by_kind_and_shows_in_healthz_until_a_record_is_delivered() -> None:
+    sink = _sink()
+    sink.stats.in_flight = 2
+    sink._delivered(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), _Message(b"tick-0"))  # type: ignore[arg-type]
+    assert sink.stats.kafka_errors["authorization"] == 1
+    assert "kite.ticks" in (sink.stats.refused() or ""), sink.stats.refused()
+    sink._delivered(None, _Message(b"tick-1"))  # type: ignore[arg-type]
+    assert sink.stats.refused() is None
+    sink._on_error(KafkaError(KafkaError._AUTHENTICATION))
+    assert sink.stats.kafka_errors["authentication"] == 1 and sink.stats.refused() is not None
+    assert sink.close(5) == 0
