@@ -225,6 +225,24 @@ def test_replay_repeats_are_new_ticks_made_once_for_every_connection() -> None:
 
 
 @pytest.mark.parametrize("mode", list(Mode))
+def test_advanced_moves_one_field_of_each_packet_by_the_cycle_and_wraps_at_32_bits(mode: Mode) -> None:
+    market = Market(INSTRUMENTS, seed=3)
+    stocks = [t for t in TOKENS if t & 0xFF != 9]  # an index packet's layout has no volume: its price moves
+    batch = [in_mode(market.advance(t, WALL), mode) for t in stocks[:9]]
+    batch[4] = batch[4]._replace(volume_traded=2**32 - 2) if mode != Mode.LTP else batch[4]
+    for cycle in (1, 3) if mode == Mode.LTP else (1, 3, 2**32 + 5):
+        moved, errors = parse_binary(advanced(encode_message(batch), cycle))
+        assert not errors
+        for tick, was in zip(moved, batch, strict=True):
+            if mode == Mode.LTP:  # an LTP packet has no volume: its price moves
+                assert tick.last_price > was.last_price
+                assert tick._replace(last_price=was.last_price) == was
+            else:
+                assert tick.volume_traded == ((was.volume_traded or 0) + cycle) & 0xFFFFFFFF
+                assert tick._replace(volume_traded=was.volume_traded) == was
+
+
+@pytest.mark.parametrize("mode", list(Mode))
 def test_in_mode_is_exactly_what_a_packet_of_that_mode_carries(mode: Mode) -> None:
     market = Market(INSTRUMENTS, seed=2)
     ticks = [in_mode(market.advance(t, WALL), mode) for t in TOKENS]
