@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connector.app import Connector
 from connector.config import RunSettings
 from connector.serde import AvroReader
 from tests.harness import earliest_consumer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -120,3 +129,28 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(0.1)
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """(status, body) of a GET on loopback; (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def compose_command(file: str) -> list[str]:
+    """The compose command (KITE_COMPOSE, else `docker compose`, else docker-compose) for ``file`` of the
+    project; skips the test when there is none."""
+    if os.environ.get("KITE_COMPOSE"):
+        command = os.environ["KITE_COMPOSE"].split()
+    elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        command = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        command = ["docker-compose"]
+    else:
+        pytest.skip("neither `docker compose` nor docker-compose is installed")
+    return [*command, "-f", str(ROOT / file)]

@@ -17,8 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -44,7 +42,7 @@ from connector.serde._framing import confluent_frame
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator
 from tests.harness import free_port
 from tests.integration.faults import producer_pausing_broker
-from tests.integration.helpers import connector_settings, running_connector, wait_until
+from tests.integration.helpers import connector_settings, http_get, running_connector, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -483,16 +481,8 @@ def _log(env: Env, name: str) -> str:
     return (env.logs / f"candles-{name}.log").read_text()
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def _metric(port: int, sample: str) -> float:
-    for line in _get(port, "/metrics")[1].splitlines():
+    for line in http_get(port, "/metrics")[1].splitlines():
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
@@ -513,7 +503,7 @@ def test_a_blind_stream_is_reported_then_ends_the_process(env: Env) -> None:
     proc = _start_and_wait(
         env, "solo", CANDLES_BLIND_SECONDS="2", CANDLES_BLIND_EXIT_SECONDS="3", CANDLES_METRICS_PORT=str(port)
     )
-    assert _get(port, "/healthz") == (200, "ok")
+    assert http_get(port, "/healthz") == (200, "ok")
     records = _confluent_framed(200)
 
     def send() -> None:  # 20 small batches: undecodable ticks keep coming for a few seconds
@@ -522,8 +512,8 @@ def test_a_blind_stream_is_reported_then_ends_the_process(env: Env) -> None:
 
     sender = threading.Thread(target=send)
     sender.start()
-    wait_until(lambda: _get(port, "/healthz")[0] == 503, 30, "/healthz to report blindness")
-    code, reason = _get(port, "/healthz")
+    wait_until(lambda: http_get(port, "/healthz")[0] == 503, 30, "/healthz to report blindness")
+    code, reason = http_get(port, "/healthz")
     assert code == 503 and reason.startswith("blind: none of the last") and "SCHEMA_REGISTRY_URL" in reason
     assert _metric(port, "candles_undecodable_window") == 1
     sender.join(30)

@@ -41,25 +41,12 @@ from tests.harness import (
     free_port,
     pick_image,
 )
-from tests.integration.helpers import Record, read_topic, wait_until
+from tests.integration.helpers import Record, compose_command, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BAR_INTERVALS = {"5s": 5_000, "1m": 60_000}
 SILENT_SECONDS = 5  # the monitoring test's KiteFeedSilent threshold
-
-
-def _compose() -> list[str]:
-    """The compose command for the project's docker-compose.yml."""
-    if os.environ.get("KITE_COMPOSE"):
-        command = os.environ["KITE_COMPOSE"].split()
-    elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        command = ["docker", "compose"]
-    elif shutil.which("docker-compose"):
-        command = ["docker-compose"]
-    else:
-        pytest.skip("neither `docker compose` nor docker-compose is installed")
-    return [*command, "-f", str(ROOT / "docker-compose.yml")]
 
 
 class Stack(NamedTuple):
@@ -102,7 +89,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "COMPOSE_PROJECT_NAME": project,
         "DOCKER_BUILDKIT": "0",
     }
-    stack = Stack(_compose(), env)
+    stack = Stack(compose_command("docker-compose.yml"), env)
     build = stack.run("build", "connector")
     assert build.returncode == 0, build.stderr[-3000:]
     up = stack.run("up", "-d")

@@ -38,6 +38,7 @@ from connector.ha import (
 from connector.orders import RECORD_ID_HEADER, OrderDesk, OrderRecord, open_order_log
 from connector.sink import SinkConfig, TopicSpec, ensure_topics
 from connector.stats import ShardStats
+from tests.unit.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -259,7 +260,7 @@ def test_takeover_fences_the_old_active_and_writes_what_kafka_lacks_once_flagged
         old.produce(
             ha.topics.order_updates, record.key, record.value, record.timestamp_ms, headers, lambda ok: None
         )
-    assert _wait(lambda: old.ha.commits >= 1 and not len(old.buffer))
+    assert eventually(lambda: old.ha.commits >= 1 and not len(old.buffer))
     threads[0][1].set()
     threads[0][0].join(10)
     old.produce_tick_records(_ticks(range(100, 120), base), 0.0)
@@ -274,11 +275,11 @@ def test_takeover_fences_the_old_active_and_writes_what_kafka_lacks_once_flagged
     _start(new.run, threads)
     coordinator = ha.coordinator(new, desk)
     _start(coordinator.run, threads)
-    assert _wait(lambda: coordinator.role() == "active")
+    assert eventually(lambda: coordinator.role() == "active")
     assert new.ha.replayed == 30 and new.ha.present == 50  # ticks 100-129 written, 50-99 found
     old._commit()  # the frozen active resumes: fenced, nothing of it becomes visible
     assert old.role is Role.FENCED and old.failure() is not None and "fenced" in old.failure()  # type: ignore[operator]
-    assert _wait(lambda: desk.pending() == 0 and not len(new.buffer))
+    assert eventually(lambda: desk.pending() == 0 and not len(new.buffer))
     ticks = _read_committed(kafka_bootstrap, ha.topics.ticks)
     ids = Counter(int(header(h, TICK_ID_HEADER) or b"-1") for h in ticks)
     assert sorted(ids) == list(range(130)) and set(ids.values()) == {1}
@@ -291,16 +292,6 @@ def test_takeover_fences_the_old_active_and_writes_what_kafka_lacks_once_flagged
     assert [header(h, REPLAYED_HEADER) for h in orders if header(h, RECORD_ID_HEADER) == b"rid-2"] == [
         b"standby"
     ]
-
-
-def _wait(done: Callable[[], bool], timeout: float = 30.0) -> bool:
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        tick.wait(0.05)
-    return True
 
 
 def _read_committed(bootstrap: str, topic: str) -> list[Headers]:

@@ -5,7 +5,6 @@ through its TLS + basic-auth proxy, and the consumer prints ticks. `down -v` lea
 from __future__ import annotations
 
 import os
-import shutil
 import ssl
 import subprocess
 import urllib.error
@@ -25,7 +24,7 @@ from tests.harness import (
     free_port,
     pick_image,
 )
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import compose_command, wait_until
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,15 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class Stack:
     def __init__(self, env: dict[str, str]) -> None:
-        if os.environ.get("KITE_COMPOSE"):
-            command = os.environ["KITE_COMPOSE"].split()
-        elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-            command = ["docker", "compose"]
-        elif shutil.which("docker-compose"):
-            command = ["docker-compose"]
-        else:
-            pytest.skip("neither `docker compose` nor docker-compose is installed")
-        self.compose, self.env = [*command, "-f", str(ROOT / "docker-compose.secure.yml")], env
+        self.compose, self.env = compose_command("docker-compose.secure.yml"), env
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.compose, *args], env=self.env, capture_output=True, text=True, cwd=ROOT)

@@ -13,8 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +28,13 @@ from confluent_kafka.cimpl import NewTopic
 from connector.serde import AvroReader
 from connector.simulator import SimulatorConfig, bundled_instruments, running_simulator
 from tests.harness import MTLS_CLIENT, SecureBroker, free_port, secure_kafka_broker
-from tests.integration.helpers import connector_env, connector_settings, running_connector, wait_until
+from tests.integration.helpers import (
+    connector_env,
+    connector_settings,
+    http_get,
+    running_connector,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -162,16 +166,6 @@ def cli(
     return done, time.monotonic() - started
 
 
-def http(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def _run_env(broker: SecureBroker, n: Names, sim_port: int, tmp: Path, **extra: str) -> dict[str, str]:
     return {
         **connector_env(broker.sasl, sim_port, TOKENS, tmp),
@@ -205,7 +199,7 @@ def test_run_streams_over_sasl_ssl_scram_and_consume_reads_it_back_and_no_secret
             text=True,
         )
         try:
-            wait_until(lambda: http(metrics, "/healthz")[0] == 200, 60, "the connector to be healthy")
+            wait_until(lambda: http_get(metrics, "/healthz")[0] == 200, 60, "the connector to be healthy")
             consume, _ = cli(
                 "consume",
                 env={
@@ -216,7 +210,7 @@ def test_run_streams_over_sasl_ssl_scram_and_consume_reads_it_back_and_no_secret
                     "CONSUME_MAX_RECORDS": "5",
                 },
             )
-            scraped = http(metrics, "/metrics")[1] + http(metrics, "/healthz")[1]
+            scraped = http_get(metrics, "/metrics")[1] + http_get(metrics, "/healthz")[1]
         finally:
             run.send_signal(signal.SIGTERM)
             out, err = run.communicate(timeout=30)
@@ -416,7 +410,7 @@ def test_an_acl_removed_at_run_time_shows_in_healthz_and_ends_in_exit_3(
             text=True,
         )
         try:
-            wait_until(lambda: http(metrics, "/healthz")[0] == 200, 60, "the connector to be healthy")
+            wait_until(lambda: http_get(metrics, "/healthz")[0] == 200, 60, "the connector to be healthy")
             ticks = n.topic("kite.ticks")
             write = AclBindingFilter(
                 ResourceType.TOPIC, ticks, LITERAL, "User:connector", "*", WRITE, AclPermissionType.ALLOW
@@ -428,11 +422,11 @@ def test_an_acl_removed_at_run_time_shows_in_healthz_and_ends_in_exit_3(
             health: list[tuple[int, str]] = []
 
             def unhealthy() -> bool:
-                health.append(http(metrics, "/healthz"))
+                health.append(http_get(metrics, "/healthz"))
                 return health[-1][0] == 503
 
             wait_until(unhealthy, 30, "/healthz to say so")
-            scraped = http(metrics, "/metrics")[1]
+            scraped = http_get(metrics, "/metrics")[1]
             code = run.wait(timeout=90)
             took = time.monotonic() - removed_at
         finally:

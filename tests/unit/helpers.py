@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from connector.config import RunSettings
@@ -21,3 +23,14 @@ def sink_config(producer: Mapping[str, str] | None = None, **env: str) -> SinkCo
     """A sink's config from run settings (``MAX_IN_FLIGHT="10"``), on the mock cluster by default."""
     settings = run_settings(env, producer_overrides=dict(MOCK_CLUSTER if producer is None else producer))
     return SinkConfig.of(settings, "test")
+
+
+def eventually(done: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether ``done`` became true within ``timeout`` (checked every 50 ms)."""
+    tick = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        tick.wait(0.05)
+    return True

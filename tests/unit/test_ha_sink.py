@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from connector.errors import SinkError
 from connector.ha import INSTANCE_HEADER, REPLAYED, TICK_ID_HEADER, HaSink, HaSinkConfig, HaStats, Role
 from connector.stats import ShardStats
-from tests.unit.helpers import MOCK_CLUSTER, sink_config
+from tests.unit.helpers import MOCK_CLUSTER, eventually, sink_config
 
 TS = 1_700_000_000_000
 
@@ -78,7 +78,7 @@ def test_takeover_produces_what_kafka_lacks_flagged_then_live_records() -> None:
     thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        assert _until(lambda: sink.ha.commits >= 1 and not len(sink.buffer))
+        assert eventually(lambda: sink.ha.commits >= 1 and not len(sink.buffer))
     finally:
         stop.set()
         thread.join(10)
@@ -111,17 +111,6 @@ def test_close_commits_what_an_active_still_holds() -> None:
     sink.produce_tick_records(_ticks(0, 1000), 0.0)
     assert sink.close(30) == 0
     assert sink.ha.commits == 1 and sink.stats.delivered.total() == 1000 and sink.role is Role.CLOSED
-
-
-def _until(done: Callable[[], bool], timeout: float = 30.0) -> bool:
-    """Whether ``done`` became true within ``timeout`` (checked every 50 ms)."""
-    tick = threading.Event()
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        tick.wait(0.05)
-    return True
 
 
 def test_a_record_larger_than_the_producer_takes_is_dropped_and_the_rest_committed() -> None:
