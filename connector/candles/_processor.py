@@ -383,13 +383,17 @@ class CandleProcessor:
                 raise
 
     def _fatal_cause(self, err: KafkaError) -> str:
-        """produce() reports any fatal error as _FATAL; the transactional API names it (_FENCED, ...)."""
-        try:
-            self.producer.abort_transaction(0)
-        except KafkaException as exc:
-            cause = kafka_error(exc)
-            if cause is not None and cause.fatal():
-                return describe(cause)
+        """produce() reports any fatal error as _FATAL; the transactional API names it (_FENCED, ...),
+        once its state machine has taken the error in: asked a few times, for at most a second."""
+        for _ in range(10):
+            try:
+                self.producer.abort_transaction(0.1)
+            except KafkaException as exc:
+                cause = kafka_error(exc)
+                if cause is not None and cause.fatal():
+                    return describe(cause)
+            else:
+                break
         return describe(err)
 
     def _begin(self) -> None:

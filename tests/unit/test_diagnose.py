@@ -6,6 +6,7 @@ broker the integration tests start); the probes of the listener are given as fun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,35 @@ def test_a_property_librdkafka_does_not_know_stops_start_up_naming_the_file(tmp_
     with pytest.raises(ConfigError, match=r'"key\.serializer".*Java client.*KAFKA_CONFIG_FILE') as info:
         Cluster(client.client_config())  # librdkafka refuses it before it opens any connection
     assert "hunter2" not in str(info.value)
+
+
+def _failing(code: int) -> Callable[[], object]:
+    def describe() -> object:
+        raise KafkaException(KafkaError(code))
+
+    return describe
+
+
+def test_a_describe_that_keeps_timing_out_is_not_checked_and_one_that_fails_otherwise_stops_the_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A cluster busy after a pause answers metadata but times out describes: the connector starts anyway
+    (a missing ACL then shows at run time); any other error is named."""
+    from connector.errors import SinkError
+    from connector.sink._admin import _transient
+
+    cluster = Cluster(dict(NO_BROKER))
+    timed_out = _failing(KafkaError._TIMED_OUT)
+    allowed = cluster._operations_of(
+        "topic t", timed_out, KafkaError.TOPIC_AUTHORIZATION_FAILED, _transient, 0.5
+    )
+    assert allowed is None
+    assert "could not check the ACLs on topic t in 0 s" in caplog.text
+    with pytest.raises(SinkError, match="cannot describe topic t"):
+        cluster._operations_of(
+            "topic t",
+            _failing(KafkaError.INVALID_REQUEST),
+            KafkaError.TOPIC_AUTHORIZATION_FAILED,
+            _transient,
+            5,
+        )
