@@ -205,16 +205,17 @@ class CandleProcessor:
             producer_config["transactional.id"] = self.transactional_id
             producer_config["transaction.timeout.ms"] = self.s.candles_transaction_timeout_ms
         producer = Producer(producer_config)
-        restorer = Consumer({
-            **self.client, "group.id": f"{group}.restore", "enable.auto.commit": False,
-            "isolation.level": "read_committed", "enable.partition.eof": True, "log_level": 4,
-        })  # fmt: skip
         if self.gap_partitions:
-            self.gaps_reader = Consumer({
-                **self.client, "group.id": f"{group}.gaps", "enable.auto.commit": False,
-                "isolation.level": "read_committed", "enable.partition.eof": False, "log_level": 4,
-            })  # fmt: skip
-        return consumer, producer, restorer
+            self.gaps_reader = self._reader("gaps", eof=False)
+        return consumer, producer, self._reader("restore", eof=True)
+
+    def _reader(self, name: str, eof: bool) -> Consumer:
+        """A consumer of committed records at positions it is given (assign), outside the group: its group
+        id, ``<group>.<name>``, is never joined nor committed to."""
+        return Consumer({
+            **self.client, "group.id": f"{self.s.candles_group}.{name}", "enable.auto.commit": False,
+            "isolation.level": "read_committed", "enable.partition.eof": eof, "log_level": 4,
+        })  # fmt: skip
 
     def _check_framing(self, partitions: int) -> None:
         """Decodes the newest few ticks of every partition before reading any (see :func:`check_sample`)."""
@@ -488,14 +489,15 @@ class CandleProcessor:
                 continue
             span = self._span(msg, live=True)
             if span is not None:
+                n, late = self._apply(span)
                 self.counts.gap_markers += 1
-                flagged |= self._apply(span)
+                self.counts.gap_late += late
+                flagged |= n > 0
         if flagged:
             self._begin()  # the flags reach the state in this cycle, not at the partition's next tick
         for part in self.parts.values():
-            if part.core.closed:
+            if part.core.closed:  # bars written again, by these markers or by a catch-up's
                 self._begin()
-                part.changed = True
                 self._emit(part)
 
     def _span(self, msg: Message, live: bool) -> GapSpan | None:
@@ -520,15 +522,15 @@ class CandleProcessor:
                 )  # fmt: skip
             return None
 
-    def _apply(self, span: GapSpan) -> bool:
-        """Applies a marker to every partition held; whether it flagged a bar."""
-        flagged = False
+    def _apply(self, span: GapSpan) -> tuple[int, int]:
+        """Applies a marker to every partition held (a partition it changed is checkpointed); returns the
+        bars it flagged and the instrument-intervals it came late for, over them all."""
+        flagged = late = 0
         for part in self.parts.values():
-            n, late = part.core.gap(span)
-            self.counts.gap_late += late
-            if n:
-                part.changed = flagged = True
-        return flagged
+            n, part_late = part.core.gap(span)
+            flagged, late = flagged + n, late + part_late
+            part.changed |= n > 0
+        return flagged, late
 
     def _catch_up_gaps(self) -> None:
         """After a restore: applies the markers that may still touch its bars again, then reads live from
@@ -537,13 +539,11 @@ class CandleProcessor:
             return
         start = self._gap_offsets()
         resume = {tp.partition: tp.offset for tp in start}
-        gap_late = self.counts.gap_late
         for msg in self._read_to_end(start):
             resume[msg.partition()] = msg.offset() + 1  # type: ignore[index,operator]
             span = self._span(msg, live=False)
             if span is not None:
-                self._apply(span)
-        self.counts.gap_late = gap_late  # counted when read live
+                self._apply(span)  # lateness is counted when a marker is read live, not again here
         self.gaps_reader.assign([TopicPartition(self.gaps_topic, p, o) for p, o in resume.items()])
 
     def _gap_offsets(self) -> list[TopicPartition]:
