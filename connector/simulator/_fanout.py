@@ -247,7 +247,7 @@ class Fanout:
 
     def replay(self, sub: Subscriber, wall: float, cycle: int = 0) -> Feed:
         """The benchmark feed for this connection's instruments and modes, in its ``cycle``-th repeat (each
-        tick moved on by ``cycle``: see :func:`advanced`). Encoded once and shared by every connection with
+        tick moved on by ``cycle``: see :class:`Repeats`). Encoded once and shared by every connection with
         the same subscriptions, so each gets the same sequence and the source costs the same for any
         number of lines. Repeats older than the one before ``cycle`` are forgotten (the connections of a
         replay are about a repeat apart; one that lags further behind has its repeat made again)."""
@@ -272,14 +272,10 @@ class Fanout:
         return messages
 
 
-def advanced(message: bytes, cycle: int) -> bytes:
-    """``message`` with each tick moved on by ``cycle`` (more volume; a higher price for an LTP packet), so
-    a repeat of the benchmark feed is new ticks, as lines arbitrating by content must see them."""
-    return Repeats(message).at(cycle)
-
-
 class Repeats:
-    """One message of the benchmark feed, to be moved on by any ``cycle`` (see :func:`advanced`).
+    """One message of the benchmark feed, to be moved on by any ``cycle``: :meth:`at` is the message with
+    each tick moved on by ``cycle`` (more volume; a higher price for an LTP packet), so that a repeat of the
+    feed is new ticks, as lines arbitrating by content must see them.
 
     The replay sends a repeat of its whole feed every 20 ticks of each instrument. Moving each packet on
     field by field made the simulator's CPU per tick 2.7 times what sending alone costs, on the cores the

@@ -10,7 +10,7 @@ import pytest
 from connector.kite import ClientRequest, Mode, OrderUpdate, Tick, encode_message, parse_binary, parse_text
 from connector.simulator import Fanout, Market, Outgoing, SimulatorConfig, in_mode, synthetic_instruments
 from connector.simulator import _fanout as _fanout_module
-from connector.simulator._fanout import advanced
+from connector.simulator._fanout import Repeats
 
 INSTRUMENTS = synthetic_instruments(20)
 TOKENS = [i.instrument_token for i in INSTRUMENTS]
@@ -216,7 +216,7 @@ def test_replay_repeats_are_new_ticks_made_once_for_every_connection() -> None:
     assert fanout.replay(fanout.subscribers[2], WALL, 3) is again, "one repeat for both lines"
     for (data, batch), (moved, same) in zip(first, again, strict=True):
         ticks, _ = parse_binary(moved)
-        assert same is batch and moved == advanced(data, 3)
+        assert same is batch and moved == Repeats(data).at(3)
         assert all(t != u for t, u in zip(ticks, batch, strict=True)), "each tick moved on: a new tick"
     for cycle in range(4, 8):
         fanout.replay(fanout.subscribers[1], WALL, cycle)
@@ -225,13 +225,13 @@ def test_replay_repeats_are_new_ticks_made_once_for_every_connection() -> None:
 
 
 @pytest.mark.parametrize("mode", list(Mode))
-def test_advanced_moves_one_field_of_each_packet_by_the_cycle_and_wraps_at_32_bits(mode: Mode) -> None:
+def test_a_repeat_moves_one_field_of_each_packet_by_the_cycle_and_wraps_at_32_bits(mode: Mode) -> None:
     market = Market(INSTRUMENTS, seed=3)
     stocks = [t for t in TOKENS if t & 0xFF != 9]  # an index packet's layout has no volume: its price moves
     batch = [in_mode(market.advance(t, WALL), mode) for t in stocks[:9]]
     batch[4] = batch[4]._replace(volume_traded=2**32 - 2) if mode != Mode.LTP else batch[4]
     for cycle in (1, 3) if mode == Mode.LTP else (1, 3, 2**32 + 5):
-        moved, errors = parse_binary(advanced(encode_message(batch), cycle))
+        moved, errors = parse_binary(Repeats(encode_message(batch)).at(cycle))
         assert not errors
         for tick, was in zip(moved, batch, strict=True):
             if mode == Mode.LTP:  # an LTP packet has no volume: its price moves
