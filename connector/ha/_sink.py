@@ -273,7 +273,8 @@ class HaSink:
                 self._serve()
                 self._wake.wait(self._next_wait())
                 self._wake.clear()
-            else:
+            else:  # its error callbacks and logs are served as an active's are: a standby is watched too
+                self._poll()
                 self._wake.wait(0.1)
                 self._wake.clear()
 
@@ -283,6 +284,7 @@ class HaSink:
             self.producer.init_transactions(CALL_TIMEOUT)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
+            note_refusal(self.stats, error, self._client, self._topics.ticks)
             failing = time.monotonic() - (self._init_failing_since or started)
             if error.fatal() or not error.retriable():
                 self._fail(f"init_transactions failed: {error.str()}")
@@ -306,9 +308,18 @@ class HaSink:
             return max(0.0, self._txn_started + self.config.commit_interval - self._clock())
         return 0.005 if self.stats.in_flight else 0.05
 
+    def _poll(self) -> None:
+        """Delivery reports and error callbacks; an error poll() raises (a fatal one) is handled as any."""
+        try:
+            self.producer.poll(0)
+        except KafkaException as exc:
+            self._kafka_error(exc, "poll")
+
     def _serve(self) -> None:
         """One round: delivery reports, a retried commit or abort, the buffer produced, a commit when due."""
-        self.producer.poll(0)
+        self._poll()
+        if self.role is not Role.ACTIVE:
+            return
         if self._txn is _Txn.COMMITTING:
             self._commit()
         elif self._txn is _Txn.ABORTING:
@@ -440,6 +451,7 @@ class HaSink:
 
     def _kafka_error(self, exc: KafkaException, during: str) -> None:
         error: KafkaError = exc.args[0]
+        note_refusal(self.stats, error, self._client, self._topics.ticks)  # counted by kind, as a delivery's
         if error.fatal() or error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED):
             self._fenced(error)
         elif error.txn_requires_abort() and during != "abort":

@@ -3,6 +3,7 @@ produces, a takeover's replay, commits on the interval, order updates told only 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from confluent_kafka import KafkaError, KafkaException
 from connector.errors import SinkError
 from connector.ha import INSTANCE_HEADER, REPLAYED, TICK_ID_HEADER, HaSink, HaSinkConfig, HaStats, Role
 from connector.stats import ShardStats
-from tests.unit.helpers import MOCK_CLUSTER, eventually, sink_config
+from tests.unit.helpers import MOCK_CLUSTER, NO_BROKER, eventually, sink_config
 
 TS = 1_700_000_000_000
 
@@ -33,7 +34,8 @@ def _sink(
     max_bytes: int = 1 << 30,
     producer: dict[str, str] | None = None,
 ) -> HaSink:
-    kafka = sink_config({**MOCK_CLUSTER, **(producer or {})})
+    """On the mock cluster, unless ``producer`` says where Kafka is."""
+    kafka = sink_config(producer or MOCK_CLUSTER)
     config = HaSinkConfig(kafka, "kite-connector.test.0", "instance-a", 0.1, buffer_seconds, max_bytes)
     return HaSink(0, config, ShardStats(), HaStats(), {}, lambda value: None, clock=clock or Clock())
 
@@ -114,7 +116,7 @@ def test_close_commits_what_an_active_still_holds() -> None:
 
 
 def test_a_record_larger_than_the_producer_takes_is_dropped_and_the_rest_committed() -> None:
-    sink = _sink(producer={"message.max.bytes": "2000"})
+    sink = _sink(producer={**MOCK_CLUSTER, "message.max.bytes": "2000"})
     sink.prepare()
     sink._init_transactions()
     sink.activate(set())
@@ -208,3 +210,71 @@ def test_a_refusal_is_counted_by_kind_and_shows_in_healthz_until_a_record_is_del
     sink._on_error(KafkaError(KafkaError._AUTHENTICATION))
     assert sink.stats.kafka_errors["authentication"] == 1 and sink.stats.refused() is not None
     assert sink.close(5) == 0
+
+
+class _Refusing(_Broker):
+    """A transactional producer whose ``init_transactions``, commit or poll raises ``errors[call]``."""
+
+    def __init__(self, **errors: KafkaError) -> None:
+        super().__init__(set())
+        self.errors = errors
+
+    def _raise(self, call: str) -> None:
+        if call in self.errors:
+            raise KafkaException(self.errors[call])
+
+    def init_transactions(self, timeout: float) -> None:
+        self._raise("init")
+
+    def commit_transaction(self, timeout: float) -> None:
+        self._raise("commit")
+        super().commit_transaction(timeout)
+
+    def poll(self, timeout: float = 0) -> int:
+        self._raise("poll")
+        return 0
+
+
+def test_a_refusal_at_init_transactions_or_at_commit_is_counted_and_shows_in_healthz() -> None:
+    sink = _sink()
+    sink.producer = _Refusing(init=KafkaError(KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED))  # type: ignore[assignment]
+    sink.role = Role.PREPARING
+    sink._init_transactions()
+    assert sink.stats.kafka_errors["authorization"] == 1 and sink.stats.refused() is not None
+    assert sink.role is Role.FENCED and "init_transactions failed" in (sink.failure() or "")
+
+    sink = _active_on(_Refusing(commit=KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED)))
+    sink.produce_tick_records(_ticks(0, 3), 0.0)
+    sink.close(5)
+    assert sink.stats.kafka_errors["authorization"] == 1 and sink.stats.refused() is not None
+    assert "commit failed" in (sink.failure() or ""), sink.failure()
+
+
+def test_a_fatal_error_raised_by_poll_fences_the_sink_instead_of_ending_its_thread() -> None:
+    sink = _active_on(_Refusing(poll=KafkaError(KafkaError._FATAL, fatal=True)))
+    sink.produce_tick_records(_ticks(0, 3), 0.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    assert eventually(lambda: sink.role is Role.FENCED, 10)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive() and sink.ha.fenced == 1 and "fenced" in (sink.failure() or "")
+
+
+def test_a_standby_serves_its_producer_so_a_broker_it_cannot_reach_is_counted() -> None:
+    """A standby's producer keeps connections (its producer id is ready before a takeover); what goes
+    wrong with them reaches its error callback, served only while someone polls."""
+    sink = _sink(producer=NO_BROKER)
+    with contextlib.suppress(KafkaException):
+        sink.producer.list_topics(timeout=0.5)  # a connection attempt, to a port nothing listens on
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        assert eventually(lambda: sink.stats.kafka_errors["transport"] > 0, 15), "the error callback ran"
+        assert sink.role is Role.STANDBY and sink.failure() is None, "an unreachable broker is not fatal"
+    finally:
+        stop.set()
+        thread.join(5)
+    assert sink.close(1) == 0
