@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from connector.serde._speedups import Arbiter as _Native
 
-__all__ = ["Arbiter", "ArbiterPy", "NativeArbiter", "new_arbiter"]
+__all__ = ["MAX_PER_TOKEN", "Arbiter", "ArbiterPy", "NativeArbiter", "new_arbiter"]
+
+MAX_PER_TOKEN = 1 << 24  # the C arbiter's index holds ring slots in 32 bits
 
 
 class Arbiter(Protocol):
@@ -40,8 +42,8 @@ class ArbiterPy:
     """Remembers, per instrument, the tick ids seen in the last ``window_ms`` (at most ``per_token``)."""
 
     def __init__(self, window_ms: int = 5000, per_token: int = 256) -> None:
-        if window_ms < 0 or per_token < 1:
-            raise ValueError("window_ms must be >= 0 and per_token >= 1")
+        if window_ms < 0 or not 1 <= per_token <= MAX_PER_TOKEN:
+            raise ValueError(f"window_ms must be >= 0 and per_token in 1..{MAX_PER_TOKEN}")
         self.window_ms, self.per_token = window_ms, per_token
         self._seen: dict[int, OrderedDict[int, int]] = {}
 

@@ -216,13 +216,17 @@ static PyObject *encode_tick(PyObject *self, PyObject *const *args, Py_ssize_t n
 /* ---- line arbitration: connector/arbiter.py's ArbiterPy in C, decision for decision ---- */
 
 /* The tick ids one instrument's lines delivered, each with when (ms), oldest first: a ring of at most
- * per_token ids, as ArbiterPy's OrderedDict for the token. */
+ * per_token ids, as ArbiterPy's OrderedDict for the token. An open-addressing index (linear probing, at
+ * most half full) finds an id in the ring: a lookup costs a probe or two, not a scan of the whole ring,
+ * which with hundreds of ids per instrument had made the second line's copies dear. */
 typedef struct {
     uint32_t token;
     int used;
     Py_ssize_t head, len, cap;
     uint32_t *ids;
-    long long *at; /* one allocation holds both arrays */
+    long long *at; /* one allocation holds the ring's two arrays and the index */
+    uint32_t *index; /* ring slot + 1 by the id's hash, 0 where free */
+    size_t mask; /* index slots - 1 */
 } Seen;
 
 typedef struct {
@@ -234,6 +238,7 @@ typedef struct {
 } Arbiter;
 
 static PyTypeObject ArbiterType;
+enum { MAX_PER_TOKEN = 1 << 24 }; /* ring slots + 1 fit the index's 32 bits with room to spare */
 
 /* Seen at ms `at`, now more than window ms ago; without overflow for any int64 pair. */
 static inline int expired(long long now, long long at, long long window) {
@@ -285,48 +290,61 @@ static inline Py_ssize_t seen_slot(const Seen *s, Py_ssize_t i) {
     return at < s->cap ? at : at - s->cap;
 }
 
-/* Index of id among the n at ids, or -1. Eight compared a step with no branch each: vectorisable. */
-static inline Py_ssize_t find_id(const uint32_t *ids, Py_ssize_t n, uint32_t id) {
-    Py_ssize_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const uint32_t *p = ids + i;
-        if ((p[0] == id) | (p[1] == id) | (p[2] == id) | (p[3] == id) | (p[4] == id) | (p[5] == id)
-            | (p[6] == id) | (p[7] == id))
-            break;
-    }
-    for (; i < n; i++)
-        if (ids[i] == id) return i;
+static void index_put(Seen *s, Py_ssize_t slot) {
+    size_t k = mix32(s->ids[slot]) & s->mask;
+    while (s->index[k]) k = (k + 1) & s->mask;
+    s->index[k] = (uint32_t)slot + 1;
+}
+
+/* The index entry of id, or -1. */
+static Py_ssize_t index_find(const Seen *s, uint32_t id) {
+    if (!s->len) return -1;
+    for (size_t k = mix32(id) & s->mask; s->index[k]; k = (k + 1) & s->mask)
+        if (s->ids[s->index[k] - 1] == id) return (Py_ssize_t)k;
     return -1;
 }
 
-/* How old id is among the token's (0: the oldest), or -1. The ring is two runs: from head, then from 0. */
-static Py_ssize_t seen_find(const Seen *s, uint32_t id) {
-    if (!s->len) return -1;
-    Py_ssize_t first = s->cap - s->head < s->len ? s->cap - s->head : s->len;
-    Py_ssize_t i = find_id(s->ids + s->head, first, id);
-    if (i >= 0 || first == s->len) return i;
-    i = find_id(s->ids, s->len - first, id);
-    return i < 0 ? -1 : first + i;
+/* Frees index entry k and moves back the entries after it that would no longer be found past the gap. */
+static void index_delete(Seen *s, size_t k) {
+    for (size_t j = k;;) {
+        j = (j + 1) & s->mask;
+        if (!s->index[j]) break;
+        size_t home = mix32(s->ids[s->index[j] - 1]) & s->mask;
+        if (((j - home) & s->mask) >= ((j - k) & s->mask)) { /* the gap lies between home and j */
+            s->index[k] = s->index[j];
+            k = j;
+        }
+    }
+    s->index[k] = 0;
 }
 
-static void seen_remove(Seen *s, Py_ssize_t i) { /* the i-th oldest; the newer ones close up */
-    for (; i + 1 < s->len; i++) {
+static void index_rebuild(Seen *s) {
+    memset(s->index, 0, (s->mask + 1) * sizeof *s->index);
+    for (Py_ssize_t i = 0; i < s->len; i++) index_put(s, seen_slot(s, i));
+}
+
+static void seen_remove(Seen *s, Py_ssize_t slot) { /* the newer ids close up; slots move: index again */
+    for (Py_ssize_t i = (slot - s->head + s->cap) % s->cap; i + 1 < s->len; i++) {
         Py_ssize_t to = seen_slot(s, i), from = seen_slot(s, i + 1);
         s->ids[to] = s->ids[from];
         s->at[to] = s->at[from];
     }
     s->len--;
+    index_rebuild(s);
 }
 
 static void seen_pop_oldest(Seen *s) {
+    index_delete(s, (size_t)index_find(s, s->ids[s->head]));
     s->head = s->head + 1 == s->cap ? 0 : s->head + 1;
     s->len--;
 }
 
-/* Room for more ids (up to most), the oldest first again. */
+/* Room for more ids (up to most), the oldest first again, and an index at most half full. */
 static int seen_grow(Seen *s, Py_ssize_t most) {
     Py_ssize_t cap = s->cap >= most / 2 ? most : (s->cap ? 2 * s->cap : (most < 8 ? most : 8));
-    long long *at = PyMem_Malloc((size_t)cap * (sizeof *at + sizeof *s->ids));
+    size_t slots = 16;
+    while (slots < 2 * (size_t)cap) slots *= 2;
+    long long *at = PyMem_Malloc((size_t)cap * (sizeof *at + sizeof *s->ids) + slots * sizeof *s->index);
     if (!at) { PyErr_NoMemory(); return -1; }
     uint32_t *ids = (uint32_t *)(at + cap);
     for (Py_ssize_t i = 0; i < s->len; i++) {
@@ -337,8 +355,11 @@ static int seen_grow(Seen *s, Py_ssize_t most) {
     PyMem_Free(s->at);
     s->at = at;
     s->ids = ids;
+    s->index = ids + cap;
+    s->mask = slots - 1;
     s->head = 0;
     s->cap = cap;
+    index_rebuild(s);
     return 0;
 }
 
@@ -346,16 +367,18 @@ static int seen_grow(Seen *s, Py_ssize_t most) {
 static int arbiter_first(Arbiter *a, uint32_t token, uint32_t id, long long now) {
     Seen *s = seen_of(a, token);
     if (!s) return -1;
-    Py_ssize_t i = seen_find(s, id);
-    if (i >= 0) {
-        if (!expired(now, s->at[seen_slot(s, i)], a->window_ms)) return 0;
-        seen_remove(s, i); /* seen again after the window: it becomes the newest */
+    Py_ssize_t k = index_find(s, id);
+    if (k >= 0) {
+        Py_ssize_t slot = s->index[k] - 1;
+        if (!expired(now, s->at[slot], a->window_ms)) return 0;
+        seen_remove(s, slot); /* seen again after the window: it becomes the newest */
     }
     if (s->len == a->per_token) seen_pop_oldest(s); /* ArbiterPy pops it right after adding the new id */
     else if (s->len == s->cap && seen_grow(s, a->per_token) < 0) return -1;
     Py_ssize_t slot = seen_slot(s, s->len++);
     s->ids[slot] = id;
     s->at[slot] = now;
+    index_put(s, slot);
     while (expired(now, s->at[s->head], a->window_ms)) seen_pop_oldest(s); /* never the new id */
     return 1;
 }
@@ -386,8 +409,8 @@ static PyObject *Arbiter_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     long long window = 5000;
     Py_ssize_t per_token = 256;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|Ln:Arbiter", names, &window, &per_token)) return NULL;
-    if (window < 0 || per_token < 1) {
-        PyErr_SetString(PyExc_ValueError, "window_ms must be >= 0 and per_token >= 1");
+    if (window < 0 || per_token < 1 || per_token > MAX_PER_TOKEN) {
+        PyErr_SetString(PyExc_ValueError, "window_ms must be >= 0 and per_token in 1..16777216");
         return NULL;
     }
     Arbiter *a = (Arbiter *)type->tp_alloc(type, 0);

@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 
 from connector.app import shard
-from connector.arbiter import Arbiter, ArbiterPy, NativeArbiter, new_arbiter
+from connector.arbiter import MAX_PER_TOKEN, Arbiter, ArbiterPy, NativeArbiter, new_arbiter
 from connector.errors import ConfigError
 from connector.gaps import GapWatch, market_open_during
 from connector.kite import Mode, encode_message, packet_ids
@@ -47,11 +47,11 @@ def test_a_tick_wins_once_within_the_window_and_memory_is_bounded(
 
 
 @pytest.mark.parametrize("make", ARBITERS, ids=_name)
-def test_an_arbiter_needs_a_window_and_room_for_one_id(make: Callable[[int, int], Arbiter]) -> None:
-    for window_ms, per_token in ((-1, 1), (0, 0)):
-        with pytest.raises(ValueError, match="window_ms must be >= 0 and per_token >= 1"):
+def test_an_arbiter_needs_a_window_and_room_for_one_id_to_2_24(make: Callable[[int, int], Arbiter]) -> None:
+    for window_ms, per_token in ((-1, 1), (0, 0), (0, MAX_PER_TOKEN + 1)):
+        with pytest.raises(ValueError, match=r"window_ms must be >= 0 and per_token in 1\.\.16777216"):
             make(window_ms, per_token)
-    assert make(0, 1).first(1, 1, 0)
+    assert make(0, 1).first(1, 1, 0) and make(0, MAX_PER_TOKEN).first(1, 1, 0)
 
 
 def test_the_shards_arbiter_is_the_native_one_where_it_is_built() -> None:

@@ -168,23 +168,27 @@ TICK_IDS = (0, 1, 0xCBF43926, 2**32 - 1, 7, 8, 9)
     st.sampled_from([0, 10, 100, 1000, 5000, 2**63 - 1]) | st.integers(0, 4000),
     st.integers(1, 6) | st.just(256),
     st.randoms(use_true_random=False),
-    st.integers(0, 400),
+    st.integers(0, 400) | st.just(3000),
+    st.booleans(),
 )
 @settings(max_examples=300, deadline=None)
 def test_native_arbiter_decides_as_the_python_reference(
-    window: int, per_token: int, rng: random.Random, calls: int
+    window: int, per_token: int, rng: random.Random, calls: int, many: bool
 ) -> None:
+    """``many``: ids from a pool three times ``per_token``, so that rings fill, their index wraps, ids are
+    evicted and come back."""
     assert NativeArbiter is not None
     native, python = NativeArbiter(window, per_token), ArbiterPy(window, per_token)
     tokens = TOKENS[: rng.randint(1, len(TOKENS))]
-    step = rng.choice([10, 1000, 4000])
+    step = rng.choice([10, 1000, 4000] if not many else [1, 10, 1000])
     now = 1_764_000_000_000
     for _ in range(calls):
         now += rng.randint(-step, step)
         if rng.random() < 0.01:
             now = rng.randint(-(2**63), 2**63 - 1)
         now = max(-(2**63), min(now, 2**63 - 1))
-        token, tick_id = rng.choice(tokens), rng.choice(TICK_IDS)
+        tick_id = rng.randrange(3 * per_token + 5) * 0x9E3779B1 % 2**32 if many else rng.choice(TICK_IDS)
+        token = rng.choice(tokens)
         assert native.first(token, tick_id, now) == python.first(token, tick_id, now), (token, tick_id, now)
 
 
