@@ -29,7 +29,7 @@ __all__ = [
 
 log = logging.getLogger("connector.app")
 EXIT_FAILED = 3  # a connection kept failing: exit for the restart policy (2 is a start-up error)
-_LINES_SWITCH_INTERVAL = 0.0005  # seconds
+_SWITCH_INTERVAL = 0.0005  # seconds
 
 
 def download_instruments(url: str, api_key: str, token: str) -> Instruments:
@@ -107,10 +107,9 @@ class Connector:
         self.metrics = self.runtime.metrics
 
     def start(self) -> None:
-        if self.settings.kite_lines > 1:
-            # Lines of a shard take turns on its lock: a line waiting for the GIL behind the other's losing
-            # copy would wait out the whole switch interval (5 ms by default), a tail Kafka alone has not.
-            sys.setswitchinterval(_LINES_SWITCH_INTERVAL)
+        # A listener waiting for the GIL behind another thread (the other line's losing copy, a /metrics
+        # scrape) would wait out the whole switch interval (5 ms by default), a tail Kafka alone has not.
+        sys.setswitchinterval(_SWITCH_INTERVAL)
         self.runtime.start()
         log.info(
             "streaming %d instruments over %d shard(s) of %d line(s) to %s",

@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from connector.orders import OrderDesk
     from connector.supervise import Supervisor
 
-__all__ = ["Metrics", "MetricsServer", "counter", "gauge", "labelled_counter", "serve_http"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "Metrics",
+    "MetricsServer",
+    "counter",
+    "gauge",
+    "labelled_counter",
+    "serve_http",
+]
 
 _C, _G = CounterMetricFamily, GaugeMetricFamily
 Family = type[CounterMetricFamily | GaugeMetricFamily]
@@ -239,6 +247,15 @@ def labelled_counter(name: str, doc: str, label: str, values: Mapping[str, float
     return family
 
 
+# receive_to_ack_seconds: half-millisecond steps where a healthy stream lands (KAFKA_LINGER_MS plus an
+# acks=all round trip), so a quantile read off the buckets is that close; then coarser, up to a stall.
+LATENCY_BUCKETS = (
+    *(ms / 1000 for ms in (0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5, 7, 7.5, 8, 8.5, 9, 9.5, 10)),
+    *(ms / 1000 for ms in (12.5, 15, 20, 30, 50)),
+    *(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
 class Metrics:
     def __init__(
         self, connections: Sequence[ConnectionStats], shards: Sequence[ShardStats], lines: int = 1
@@ -254,18 +271,7 @@ class Metrics:
         self.latency = Histogram(
             "receive_to_ack_seconds",
             "From WebSocket receipt to Kafka acknowledgement (first record of each message)",
-            # fine steps where a healthy stream lands (linger.ms plus an acks=all round trip)
-            buckets=(
-                *(ms / 1000 for ms in (0.5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12.5, 15, 20, 30, 50)),
-                0.1,
-                0.25,
-                0.5,
-                1,
-                2.5,
-                5,
-                10,
-                30,
-            ),
+            buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.callback_seconds = Histogram(

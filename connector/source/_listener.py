@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import select
 import socket
@@ -26,8 +27,10 @@ __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]
 
 log = logging.getLogger("connector.source")
 # While records await Kafka's acknowledgement the socket wait is this short, so delivery reports are
-# served (and latency observed) within about a millisecond of the ack instead of at the next message.
-ACK_WAIT_MS = 1
+# served (and latency observed) within a quarter of a millisecond of the ack, not at the next message.
+ACK_WAIT = 0.00025  # seconds
+# With the backlog full a shorter wait only spins: room comes by whole batches of acknowledgements.
+SATURATED_WAIT = 0.001  # seconds
 RECV_BYTES = 1 << 16  # under glibc's mmap threshold: recv buffers come from the heap
 
 
@@ -40,14 +43,13 @@ def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None =
         delay = min(cap, delay * 2)
 
 
-def _socket_reader(sock: socket.socket) -> Callable[[int], bytes | None]:
-    """``read(wait_ms)``: what the socket has within ``wait_ms``; None if nothing, b"" once it closed."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
+def _socket_reader(sock: socket.socket) -> Callable[[float], bytes | None]:
+    """``read(wait)``: what the socket has within ``wait`` seconds; None if nothing, b"" once it closed."""
+    ready = _readiness(sock.fileno())
     tls_pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes the descriptor does not show
 
-    def read(wait_ms: int) -> bytes | None:
-        if not (tls_pending and tls_pending()) and not poller.poll(wait_ms):
+    def read(wait: float) -> bytes | None:
+        if not (tls_pending and tls_pending()) and not ready(wait):
             return None
         try:
             return sock.recv(RECV_BYTES)
@@ -55,6 +57,21 @@ def _socket_reader(sock: socket.socket) -> Callable[[int], bytes | None]:
             return None
 
     return read
+
+
+def _readiness(fd: int) -> Callable[[float], bool]:
+    """``ready(wait)``: whether ``fd`` turns readable within ``wait`` seconds.
+
+    select() keeps the microseconds of a short ack wait, which poll() would round up to a whole
+    millisecond; past select()'s descriptor limit, poll() it is."""
+    try:
+        select.select((fd,), (), (), 0)
+    except ValueError:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return lambda wait: bool(poller.poll(math.ceil(wait * 1000)))
+    watched = (fd,)
+    return lambda wait: bool(select.select(watched, (), (), wait)[0])
 
 
 class TokenSource:
@@ -346,17 +363,16 @@ class KiteListener(threading.Thread):
         if ws.sock is None:  # closed since it was opened
             return "connection closed"
         read, reader, handler = _socket_reader(ws.sock), FrameReader(), self.handler
-        idle_ms = int(idle * 1000)
-        last, wait_ms = time.monotonic(), idle_ms
+        last, wait = time.monotonic(), idle
         while not self.stopping:
             if handler.saturated():  # block policy with a full backlog: leave the rest in the socket
-                wait_ms = self._wait_ms(handler.service(), idle_ms)
-                self._stop_event.wait(wait_ms / 1000)
+                wait = self._wait(handler.service(), idle)
+                self._stop_event.wait(max(wait, SATURATED_WAIT))
                 last = time.monotonic()  # time under backpressure does not count against the watchdog
                 continue
-            data = read(wait_ms)
+            data = read(wait)
             if data is None:
-                wait_ms = self._wait_ms(handler.service(), idle_ms)
+                wait = self._wait(handler.service(), idle)
                 if time.monotonic() - last > self.watchdog:
                     return f"no message for {self.watchdog:.0f} s (watchdog)"
                 continue
@@ -364,7 +380,7 @@ class KiteListener(threading.Thread):
                 return "connection closed by server"
             received = time.perf_counter()
             closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
-            wait_ms = self._wait_ms(handler.service(), idle_ms)
+            wait = self._wait(handler.service(), idle)
             last = self.stats.last_message = time.monotonic()
             if closed:
                 return "closed by server"
@@ -394,8 +410,8 @@ class KiteListener(threading.Thread):
             log.info("%s: read %d messages the socket still held at stop", self.name, messages)
 
     @staticmethod
-    def _wait_ms(ack_due: float | None, idle_ms: int) -> int:
-        return idle_ms if ack_due is None else max(ACK_WAIT_MS, min(idle_ms, int(ack_due * 1000)))
+    def _wait(ack_due: float | None, idle: float) -> float:
+        return idle if ack_due is None else max(ACK_WAIT, min(idle, ack_due))
 
     def _dispatch(
         self, ws: websocket.WebSocket, frames: list[Frame], received_ms: int, received: float

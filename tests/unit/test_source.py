@@ -1,14 +1,18 @@
-"""The listener's pure parts: reconnect delays and the access token source."""
+"""The listener's parts that need no server: reconnect delays, the access token source, the socket reader."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import resource
+import socket
 from pathlib import Path
 
 import pytest
 
 from connector.errors import ConfigError
 from connector.source import TokenSource, backoff
+from connector.source._listener import _socket_reader
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
@@ -32,3 +36,27 @@ def test_no_token_at_all_is_a_config_error_and_a_missing_file_says_which() -> No
         TokenSource(None, None)
     with pytest.raises(ConfigError, match="cannot read KITE_ACCESS_TOKEN_FILE /nonexistent/token"):
         TokenSource(None, "/nonexistent/token").get()
+
+
+@pytest.mark.parametrize("high", [False, True], ids=["select", "poll past FD_SETSIZE"])
+def test_the_socket_reader_waits_on_either_side_of_selects_descriptor_limit(high: bool) -> None:
+    """A short ack wait goes through select() (it keeps microseconds); a descriptor select() cannot take
+    goes through poll() instead of failing the listener."""
+    ours, theirs = socket.socketpair()
+    if high:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and hard <= 1100:
+            pytest.skip(f"RLIMIT_NOFILE {hard} leaves no descriptor past 1024")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1101), hard))
+        fd = os.dup2(ours.fileno(), 1100)
+        ours.close()
+        ours = socket.socket(fileno=fd)
+    try:
+        read = _socket_reader(ours)
+        assert read(0.0003) is None
+        theirs.sendall(b"\x81\x00")
+        assert read(1) == b"\x81\x00"
+        theirs.close()
+        assert read(1) == b""
+    finally:
+        ours.close()
