@@ -1,6 +1,7 @@
 """End to end: simulator → connector → Kafka, against a naive pipeline on the same stream, in one run.
 
     python bench/e2e.py [--ticks 2000000] [--instruments 1000] [--latency-rate 10000] [--latency-seconds 20]
+                        [--rounds 3]
 
 Kafka: started like the tests' fixture (testcontainers; KITE_KAFKA_IMAGE) or KAFKA_BOOTSTRAP_SERVERS, with
 the connector's KAFKA_* settings (TLS, SASL, KAFKA_CONFIG_FILE) for every client.
@@ -14,8 +15,11 @@ run is likewise followed by that loop producing as fast as it goes (same records
 and a delivery callback per record): the connector's throughput as a share of it is e2e_vs_floor.
 The connector runs with one line and with two (KITE_LINES=2: two WebSockets carrying the same ticks,
 arbitrated). Latency quantiles come from the steady state (the histogram from 3 s after the first delivery
-to the end), for the connector and for Kafka alone alike. Last lines: p99 over the floor (ms) with one line
-and with two, two_lines_vs_one (full-speed ticks/s), e2e_vs_floor, e2e_speedup_vs_naive.
+to the end), for the connector and for Kafka alone alike, and both are read off the connector's
+receive_to_ack_seconds buckets. The machine's speed drifts, so each phase runs ``--rounds`` times, its
+variants in a turning order; ratios are taken within a round and the median round is reported. Last
+lines: p99 over the floor (ms) with one line and with two, two_lines_vs_one (full-speed ticks/s),
+e2e_vs_floor, e2e_speedup_vs_naive.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from connector.metrics import LATENCY_BUCKETS  # noqa: E402
 from connector.simulator import Market, synthetic_instruments  # noqa: E402
 from tests.harness import client_properties, earliest_consumer, free_port, kafka_broker  # noqa: E402
 
@@ -441,13 +446,21 @@ def floor_worker(bootstrap: str, topic: str, rate: float, ticks: int, instrument
                 "rate": acked[0] / elapsed,
                 "cpu_per_million": cpu / max(acked[0], 1) * 1e6,
                 "cpu_share": cpu / elapsed,
-                "quantiles": {
-                    q: probes[int(q * (len(probes) - 1))] if probes else float("nan")
-                    for q in (0.5, 0.99, 0.999)
-                },
+                "steady": _histogram(probes),
             }
         )
     )
+
+
+def _histogram(seconds: list[float]) -> dict[str, float]:
+    """Latencies as the connector's /metrics shows its own: the same buckets, cumulative, so that both
+    sides' quantiles are read the same way (interpolated inside a bucket)."""
+    out = {
+        f'receive_to_ack_seconds_bucket{{le="{b}"}}': float(sum(s <= b for s in seconds))
+        for b in LATENCY_BUCKETS
+    }
+    out["receive_to_ack_seconds_count"] = float(len(seconds))
+    return out
 
 
 def _quantile(metrics: dict[str, float], q: float) -> float:
@@ -469,12 +482,41 @@ def _quantile(metrics: dict[str, float], q: float) -> float:
 
 
 def _latency(run: dict[str, Any]) -> str:
-    m = run["steady"]
+    m, cpu = run["steady"], f"CPU {run['cpu_share'] * 100:.1f}% of one core"
+    rss = f", peak RSS {run['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in run else ""
     return (
         f"p50 {_quantile(m, 0.5) * 1000:.2f} ms, p99 {_quantile(m, 0.99) * 1000:.2f} ms, "
-        f"p999 {_quantile(m, 0.999) * 1000:.2f} ms; CPU {run['cpu_share'] * 100:.1f}% of one core, "
-        f"peak RSS {run['peak_rss_mb']:.0f} MB"
+        f"p999 {_quantile(m, 0.999) * 1000:.2f} ms; {cpu}{rss}"
     )
+
+
+def _median_run(runs: list[dict[str, Any]], key: Any) -> dict[str, Any]:
+    """The run in the middle by ``key`` (rounds are odd in number or the lower middle one)."""
+    return sorted(runs, key=key)[(len(runs) - 1) // 2]
+
+
+def _rate(run: dict[str, Any]) -> float:
+    return float(run["rate"])
+
+
+def _p99(run: dict[str, Any]) -> float:
+    """Steady-state p99 in ms, off the buckets."""
+    return _quantile(run["steady"], 0.99) * 1000
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def _rounds(rounds: int, runs: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each round runs every variant once, in an order that turns each round, so that a drift of the
+    machine's speed (it moves by half from hour to hour) weighs on none of them more than the others."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    names = list(runs)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            out[name].append(runs[name]())
+    return out
 
 
 def main() -> int:
@@ -486,32 +528,54 @@ def main() -> int:
     parser.add_argument("--instruments", type=int, default=1000)
     parser.add_argument("--latency-rate", type=float, default=10_000)
     parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="full-speed and steady runs, each (odd)")
     args = parser.parse_args()
     steady_ticks = int(args.latency_rate * args.latency_seconds)
+    n, rate = args.instruments, args.latency_rate
     with kafka_broker() as (bootstrap, _):
-        ours = run_connector(bootstrap, args.ticks, args.instruments)
-        two = run_connector(bootstrap, args.ticks, args.instruments, lines=2)
-        top = run_floor(bootstrap, 0, args.ticks, args.instruments)  # right after: the machine's same hour
-        naive = run_naive(bootstrap, args.naive_ticks or args.ticks, args.instruments)
-        steady = run_connector(bootstrap, steady_ticks, args.instruments, args.latency_rate, 1.0)
-        steady_two = run_connector(bootstrap, steady_ticks, args.instruments, args.latency_rate, 1.0, lines=2)
-        floor = run_floor(bootstrap, args.latency_rate, steady_ticks, args.instruments)
-    runs = {
-        "connector": ours,
-        "connector, two lines": two,
-        "floor": top,
-        "naive": naive,
-        "steady": steady,
-        "steady, two lines": steady_two,
-        "steady floor": floor,
-    }
-    failed = [(name, r) for name, r in runs.items() if r["in_kafka"] != r["ticks"]]
-    for name, r in failed:
-        print(f"FAILED: {name} run sent {r['ticks']} ticks but Kafka holds {r['in_kafka']}")
+        full = _rounds(
+            args.rounds,
+            {
+                "one": lambda: run_connector(bootstrap, args.ticks, n),
+                "two": lambda: run_connector(bootstrap, args.ticks, n, lines=2),
+            },
+        )
+        top = run_floor(bootstrap, 0, args.ticks, n)  # right after: the machine's same hour
+        naive = run_naive(bootstrap, args.naive_ticks or args.ticks, n)
+        steady = _rounds(
+            args.rounds,
+            {
+                "one": lambda: run_connector(bootstrap, steady_ticks, n, rate, 1.0),
+                "two": lambda: run_connector(bootstrap, steady_ticks, n, rate, 1.0, lines=2),
+                "floor": lambda: run_floor(bootstrap, rate, steady_ticks, n),
+            },
+        )
+    every = [*full["one"], *full["two"], top, naive, *steady["one"], *steady["two"], *steady["floor"]]
+    failed = [r for r in every if r["in_kafka"] != r["ticks"]]
+    for r in failed:
+        print(f"FAILED: a run sent {r['ticks']} ticks but Kafka holds {r['in_kafka']}")
     if failed:
         return 1
+    _report(args, full, top, naive, steady)
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    full: dict[str, list[dict[str, Any]]],
+    top: dict[str, Any],
+    naive: dict[str, Any],
+    steady: dict[str, list[dict[str, Any]]],
+) -> None:
+    ratios = [two["rate"] / one["rate"] for one, two in zip(full["one"], full["two"], strict=True)]
+    over = {
+        lines: [_p99(run) - _p99(floor) for run, floor in zip(steady[lines], steady["floor"], strict=True)]
+        for lines in ("one", "two")
+    }
     print(f"instruments: {args.instruments}, full mode, 50 packets per message; 0 lost in every run")
-    for name, run in (("connector", ours), ("two lines", two)):
+    print(f"{args.rounds} rounds; each figure is the middle (median) round's, each ratio is within a round")
+    ours = _median_run(full["one"], _rate)
+    for name, run in (("connector", ours), ("two lines", _median_run(full["two"], _rate))):
         print(
             f"{name + ':':11}{run['rate']:10,.0f} ticks/s  {run['cpu_per_million']:6.1f} CPU s per 1M ticks  "
             f"peak RSS {run['peak_rss_mb']:.0f} MB  ({run['ticks']:,} ticks; {run['seconds']:.1f} s measured)"
@@ -524,20 +588,29 @@ def main() -> int:
         f"naive:     {naive['rate']:10,.0f} ticks/s  {naive['cpu_per_million']:6.1f} CPU s per 1M ticks  "
         f"peak RSS {naive['peak_rss_mb']:.0f} MB  ({naive['ticks']:,} ticks in {naive['seconds']:.1f} s)"
     )
-    q = {float(k): v * 1000 for k, v in floor["quantiles"].items()}
     print(f"at {args.latency_rate:,.0f} ticks/s, receive->ack in the steady state (after its first 3 s):")
-    print(f"  connector, one line:  {_latency(steady)}")
-    print(f"  connector, two lines: {_latency(steady_two)}")
+    print(f"  connector, one line:  {_latency(_median_run(steady['one'], _p99))}")
+    print(f"  connector, two lines: {_latency(_median_run(steady['two'], _p99))}")
     print(
-        f"  Kafka alone (a bare producer loop, same records, settings and bursts): p50 {q[0.5]:.2f} ms, "
-        f"p99 {q[0.99]:.2f} ms, p999 {q[0.999]:.2f} ms; CPU {floor['cpu_share'] * 100:.1f}% of one core"
+        "  Kafka alone (a bare producer loop, same records, settings and bursts): "
+        f"{_latency(_median_run(steady['floor'], _p99))}"
     )
-    for name, run in (("one_line", steady), ("two_lines", steady_two)):
-        print(f"p99_over_floor_ms_{name}={_quantile(run['steady'], 0.99) * 1000 - q[0.99]:.2f}")
-    print(f"two_lines_vs_one={two['rate'] / ours['rate']:.3f}")
+    print(
+        "per round: "
+        + "; ".join(
+            f"{k} {' '.join(f'{v:.2f}' for v in vs)}"
+            for k, vs in (
+                ("two_lines_vs_one", ratios),
+                ("p99 over floor (ms) one line", over["one"]),
+                ("two lines", over["two"]),
+            )
+        )
+    )
+    print(f"p99_over_floor_ms_one_line={_median(over['one']):.2f}")
+    print(f"p99_over_floor_ms_two_lines={_median(over['two']):.2f}")
+    print(f"two_lines_vs_one={_median(ratios):.3f}")
     print(f"e2e_vs_floor={ours['rate'] / top['rate']:.3f}")
     print(f"e2e_speedup_vs_naive={ours['rate'] / naive['rate']:.2f}")
-    return 0
 
 
 if __name__ == "__main__":
