@@ -249,6 +249,15 @@ def test_a_refusal_at_init_transactions_or_at_commit_is_counted_and_shows_in_hea
     assert sink.stats.kafka_errors["authorization"] == 1 and sink.stats.refused() is not None
     assert "commit failed" in (sink.failure() or ""), sink.failure()
 
+    # A topic ACL removed at run time: the commit fails as abortable, the records are produced again
+    # (and kept) until the ACL is back, loudly: counted at each commit and shown in /healthz.
+    abortable = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, txn_requires_abort=True)
+    sink = _active_on(_Refusing(commit=abortable))
+    sink.produce_tick_records(_ticks(0, 3), 0.0)
+    assert sink.close(1) == 3 and sink.failure() is None
+    assert sink.stats.kafka_errors["authorization"] >= 1 and sink.ha.aborts >= 1
+    assert "kite.ticks" in (sink.stats.refused() or ""), sink.stats.refused()
+
 
 def test_a_fatal_error_raised_by_poll_fences_the_sink_instead_of_ending_its_thread() -> None:
     sink = _active_on(_Refusing(poll=KafkaError(KafkaError._FATAL, fatal=True)))
