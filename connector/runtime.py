@@ -47,7 +47,7 @@ from connector.orders import OrderBook, OrderDesk, Reconciler, open_order_log
 from connector.pipeline import Pipeline, TickCallback
 from connector.serde import AvroReader, Serializers, build_serializers, registry_client
 from connector.sink import KafkaSink, Sink, SinkConfig, TopicSpec, ensure_topics
-from connector.source import KiteListener, TokenSource
+from connector.source import KiteListener, LineGroup, TokenSource
 from connector.stats import ConnectionStats, ShardStats
 from connector.supervise import FailureBudget, SupervisedThread, Supervisor
 
@@ -91,6 +91,7 @@ class Connection:
             subscribed=shard.subscribed,
             on_event=self._on_event,
             supervisor=self._rebuild,
+            group=shard.group,
         )
 
     # -- the listener's MessageHandler: the shard's pipeline, one line at a time ---------------------------
@@ -139,6 +140,7 @@ class Shard:
         self.sink_config = SinkConfig.of(s, f"kite-connector-{index}")
         self.subscribed = set(subscriptions)  # every token ever subscribed here (the listeners add to it)
         self.arbiter = new_arbiter() if len(lines) > 1 else None
+        self.group = LineGroup() if len(lines) > 1 else None
         tokens = lambda: sorted(self.subscribed)  # noqa: E731 - read when a gap ends, as it is then
         self.gaps = GapWatch(
             index,

@@ -21,6 +21,7 @@ from connector.errors import ConfigError, SourceError
 from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_message
 from connector.logs import redact
 from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
+from connector.source._group import LineGroup
 from connector.stats import ConnectionStats
 
 __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]
@@ -143,8 +144,10 @@ class KiteListener(threading.Thread):
         subscribed: set[int] | None = None,
         on_event: Callable[[str, object], None] | None = None,
         supervisor: Supervisor | None = None,
+        group: LineGroup | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
+        self.group = group  # the other lines of its shard: one thread at a time reads them all
         self.url, self.api_key, self.tokens = url, api_key, tokens
         self.subscriptions = dict(subscriptions)
         self.subscribed = subscribed  # tokens ever subscribed, for the pipeline: only ever added to
@@ -363,29 +366,38 @@ class KiteListener(threading.Thread):
         if ws.sock is None:  # closed since it was opened
             return "connection closed"
         read, reader, handler = _socket_reader(ws.sock), FrameReader(), self.handler
+        if self.group is not None:
+            reason = self.group.serve(self, ws, read, reader)
+            if self.stopping:
+                self._drain(ws, read, reader)
+            return reason
         last, wait = time.monotonic(), idle
         while not self.stopping:
             if handler.saturated():  # block policy with a full backlog: leave the rest in the socket
-                wait = self._wait(handler.service(), idle)
-                self._stop_event.wait(max(wait, SATURATED_WAIT))
+                wait = self.ack_wait(handler.service(), idle)
+                self.pause(wait)
                 last = time.monotonic()  # time under backpressure does not count against the watchdog
                 continue
             data = read(wait)
             if data is None:
-                wait = self._wait(handler.service(), idle)
+                wait = self.ack_wait(handler.service(), idle)
                 if time.monotonic() - last > self.watchdog:
                     return f"no message for {self.watchdog:.0f} s (watchdog)"
                 continue
             if not data:
                 return "connection closed by server"
             received = time.perf_counter()
-            closed = self._dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
-            wait = self._wait(handler.service(), idle)
+            closed = self.dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
+            wait = self.ack_wait(handler.service(), idle)
             last = self.stats.last_message = time.monotonic()
             if closed:
                 return "closed by server"
         self._drain(ws, read, reader)
         return "stopped"
+
+    def pause(self, wait: float) -> None:
+        """Wait under backpressure (at least SATURATED_WAIT), or until stopped."""
+        self._stop_event.wait(max(wait, SATURATED_WAIT))
 
     def _drain(
         self, ws: websocket.WebSocket, read: Callable[[int], bytes | None], reader: FrameReader
@@ -403,17 +415,18 @@ class KiteListener(threading.Thread):
                 break
             frames = reader.feed(data)
             messages += len(frames)
-            if self._dispatch(ws, frames, time.time_ns() // 1_000_000, time.perf_counter()):
+            if self.dispatch(ws, frames, time.time_ns() // 1_000_000, time.perf_counter()):
                 break
         self.handler.service()
         if messages:
             log.info("%s: read %d messages the socket still held at stop", self.name, messages)
 
     @staticmethod
-    def _wait(ack_due: float | None, idle: float) -> float:
+    def ack_wait(ack_due: float | None, idle: float) -> float:
+        """How long to wait on the sockets: ``idle``, or until an acknowledgement may arrive."""
         return idle if ack_due is None else max(ACK_WAIT, min(idle, ack_due))
 
-    def _dispatch(
+    def dispatch(
         self, ws: websocket.WebSocket, frames: list[Frame], received_ms: int, received: float
     ) -> bool:
         """Hands messages to the handler and answers pings; True once the server sent a close frame."""

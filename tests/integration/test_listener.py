@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import ServerConnection, serve
 
 from connector.kite import Mode
-from connector.source import KiteListener, TokenSource
+from connector.source import KiteListener, LineGroup, TokenSource
 from connector.source._listener import _socket_reader
 from connector.stats import ConnectionStats
 
@@ -285,3 +285,55 @@ def test_a_supervisor_that_gives_up_ends_the_thread_and_says_why() -> None:
         server.shutdown()
     assert not listener.is_alive()
     assert listener.gave_up == "RuntimeError: a bug"
+
+
+def test_lines_of_a_group_are_read_by_one_thread_and_each_ends_and_comes_back_on_its_own() -> None:
+    """Two lines in one group: each message reaches its own line's handler, a ping on either is answered,
+    and a line the server closes reconnects while the other streams on."""
+    opened: list[int] = []
+    ponged = [threading.Event(), threading.Event()]
+
+    def handler(ws: ServerConnection) -> None:
+        line = int(ws.request.path.split("line=")[1].split("&")[0]) if ws.request else -1
+        opened.append(line)
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()  # the subscription
+            if ws.ping(b"hb").wait(5):
+                ponged[line].set()
+            for n in range(100_000):
+                ws.send(b"L%d-%d" % (line, n))
+                if line == 1 and opened.count(1) == 1 and n == 30:
+                    ws.close()  # the first connection of line 1 ends; line 0 goes on
+                    return
+                time.sleep(0.005)
+
+    group = LineGroup()
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        collects, stats = [Collect(), Collect()], [ConnectionStats(), ConnectionStats()]
+        listeners = [
+            KiteListener(
+                f"line-{i}", f"ws://127.0.0.1:{port}/?line={i}", "key", TokenSource("token"),
+                {265: Mode.FULL}, collects[i], stats[i], max_backoff=0.5, group=group,
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        for listener in listeners:
+            listener.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (opened.count(1) >= 2 and len(collects[1].messages) > 60):
+            time.sleep(0.05)
+        for listener in listeners:
+            listener.stop()
+        for listener in listeners:
+            listener.join(5)
+        server.shutdown()
+    assert not any(listener.is_alive() for listener in listeners)
+    assert opened.count(0) == 1 and opened.count(1) >= 2, opened
+    assert stats[0].reconnects == 0 and stats[1].reconnects >= 1
+    assert all(ev.is_set() for ev in ponged)
+    for i, collect in enumerate(collects):
+        assert collect.messages and all(data.startswith(b"L%d-" % i) for _, data in collect.messages)
+    zero = [int(data.split(b"-")[1]) for _, data in collects[0].messages]
+    assert zero == list(range(len(zero))), "line 0 lost nothing while line 1 reconnected"

@@ -1,0 +1,172 @@
+"""Lines read by one thread: the WebSockets of a shard's lines, read in turn by whichever line's thread
+holds the group's reader role, so the other threads wait on a condition instead of contending for the GIL
+(two busy listener threads hand it to each other at every system call, which cost the second line more
+CPU than all its copies' work)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import websocket
+
+from connector.errors import SourceError
+from connector.source._frames import FrameReader
+
+if TYPE_CHECKING:
+    from connector.source._listener import KiteListener
+
+__all__ = ["LineGroup"]
+
+_FOLLOW_WAIT = 0.1  # seconds: how soon a line that is not reading sees its stop or its end
+
+
+@dataclass(slots=True, eq=False)
+class _Line:
+    listener: KiteListener
+    ws: websocket.WebSocket
+    read: Callable[[float], bytes | None]
+    frames: FrameReader
+    fd: int
+    last: float = field(default_factory=time.monotonic)
+    ended: str | None = None  # why its stream ended, set by the reader
+
+
+class LineGroup:
+    """The lines of one shard. Each line's thread joins with its connected socket and stays in
+    :meth:`serve` until its own stream ends; meanwhile one of them at a time reads every line."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._round = threading.Lock()  # held by the reader for a round; leaving waits for it
+        self._lines: list[_Line] = []
+        self._reader: _Line | None = None
+        # A line that joins wakes the reader, which may be waiting on the others' sockets for a second.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+
+    def serve(
+        self,
+        listener: KiteListener,
+        ws: websocket.WebSocket,
+        read: Callable[[float], bytes | None],
+        frames: FrameReader,
+    ) -> str:
+        """Streams ``listener``'s socket (and, while this thread reads, the others') until it ends or the
+        listener stops; returns why."""
+        assert ws.sock is not None
+        line = _Line(listener, ws, read, frames, ws.sock.fileno())
+        with self._cond:
+            self._lines.append(line)
+        with contextlib.suppress(OSError):  # full: the reader is awake anyway
+            self._wake_w.send(b"\0", socket.MSG_DONTWAIT)
+        try:
+            return self._serve(line)
+        finally:
+            with self._round, self._cond:
+                self._lines.remove(line)
+
+    def _serve(self, line: _Line) -> str:
+        while True:
+            with self._cond:
+                while self._reader is not None:
+                    if line.ended or line.listener.stopping:
+                        return line.ended or "stopped"
+                    self._cond.wait(_FOLLOW_WAIT)
+                if line.ended or line.listener.stopping:
+                    return line.ended or "stopped"
+                self._reader = line
+            try:
+                self._lead(line)
+            finally:
+                with self._cond:
+                    self._reader = None
+                    self._cond.notify_all()
+
+    def _lead(self, me: _Line) -> None:
+        """Reads every line until this one's stream ends or its listener stops."""
+        listener = me.listener
+        idle = min(1.0, listener.watchdog)
+        wait = idle
+        while me.ended is None and not listener.stopping:
+            handler = listener.handler  # the shard's pipeline, whichever line's handler it is reached by
+            if handler.saturated():  # block policy with a full backlog: leave the rest in the sockets
+                wait = listener.ack_wait(handler.service(), idle)
+                listener.pause(wait)
+                now = time.monotonic()
+                for line in self._lines:
+                    line.last = now  # time under backpressure does not count against the watchdog
+                continue
+            with self._round:
+                lines = [line for line in self._lines if line.ended is None]
+                for line in _ready(lines, wait, self._wake_r):
+                    self._take(line)
+                wait = listener.ack_wait(handler.service(), idle)
+                self._watch(lines)
+
+    def _take(self, line: _Line) -> None:
+        """What ``line``'s socket holds, to its own handler; a broken stream ends that line only."""
+        try:
+            data = line.read(0)
+            if data is None:
+                return
+            if not data:
+                self._end(line, "connection closed by server")
+                return
+            received = time.perf_counter()
+            closed = line.listener.dispatch(
+                line.ws, line.frames.feed(data), time.time_ns() // 1_000_000, received
+            )
+        except SourceError as exc:
+            self._end(line, f"protocol error ({exc})")
+            return
+        except (OSError, websocket.WebSocketException) as exc:
+            self._end(line, f"connection lost ({type(exc).__name__})")
+            return
+        line.last = line.listener.stats.last_message = time.monotonic()
+        if closed:
+            self._end(line, "closed by server")
+
+    def _watch(self, lines: list[_Line]) -> None:
+        now = time.monotonic()
+        for line in lines:
+            watchdog = line.listener.watchdog
+            if line.ended is None and now - line.last > watchdog:
+                self._end(line, f"no message for {watchdog:.0f} s (watchdog)")
+
+    def _end(self, line: _Line, why: str) -> None:
+        with self._cond:
+            line.ended = why
+            self._cond.notify_all()
+
+
+def _ready(lines: list[_Line], wait: float, wake: socket.socket) -> list[_Line]:
+    """The lines with something to read within ``wait`` seconds, or sooner if ``wake`` is written to
+    (TLS may hold bytes the descriptor does not show: then no waiting)."""
+    pending = [line for line in lines if _tls_pending(line.ws)]
+    if pending:
+        wait = 0.0
+    fds = [line.fd for line in lines] + [wake.fileno()]
+    try:
+        readable = set(select.select(fds, (), (), wait)[0])
+    except ValueError:  # a descriptor past select()'s limit
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        readable = {fd for fd, _ in poller.poll(math.ceil(wait * 1000))}
+    if wake.fileno() in readable:
+        with contextlib.suppress(OSError):
+            wake.recv(4096)
+    return [line for line in lines if line.fd in readable or line in pending]
+
+
+def _tls_pending(ws: websocket.WebSocket) -> bool:
+    pending = getattr(ws.sock, "pending", None)
+    return bool(pending and pending())
