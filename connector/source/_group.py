@@ -9,6 +9,7 @@ import contextlib
 import math
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,8 @@ import websocket
 
 from connector.errors import SourceError
 from connector.source._frames import FrameReader
+
+RECV_BYTES = 1 << 16  # as the listener's own reads
 
 if TYPE_CHECKING:
     from connector.source._listener import KiteListener
@@ -32,11 +35,12 @@ _FOLLOW_WAIT = 0.1  # seconds: how soon a line that is not reading sees its stop
 class _Line:
     listener: KiteListener
     ws: websocket.WebSocket
-    read: Callable[[float], bytes | None]
+    read: Callable[[], bytes | None]
     frames: FrameReader
     fd: int
     last: float = field(default_factory=time.monotonic)
     ended: str | None = None  # why its stream ended, set by the reader
+    failure: Exception | None = None  # what its handler raised on the reader's thread, for its own
 
 
 class LineGroup:
@@ -52,26 +56,28 @@ class LineGroup:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
 
-    def serve(
-        self,
-        listener: KiteListener,
-        ws: websocket.WebSocket,
-        read: Callable[[float], bytes | None],
-        frames: FrameReader,
-    ) -> str:
+    def serve(self, listener: KiteListener, ws: websocket.WebSocket, frames: FrameReader) -> str:
         """Streams ``listener``'s socket (and, while this thread reads, the others') until it ends or the
-        listener stops; returns why."""
+        listener stops; returns why. What its handler raised on the reader's thread is raised here, on its
+        own thread, for its own supervisor."""
         assert ws.sock is not None
-        line = _Line(listener, ws, read, frames, ws.sock.fileno())
+        line = _Line(listener, ws, _read_now(ws.sock), frames, ws.sock.fileno())
         with self._cond:
             self._lines.append(line)
-        with contextlib.suppress(OSError):  # full: the reader is awake anyway
-            self._wake_w.send(b"\0", socket.MSG_DONTWAIT)
+        self._wake()
         try:
-            return self._serve(line)
+            reason = self._serve(line)
         finally:
+            self._wake()  # a reader waiting on quiet sockets would hold the round for up to a second
             with self._round, self._cond:
                 self._lines.remove(line)
+        if line.failure is not None:
+            raise line.failure
+        return reason
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full: the reader is awake anyway
+            self._wake_w.send(b"\0", socket.MSG_DONTWAIT)
 
     def _serve(self, line: _Line) -> str:
         while True:
@@ -106,15 +112,16 @@ class LineGroup:
                 continue
             with self._round:
                 lines = [line for line in self._lines if line.ended is None]
-                for line in _ready(lines, wait, self._wake_r):
+                ready = _ready(lines, wait, self._wake_r)
+                for line in ready:
                     self._take(line)
                 wait = listener.ack_wait(handler.service(), idle)
-                self._watch(lines)
+                self._watch([line for line in lines if line not in ready])
 
     def _take(self, line: _Line) -> None:
         """What ``line``'s socket holds, to its own handler; a broken stream ends that line only."""
         try:
-            data = line.read(0)
+            data = line.read()
             if data is None:
                 return
             if not data:
@@ -130,11 +137,16 @@ class LineGroup:
         except (OSError, websocket.WebSocketException) as exc:
             self._end(line, f"connection lost ({type(exc).__name__})")
             return
+        except Exception as exc:  # its handler's: raised again on its own thread (see serve)
+            line.failure = exc
+            self._end(line, f"failed ({type(exc).__name__})")
+            return
         line.last = line.listener.stats.last_message = time.monotonic()
         if closed:
             self._end(line, "closed by server")
 
     def _watch(self, lines: list[_Line]) -> None:
+        """Ends the lines (found silent this round) that were silent longer than their watchdog."""
         now = time.monotonic()
         for line in lines:
             watchdog = line.listener.watchdog
@@ -170,3 +182,22 @@ def _ready(lines: list[_Line], wait: float, wake: socket.socket) -> list[_Line]:
 def _tls_pending(ws: websocket.WebSocket) -> bool:
     pending = getattr(ws.sock, "pending", None)
     return bool(pending and pending())
+
+
+def _read_now(sock: socket.socket) -> Callable[[], bytes | None]:
+    """``read()``: what a socket found readable holds, None if nothing yet, b"" once it closed. A TLS
+    record that arrived only in part is not waited for: that would hold up every line of the group."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return lambda: sock.recv(RECV_BYTES)  # readable: it returns at once
+
+    def read() -> bytes | None:
+        timeout = sock.gettimeout()
+        sock.settimeout(0)
+        try:
+            return sock.recv(RECV_BYTES)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return None
+        finally:
+            sock.settimeout(timeout)
+
+    return read

@@ -367,7 +367,7 @@ class KiteListener(threading.Thread):
             return "connection closed"
         read, reader, handler = _socket_reader(ws.sock), FrameReader(), self.handler
         if self.group is not None:
-            reason = self.group.serve(self, ws, read, reader)
+            reason = self.group.serve(self, ws, reader)
             if self.stopping:
                 self._drain(ws, read, reader)
             return reason

@@ -337,3 +337,50 @@ def test_lines_of_a_group_are_read_by_one_thread_and_each_ends_and_comes_back_on
         assert collect.messages and all(data.startswith(b"L%d-" % i) for _, data in collect.messages)
     zero = [int(data.split(b"-")[1]) for _, data in collects[0].messages]
     assert zero == list(range(len(zero))), "line 0 lost nothing while line 1 reconnected"
+
+
+class Raising(Collect):
+    """Raises on its ``nth`` message, once."""
+
+    def __init__(self, nth: int) -> None:
+        super().__init__()
+        self.nth = nth
+
+    def on_message(self, binary: bool, data: bytes, received_ms: int, received: float) -> None:
+        super().on_message(binary, data, received_ms, received)
+        if len(self.messages) == self.nth:
+            raise RuntimeError("a bug in this line's handler")
+
+
+def test_what_a_lines_handler_raises_in_a_group_is_that_lines_failure_not_the_readers() -> None:
+    def handler(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            ws.recv()  # the subscription
+            for n in range(100_000):
+                ws.send(b"m-%d" % n)
+                time.sleep(0.005)
+
+    group = LineGroup()
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
+        collects, stats = [Collect(), Raising(5)], [ConnectionStats(), ConnectionStats()]
+        listeners = [
+            KiteListener(
+                f"line-{i}", url, "key", TokenSource("token"), {265: Mode.FULL}, collects[i], stats[i],
+                max_backoff=0.5, group=group,
+            )
+            for i in range(2)
+        ]  # fmt: skip
+        for listener in listeners:
+            listener.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (stats[1].reconnects and len(collects[1].messages) > 20):
+            time.sleep(0.05)
+        for listener in listeners:
+            listener.stop()
+        for listener in listeners:
+            listener.join(5)
+        server.shutdown()
+    assert stats[1].failures["RuntimeError"] == 1 and stats[1].reconnects >= 1
+    assert not stats[0].failures and stats[0].reconnects == 0, "the other line streams on, whoever read"
