@@ -19,6 +19,7 @@ from websockets.sync.server import ServerConnection, serve
 
 from connector.kite import Mode
 from connector.source import KiteListener, LineGroup, TokenSource
+from connector.source._group import _read_now
 from connector.source._listener import _socket_reader
 from connector.stats import ConnectionStats
 
@@ -384,3 +385,26 @@ def test_what_a_lines_handler_raises_in_a_group_is_that_lines_failure_not_the_re
         server.shutdown()
     assert stats[1].failures["RuntimeError"] == 1 and stats[1].reconnects >= 1
     assert not stats[0].failures and stats[0].reconnects == 0, "the other line streams on, whoever read"
+
+
+def test_a_group_does_not_wait_for_a_tls_record_that_arrived_in_part(
+    tls: tuple[ssl.SSLContext, Path],
+) -> None:
+    """The reader of a group reads every line: a record cut in two on one line is left for a later round,
+    not waited for (its socket timeout would hold up the other lines)."""
+    client, server, outgoing, server_raw = _tls_pair(tls)
+    client.settimeout(1.0)  # the listener sets one on the connection
+    read = _read_now(client)
+    payload = b"\x00\x01" + bytes(300)
+    server.write(payload)
+    record = outgoing.read()
+    server_raw.sendall(record[:10])
+    time.sleep(0.05)
+    started = time.monotonic()
+    assert read() is None
+    assert time.monotonic() - started < 0.5 and client.gettimeout() == 1.0
+    server_raw.sendall(record[10:])
+    time.sleep(0.05)
+    assert read() == payload
+    client.close()
+    server_raw.close()
