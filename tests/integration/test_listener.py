@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -288,6 +289,30 @@ def test_a_supervisor_that_gives_up_ends_the_thread_and_says_why() -> None:
     assert listener.gave_up == "RuntimeError: a bug"
 
 
+def _stream_grouped(
+    urls: list[str], collects: list[Collect], stats: list[ConnectionStats], until: Callable[[], bool]
+) -> list[KiteListener]:
+    """One listener per url, all in one group, streaming until ``until()`` (at most 20 s); then stopped."""
+    group = LineGroup()
+    listeners = [
+        KiteListener(
+            f"line-{i}", url, "key", TokenSource("token"), {265: Mode.FULL}, collects[i], stats[i],
+            max_backoff=0.5, group=group,
+        )
+        for i, url in enumerate(urls)
+    ]  # fmt: skip
+    for listener in listeners:
+        listener.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not until():
+        time.sleep(0.05)
+    for listener in listeners:
+        listener.stop()
+    for listener in listeners:
+        listener.join(5)
+    return listeners
+
+
 def test_lines_of_a_group_are_read_by_one_thread_and_each_ends_and_comes_back_on_its_own() -> None:
     """Two lines in one group: each message reaches its own line's handler, a ping on either is answered,
     and a line the server closes reconnects while the other streams on."""
@@ -308,27 +333,16 @@ def test_lines_of_a_group_are_read_by_one_thread_and_each_ends_and_comes_back_on
                     return
                 time.sleep(0.005)
 
-    group = LineGroup()
     with serve(handler, "127.0.0.1", 0) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         port = server.socket.getsockname()[1]
         collects, stats = [Collect(), Collect()], [ConnectionStats(), ConnectionStats()]
-        listeners = [
-            KiteListener(
-                f"line-{i}", f"ws://127.0.0.1:{port}/?line={i}", "key", TokenSource("token"),
-                {265: Mode.FULL}, collects[i], stats[i], max_backoff=0.5, group=group,
-            )
-            for i in range(2)
-        ]  # fmt: skip
-        for listener in listeners:
-            listener.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (opened.count(1) >= 2 and len(collects[1].messages) > 60):
-            time.sleep(0.05)
-        for listener in listeners:
-            listener.stop()
-        for listener in listeners:
-            listener.join(5)
+        listeners = _stream_grouped(
+            [f"ws://127.0.0.1:{port}/?line={i}" for i in range(2)],
+            collects,
+            stats,
+            lambda: opened.count(1) >= 2 and len(collects[1].messages) > 60,
+        )
         server.shutdown()
     assert not any(listener.is_alive() for listener in listeners)
     assert opened.count(0) == 1 and opened.count(1) >= 2, opened
@@ -361,27 +375,13 @@ def test_what_a_lines_handler_raises_in_a_group_is_that_lines_failure_not_the_re
                 ws.send(b"m-%d" % n)
                 time.sleep(0.005)
 
-    group = LineGroup()
     with serve(handler, "127.0.0.1", 0) as server:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
         collects, stats = [Collect(), Raising(5)], [ConnectionStats(), ConnectionStats()]
-        listeners = [
-            KiteListener(
-                f"line-{i}", url, "key", TokenSource("token"), {265: Mode.FULL}, collects[i], stats[i],
-                max_backoff=0.5, group=group,
-            )
-            for i in range(2)
-        ]  # fmt: skip
-        for listener in listeners:
-            listener.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (stats[1].reconnects and len(collects[1].messages) > 20):
-            time.sleep(0.05)
-        for listener in listeners:
-            listener.stop()
-        for listener in listeners:
-            listener.join(5)
+        _stream_grouped(
+            [url, url], collects, stats, lambda: bool(stats[1].reconnects) and len(collects[1].messages) > 20
+        )
         server.shutdown()
     assert stats[1].failures["RuntimeError"] == 1 and stats[1].reconnects >= 1
     assert not stats[0].failures and stats[0].reconnects == 0, "the other line streams on, whoever read"
