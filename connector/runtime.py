@@ -238,6 +238,8 @@ class Shard:
         """Flush (bounded) and close the producer; records left unacknowledged."""
         with self.lock:
             self.pipeline.retire()
+            if self.group is not None:
+                self.group.close()
             return self._close_sink(timeout)
 
 

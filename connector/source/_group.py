@@ -6,8 +6,6 @@ CPU than all its copies' work)."""
 from __future__ import annotations
 
 import contextlib
-import math
-import select
 import socket
 import ssl
 import threading
@@ -20,8 +18,7 @@ import websocket
 
 from connector.errors import SourceError
 from connector.source._frames import FrameReader
-
-RECV_BYTES = 1 << 16  # as the listener's own reads
+from connector.source._sockets import RECV_BYTES, readable
 
 if TYPE_CHECKING:
     from connector.source._listener import KiteListener
@@ -74,6 +71,13 @@ class LineGroup:
         if line.failure is not None:
             raise line.failure
         return reason
+
+    def close(self) -> None:
+        """Closes the wake socketpair, once no line is in the group (one that outlived its join keeps it)."""
+        with self._cond:
+            if not self._lines:
+                self._wake_r.close()
+                self._wake_w.close()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full: the reader is awake anyway
@@ -165,18 +169,11 @@ def _ready(lines: list[_Line], wait: float, wake: socket.socket) -> list[_Line]:
     pending = [line for line in lines if _tls_pending(line.ws)]
     if pending:
         wait = 0.0
-    fds = [line.fd for line in lines] + [wake.fileno()]
-    try:
-        readable = set(select.select(fds, (), (), wait)[0])
-    except ValueError:  # a descriptor past select()'s limit
-        poller = select.poll()
-        for fd in fds:
-            poller.register(fd, select.POLLIN)
-        readable = {fd for fd, _ in poller.poll(math.ceil(wait * 1000))}
-    if wake.fileno() in readable:
+    found = readable([line.fd for line in lines] + [wake.fileno()], wait)
+    if wake.fileno() in found:
         with contextlib.suppress(OSError):
             wake.recv(4096)
-    return [line for line in lines if line.fd in readable or line in pending]
+    return [line for line in lines if line.fd in found or line in pending]
 
 
 def _tls_pending(ws: websocket.WebSocket) -> bool:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
-import select
 import socket
 import threading
 import time
@@ -22,6 +20,7 @@ from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_me
 from connector.logs import redact
 from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
 from connector.source._group import LineGroup
+from connector.source._sockets import RECV_BYTES, readable
 from connector.stats import ConnectionStats
 
 __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]
@@ -32,7 +31,6 @@ log = logging.getLogger("connector.source")
 ACK_WAIT = 0.00025  # seconds
 # With the backlog full a shorter wait only spins: room comes by whole batches of acknowledgements.
 SATURATED_WAIT = 0.001  # seconds
-RECV_BYTES = 1 << 16  # under glibc's mmap threshold: recv buffers come from the heap
 
 
 def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> Iterator[float]:
@@ -46,11 +44,11 @@ def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None =
 
 def _socket_reader(sock: socket.socket) -> Callable[[float], bytes | None]:
     """``read(wait)``: what the socket has within ``wait`` seconds; None if nothing, b"" once it closed."""
-    ready = _readiness(sock.fileno())
+    watched = (sock.fileno(),)
     tls_pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes the descriptor does not show
 
     def read(wait: float) -> bytes | None:
-        if not (tls_pending and tls_pending()) and not ready(wait):
+        if not (tls_pending and tls_pending()) and not readable(watched, wait):
             return None
         try:
             return sock.recv(RECV_BYTES)
@@ -58,21 +56,6 @@ def _socket_reader(sock: socket.socket) -> Callable[[float], bytes | None]:
             return None
 
     return read
-
-
-def _readiness(fd: int) -> Callable[[float], bool]:
-    """``ready(wait)``: whether ``fd`` turns readable within ``wait`` seconds.
-
-    select() keeps the microseconds of a short ack wait, which poll() would round up to a whole
-    millisecond; past select()'s descriptor limit, poll() it is."""
-    try:
-        select.select((fd,), (), (), 0)
-    except ValueError:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return lambda wait: bool(poller.poll(math.ceil(wait * 1000)))
-    watched = (fd,)
-    return lambda wait: bool(select.select(watched, (), (), wait)[0])
 
 
 class TokenSource:

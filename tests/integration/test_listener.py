@@ -310,6 +310,9 @@ def _stream_grouped(
         listener.stop()
     for listener in listeners:
         listener.join(5)
+    wake = group._wake_r, group._wake_w
+    group.close()
+    assert all(sock.fileno() == -1 for sock in wake), "the group's wake socketpair is closed once it is left"
     return listeners
 
 

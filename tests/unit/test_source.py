@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from connector.errors import ConfigError
-from connector.source import TokenSource, backoff
+from connector.source import LineGroup, TokenSource, backoff
 from connector.source._listener import _socket_reader
 
 
@@ -60,3 +60,14 @@ def test_the_socket_reader_waits_on_either_side_of_selects_descriptor_limit(high
         assert read(1) == b""
     finally:
         ours.close()
+
+
+def test_a_line_group_keeps_its_wake_sockets_while_a_line_is_in_it() -> None:
+    group = LineGroup()
+    wake = group._wake_r, group._wake_w
+    group._lines.append(object())  # type: ignore[arg-type]  # a line that outlived its join
+    group.close()
+    assert all(sock.fileno() != -1 for sock in wake)
+    group._lines.clear()
+    group.close()
+    assert all(sock.fileno() == -1 for sock in wake)
