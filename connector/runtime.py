@@ -15,6 +15,7 @@ instead of staying up and streaming nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -419,15 +420,17 @@ class Runtime:
             stats,
             self.ha_stats,
             self.serializers.headers(),
-            self._dead_letter_ident(),
+            self._dead_letter_ident,
             self.metrics.latency.observe,
         )
         self._ha_sinks.append(sink)
         self._ha_threads.append(self.supervisor.spawn(f"ha-producer-{shard}", sink.run))
         return sink
 
+    @functools.cached_property
     def _dead_letter_ident(self) -> Callable[[bytes], Ident | None]:
-        """A dead letter's value → its ident (the digest of the input it kept), both written and read back."""
+        """A dead letter's value → its ident (the digest of the input it kept), both written and read back;
+        one reader (its schemas parsed once) serves every shard's HA sink and the takeover."""
         registry = self.settings.registry
         reader = AvroReader(registry.client_config() if registry.url else None)  # authenticated as the writer
         topic = self.topics.dead_letters
@@ -452,7 +455,7 @@ class Runtime:
         )
         since = self.orders.unsent_since_ms() or time.time_ns() // 1_000_000
         watcher.start(since - ORDER_LOOKBACK_MS)
-        dead_letter = self._dead_letter_ident()
+        dead_letter = self._dead_letter_ident
         checked = {
             topics.ticks: lambda msg: tick_ident(topics.ticks, msg.key() or b"", msg.headers()),
             topics.dead_letters: lambda msg: dead_letter(msg.value() or b""),

@@ -51,6 +51,7 @@ def test_a_standby_takes_over_every_shard_when_the_active_stops(kafka_bootstrap:
         try:
             wait_until(lambda: all(len(s.buffer) > 100 for s in b._ha_sinks), 60, "B's buffers")
             assert b.metrics.healthy() == (True, "ok (standby)")
+            assert len({id(s._dead_letter_ident) for s in b._ha_sinks}) == 1, "one dead-letter reader"
             assert a.metrics.healthy() == (True, "ok (active)")
             time.sleep(2)
             stopped = time.monotonic()
