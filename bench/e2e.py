@@ -16,10 +16,10 @@ and a delivery callback per record): the connector's throughput as a share of it
 The connector runs with one line and with two (KITE_LINES=2: two WebSockets carrying the same ticks,
 arbitrated). Latency quantiles come from the steady state (the histogram from 3 s after the first delivery
 to the end), for the connector and for Kafka alone alike, and both are read off the connector's
-receive_to_ack_seconds buckets. The machine's speed drifts, so each phase runs ``--rounds`` times, its
-variants in a turning order; ratios are taken within a round and the median round is reported. Last
-lines: p99 over the floor (ms) with one line and with two, two_lines_vs_one (full-speed ticks/s),
-e2e_vs_floor, e2e_speedup_vs_naive.
+receive_to_ack_seconds buckets. A discarded full-speed run warms the broker up first. The machine's
+speed drifts, so each phase runs ``--rounds`` times, its variants in a turning order; ratios are taken
+within a round and the median round is reported. Last lines: p99 over the floor (ms) with one line and
+with two, two_lines_vs_one (full-speed ticks/s), e2e_vs_floor, e2e_speedup_vs_naive.
 """
 
 from __future__ import annotations
@@ -533,6 +533,9 @@ def main() -> int:
     steady_ticks = int(args.latency_rate * args.latency_seconds)
     n, rate = args.instruments, args.latency_rate
     with kafka_broker() as (bootstrap, _):
+        # Discarded: a fresh broker's JVM compiles its hot paths in the first minute, and took up to
+        # three times its later CPU per record then, which would tilt the first round.
+        run_connector(bootstrap, min(args.ticks, 1_000_000), n)
         full = _rounds(
             args.rounds,
             {
