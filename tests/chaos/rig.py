@@ -334,7 +334,7 @@ class Rig:
 
     def count(self) -> Tally:
         sent_ticks: dict[tuple[int, int], int] = {}  # (token, volume) → connection
-        sent_orders: dict[tuple[str, str], tuple[int, int]] = {}  # (order id, status) → (connection, seq)
+        sent_orders = SentOrders()
         opened: dict[int, float] = {}
         with self.sent_path.open() as fh:
             for line in fh:
@@ -343,7 +343,7 @@ class Rig:
                 if kind == "tick":
                     sent_ticks[(r["instrument_token"], r["volume_traded"])] = r["conn"]
                 elif kind == "order":
-                    sent_orders.setdefault((r["order_id"], r["status"]), (r["conn"], len(sent_orders)))
+                    sent_orders.add((r["order_id"], r["status"]), r["conn"])
                 elif kind == "connect":
                     opened[r["conn"]] = r["at"]
         ticks = read_all(self.bootstrap, self.topics[0])
@@ -351,19 +351,21 @@ class Rig:
         tick_keys = Counter((v["instrument_token"], v["volume_traded"]) for v in ticks)
         order_keys = Counter((v["order_id"], v["status"]) for v in orders)
         t = Tally(self.name, recovery_s=self.recovery_s)
-        t.sent = len(sent_ticks) + len(sent_orders)
+        t.sent = len(sent_ticks) + len(sent_orders.seq)
         t.in_kafka = len(ticks) + len(orders)
         t.duplicated_ticks = sum(n - 1 for n in tick_keys.values())
         t.duplicated = t.duplicated_ticks + sum(n - 1 for n in order_keys.values())
-        t.foreign = len(set(tick_keys) - set(sent_ticks)) + len(set(order_keys) - set(sent_orders))
+        t.foreign = len(set(tick_keys) - set(sent_ticks)) + len(set(order_keys) - sent_orders.seq.keys())
 
         def run_of(conn: int) -> int:
             at = opened.get(conn, 0.0)
             return max((i for i, r in enumerate(self.runs) if r.started <= at), default=0)
 
-        missing = sorted(set(sent_orders) - set(order_keys), key=sent_orders.__getitem__)
-        at_kill = lost_at_kill(
-            missing, sent_orders, set(order_keys), lambda conn: self.runs[run_of(conn)].how == "sigkill"
+        missing = sorted(sent_orders.seq.keys() - order_keys.keys(), key=sent_orders.seq.__getitem__)
+        at_kill = sent_orders.lost_at_kill(
+            missing,
+            set(order_keys),
+            lambda conn: conn in opened and self.runs[run_of(conn)].how == "sigkill",
         )
         t.orders_lost_at_kill = len(at_kill)
         t.missing_orders = len(missing) - len(at_kill)
@@ -372,7 +374,7 @@ class Rig:
             t.notes.append(
                 "order updates missing: "
                 + ", ".join(
-                    f"{oid} {status} (run {run_of(sent_orders[oid, status][0])}"
+                    f"{oid} {status} (runs {sorted({run_of(c) for c in sent_orders.conns[oid, status]})}"
                     f"{', intermediate, lost at SIGKILL' if (oid, status) in at_kill else ''})"
                     for oid, status in missing
                 )
@@ -402,20 +404,44 @@ class Rig:
         return t
 
 
-def lost_at_kill(
-    missing: list[tuple[str, str]],
-    sent: dict[tuple[str, str], tuple[int, int]],
-    in_kafka: set[tuple[str, str]],
-    killed: Callable[[int], bool],
-) -> list[tuple[str, str]]:
-    """The missing order updates that are the one loss the README allows: sent on a connection of a run
-    that was SIGKILLed, with a later state of the same order in Kafka (reconciliation recovers an order's
-    latest state only, so a final state is never allowed to be missing). ``sent`` maps (order id,
-    status) to (connection, sequence number in the sent log)."""
-    later: dict[str, int] = {}
-    for key in in_kafka & sent.keys():
-        later[key[0]] = max(later.get(key[0], -1), sent[key][1])
-    return [k for k in missing if killed(sent[k][0]) and later.get(k[0], -1) > sent[k][1]]
+OrderKey = tuple[str, str]  # (order id, status)
+
+
+@dataclass
+class SentOrders:
+    """The order updates of the simulator's sent log: the order of their first sending, and the
+    connections that carried each, in the order they were sent on each."""
+
+    seq: dict[OrderKey, int] = field(default_factory=dict)
+    conns: dict[OrderKey, set[int]] = field(default_factory=dict)
+    on: dict[int, list[OrderKey]] = field(default_factory=dict)
+
+    def add(self, key: OrderKey, conn: int) -> None:
+        self.seq.setdefault(key, len(self.seq))
+        self.conns.setdefault(key, set()).add(conn)
+        self.on.setdefault(conn, []).append(key)
+
+    def lost_at_kill(
+        self, missing: list[OrderKey], in_kafka: set[OrderKey], killed: Callable[[int], bool]
+    ) -> list[OrderKey]:
+        """The missing updates that are the one loss the README allows: every connection that carried one
+        belongs to a SIGKILLed run and had not yet delivered anything it carried later (an update
+        still in the socket's buffer, or read but not yet in the order log, at the kill); and a later state
+        of the same order is in Kafka (reconciliation recovers an order's latest state only, so a final
+        state is never allowed to be missing)."""
+        unread: set[tuple[int, OrderKey]] = set()  # (connection, update) after its last delivered one
+        for conn, keys in self.on.items():
+            if killed(conn):
+                last = max((i for i, k in enumerate(keys) if k in in_kafka), default=-1)
+                unread.update((conn, k) for k in keys[last + 1 :])
+        latest: dict[str, int] = {}
+        for key in in_kafka & self.seq.keys():
+            latest[key[0]] = max(latest.get(key[0], -1), self.seq[key])
+        return [
+            k
+            for k in missing
+            if all((c, k) in unread for c in self.conns[k]) and latest.get(k[0], -1) > self.seq[k]
+        ]
 
 
 def _acked(run: Run) -> dict[str, float]:

@@ -2,37 +2,51 @@
 
 from __future__ import annotations
 
-from tests.chaos.rig import lost_at_kill
+from tests.chaos.rig import OrderKey, SentOrders
 
-# (order id, status) → (connection, sequence in the sent log); connection 1 belonged to a SIGKILLed run.
-SENT = {
-    ("A", "OPEN"): (1, 0),
-    ("A", "COMPLETE"): (1, 1),
-    ("B", "OPEN"): (1, 2),
-    ("B", "CANCELLED"): (2, 3),
-    ("C", "OPEN"): (2, 4),
-    ("C", "COMPLETE"): (2, 5),
-    ("D", "OPEN"): (1, 6),
-}
+KILLED, LIVE = 1, 2  # connection 1 belonged to a SIGKILLed run
 
 
 def killed(conn: int) -> bool:
-    return conn == 1
+    return conn == KILLED
 
 
-def test_an_intermediate_state_lost_at_a_kill_is_allowed_when_a_later_state_is_in_kafka() -> None:
-    in_kafka = {("A", "COMPLETE"), ("B", "CANCELLED"), ("C", "COMPLETE")}
-    missing = [("A", "OPEN"), ("B", "OPEN"), ("C", "OPEN"), ("D", "OPEN")]
-    # C was not sent to a killed run; D's later state never reached Kafka (nor was there one).
-    assert lost_at_kill(missing, SENT, in_kafka, killed) == [("A", "OPEN"), ("B", "OPEN")]
+def sent(*updates: tuple[str, str, int]) -> SentOrders:
+    orders = SentOrders()
+    for order_id, status, conn in updates:
+        orders.add((order_id, status), conn)
+    return orders
+
+
+def allowed(orders: SentOrders, in_kafka: set[OrderKey]) -> list[OrderKey]:
+    missing = sorted(orders.seq.keys() - in_kafka, key=orders.seq.__getitem__)
+    return orders.lost_at_kill(missing, in_kafka, killed)
+
+
+def test_an_update_unread_at_the_kill_is_allowed_when_its_orders_later_state_is_in_kafka() -> None:
+    orders = sent(("A", "OPEN", KILLED), ("B", "OPEN", KILLED), ("A", "COMPLETE", LIVE))
+    # A's OPEN and B's OPEN were the killed connection's last updates, neither delivered; only A's order
+    # has a later state in Kafka (B's final state never came).
+    assert allowed(orders, {("A", "COMPLETE")}) == [("A", "OPEN")]
+
+
+def test_an_update_followed_by_a_delivered_one_on_the_same_connection_is_a_loss() -> None:
+    """TCP keeps order: what the killed connection carried before an update that reached Kafka was read."""
+    orders = sent(("A", "OPEN", KILLED), ("A", "COMPLETE", KILLED))
+    assert allowed(orders, {("A", "COMPLETE")}) == []
 
 
 def test_a_final_state_missing_is_never_allowed() -> None:
-    in_kafka = {("A", "OPEN"), ("B", "OPEN")}
-    missing = [("A", "COMPLETE"), ("B", "CANCELLED")]
-    assert lost_at_kill(missing, SENT, in_kafka, killed) == []
+    orders = sent(("A", "OPEN", LIVE), ("A", "COMPLETE", KILLED))
+    assert allowed(orders, {("A", "OPEN")}) == []
+
+
+def test_an_update_a_live_connection_also_carried_is_a_loss() -> None:
+    orders = sent(("A", "OPEN", KILLED), ("A", "OPEN", LIVE), ("A", "COMPLETE", LIVE))
+    assert allowed(orders, {("A", "COMPLETE")}) == []
 
 
 def test_without_a_kill_nothing_is_allowed() -> None:
-    in_kafka = {("A", "COMPLETE")}
-    assert lost_at_kill([("A", "OPEN")], SENT, in_kafka, lambda conn: False) == []
+    orders = sent(("A", "OPEN", LIVE), ("A", "COMPLETE", LIVE))
+    missing = [("A", "OPEN")]
+    assert orders.lost_at_kill(missing, {("A", "COMPLETE")}, lambda conn: False) == []
