@@ -34,7 +34,8 @@ log = logging.getLogger("connector.sink")
 _CREATE_TIMEOUT = 30.0
 _CHECK_TIMEOUT = 20.0
 # A broker back from a pause answers metadata before its admin requests find the controller ("waiting for
-# controller: timed out"): a topic describe is asked in short attempts for as long as metadata is waited for.
+# controller: timed out"): a describe (topic or group) is asked in short attempts for as long as metadata
+# is waited for.
 _TOPIC_ATTEMPT = 5.0
 _RECOVERY_TIMEOUT = 60.0
 _SLICE = 0.5  # each wait is this short, so a signal and a refusal are both seen at once
@@ -235,15 +236,16 @@ class Cluster:
         )
 
     def _group_operations(self, group: str) -> set[AclOperation] | None:
-        """What the client may do on a consumer group; waits (bounded) while its coordinator loads."""
+        """What the client may do on a consumer group; waits (bounded) while its coordinator loads or
+        a busy broker lets the describe time out."""
         return self._operations_of(
             f"consumer group {group}",
             lambda: self.admin.describe_consumer_groups(
-                [group], include_authorized_operations=True, request_timeout=_CHECK_TIMEOUT
+                [group], include_authorized_operations=True, request_timeout=_TOPIC_ATTEMPT
             )[group],
             KafkaError.GROUP_AUTHORIZATION_FAILED,
-            lambda error: error.code() in _COORDINATOR_NOT_READY,
-            _CHECK_TIMEOUT,
+            _group_transient,
+            _RECOVERY_TIMEOUT,
         )
 
     def _operations_of(
@@ -278,6 +280,11 @@ class Cluster:
 def _transient(error: KafkaError) -> bool:
     """An error a describe may meet while a broker recovers (a pause, a restart): asked again, it passes."""
     return bool(error.retriable()) or error.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT)
+
+
+def _group_transient(error: KafkaError) -> bool:
+    """A group describe also meets a coordinator still loading (a fresh or restarted broker)."""
+    return _transient(error) or error.code() in _COORDINATOR_NOT_READY
 
 
 def _operations(future: Any, denied: int) -> set[AclOperation] | None:

@@ -289,13 +289,14 @@ class Rig:
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())["data"]
 
-    def open_slots(self) -> set[int]:
-        """The connection numbers (lines) the simulator has open."""
-        return {c["slot"] for c in self._control("GET", "connections")}
+    def open_lines(self) -> dict[int, int]:
+        """The lines the simulator has open: connection number (slot) → connection id."""
+        return {c["slot"]: c["conn"] for c in self._control("GET", "connections")}
 
-    def drop_slot(self, slot: int) -> None:
-        """Cut one line: TCP closed with no close frame, as a network fault does."""
-        self._control("POST", f"drop?slot={slot}")
+    def drop_slot(self, slot: int) -> int:
+        """Cut one line: TCP closed with no close frame, as a network fault does; returns the id of the
+        connection cut (it stays listed as open until what was sent to it has left, up to 2 s)."""
+        return int(self._control("POST", f"drop?slot={slot}")["conn"])
 
     def tail(self, lines: int = 15) -> str:
         text = self.run.log_path.read_text(errors="replace") if self.run.log_path.exists() else ""

@@ -103,15 +103,17 @@ def two_lines(broker: Broker, workdir: Path, drops: int = 20) -> dict[str, Tally
         rig.start()
         rig.wait_streaming()
         left = {1: drops, 2: drops}  # the simulator numbers connections from 1
+        cut: set[int] = set()  # a cut connection is listed as open until its socket is closed
         deadline = time.monotonic() + 240
         while any(left.values()):
-            while rig.open_slots() != {1, 2}:  # both lines up: never cut the last one standing
+            # both lines up, neither of them one just cut: never cut the last one standing
+            while (lines := rig.open_lines()).keys() != {1, 2} or cut & set(lines.values()):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"two lines did not come back within 240 s ({left} drops left)")
                 time.sleep(0.05)
             time.sleep(rng.uniform(0.2, 1.0))
             slot = rng.choice([s for s, n in left.items() if n])
-            rig.drop_slot(slot)
+            cut.add(rig.drop_slot(slot))
             left[slot] -= 1
         wait_recovered([rig], {rig.name: rig.delivered()}, timeout=30)
         per_line = _per_line(rig.metrics() or {})

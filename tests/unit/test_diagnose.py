@@ -262,3 +262,36 @@ def test_a_describe_that_keeps_timing_out_is_not_checked_and_one_that_fails_othe
             _transient,
             5,
         )
+
+
+def test_a_group_describe_that_times_out_is_asked_again_then_not_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A broker busy at start-up let the consumer's group describe time out, and `consume` exited 2; a
+    timeout is now waited out like a coordinator that loads, and a refusal or other error still stops it."""
+    from connector.errors import SinkError
+    from connector.sink._admin import _group_transient
+
+    assert _group_transient(KafkaError(KafkaError._TIMED_OUT))
+    assert _group_transient(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS))
+    assert not _group_transient(KafkaError(KafkaError.INVALID_REQUEST))
+    cluster = Cluster(dict(NO_BROKER))
+    calls: list[int] = []
+
+    def times_out() -> object:
+        calls.append(1)
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+
+    allowed = cluster._operations_of(
+        "consumer group g", times_out, KafkaError.GROUP_AUTHORIZATION_FAILED, _group_transient, 0.5
+    )
+    assert allowed is None and len(calls) >= 2
+    assert "could not check the ACLs on consumer group g" in caplog.text
+    with pytest.raises(SinkError, match="cannot describe consumer group g"):
+        cluster._operations_of(
+            "consumer group g",
+            _failing(KafkaError.INVALID_REQUEST),
+            KafkaError.GROUP_AUTHORIZATION_FAILED,
+            _group_transient,
+            5,
+        )
