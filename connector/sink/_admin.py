@@ -11,6 +11,7 @@ command reads anything, rather than found by the first record that fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -204,8 +205,9 @@ class Cluster:
         for topics, operation in ((access.read, AclOperation.READ), (access.write, AclOperation.WRITE)):
             for topic in topics:
                 needs.setdefault(topic, set()).add(operation)
+        deadline = time.monotonic() + _RECOVERY_TIMEOUT  # for all of them: a busy cluster is waited for once
         for topic, operations in needs.items():
-            allowed = self._topic_operations(topic)
+            allowed = self._topic_operations(topic, deadline)
             lacking = sorted(operations - allowed, key=str) if allowed is not None else []
             if lacking:
                 raise KafkaAccessError(
@@ -215,7 +217,7 @@ class Cluster:
                     f"{' and '.join(op.name for op in lacking)} on Topic:{topic})",
                 )
         for group in access.groups:
-            allowed = self._group_operations(group)
+            allowed = self._group_operations(group, deadline)
             if allowed is not None and AclOperation.READ not in allowed:
                 raise KafkaAccessError(
                     "authorization",
@@ -223,7 +225,7 @@ class Cluster:
                     f"(missing ACL: READ on Group:{group})",
                 )
 
-    def _topic_operations(self, topic: str) -> set[AclOperation] | None:
+    def _topic_operations(self, topic: str, deadline: float) -> set[AclOperation] | None:
         """What the client may do on a topic; waits (bounded) while a broker just back has no controller."""
         return self._operations_of(
             f"topic {topic}",
@@ -232,10 +234,10 @@ class Cluster:
             )[topic],
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
             _transient,
-            _RECOVERY_TIMEOUT,
+            deadline,
         )
 
-    def _group_operations(self, group: str) -> set[AclOperation] | None:
+    def _group_operations(self, group: str, deadline: float) -> set[AclOperation] | None:
         """What the client may do on a consumer group; waits (bounded) while its coordinator loads or
         a busy broker lets the describe time out."""
         return self._operations_of(
@@ -245,7 +247,7 @@ class Cluster:
             )[group],
             KafkaError.GROUP_AUTHORIZATION_FAILED,
             _group_transient,
-            _RECOVERY_TIMEOUT,
+            deadline,
         )
 
     def _operations_of(
@@ -254,13 +256,13 @@ class Cluster:
         describe: Callable[[], Any],
         denied: int,
         again: Callable[[KafkaError], bool],
-        bound: float,
+        deadline: float,
     ) -> set[AclOperation] | None:
-        """Describes a resource until it answers, asking again after an error ``again`` says will pass, for
-        at most ``bound`` seconds; then it is not checked (None). A cluster that serves metadata but is too
-        busy to describe (just back from a pause, with every producer's backlog arriving) must not keep
-        the connector from streaming: a missing ACL then shows at run time, counted and on /healthz."""
-        deadline = time.monotonic() + bound
+        """Describes a resource until it answers, asking again after an error ``again`` says will pass,
+        until ``deadline`` (monotonic); then it is not checked (None). A cluster that serves metadata but
+        is too busy to describe (just back from a pause, with every producer's backlog arriving) must not
+        keep the connector from streaming: a missing ACL then shows at run time, counted and on /healthz."""
+        started = time.monotonic()
         while True:
             try:
                 return _operations(describe(), denied)
@@ -270,10 +272,14 @@ class Cluster:
                     raise SinkError(f"cannot describe {what}: {exc.args[0].str()}") from exc
                 if time.monotonic() > deadline:
                     log.warning(
-                        "could not check the ACLs on %s in %.0f s (%s): going on without", what, bound,
-                        exc.args[0].str(),
+                        "could not check the ACLs on %s in %.0f s (%s): going on without", what,
+                        time.monotonic() - started, exc.args[0].str(),
                     )  # fmt: skip
                     return None
+            # A broker back from a pause may have told us it had no controller; without fresh metadata
+            # librdkafka waits for one until its next periodic refresh (minutes), each describe timing out.
+            with contextlib.suppress(KafkaException):
+                self.admin.list_topics(timeout=_SLICE)
             time.sleep(0.2)
 
 

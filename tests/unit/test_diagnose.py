@@ -6,6 +6,7 @@ broker the integration tests start); the probes of the listener are given as fun
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -250,17 +251,17 @@ def test_a_describe_that_keeps_timing_out_is_not_checked_and_one_that_fails_othe
     cluster = Cluster(dict(NO_BROKER))
     timed_out = _failing(KafkaError._TIMED_OUT)
     allowed = cluster._operations_of(
-        "topic t", timed_out, KafkaError.TOPIC_AUTHORIZATION_FAILED, _transient, 0.5
+        "topic t", timed_out, KafkaError.TOPIC_AUTHORIZATION_FAILED, _transient, time.monotonic() + 0.5
     )
     assert allowed is None
-    assert "could not check the ACLs on topic t in 0 s" in caplog.text
+    assert "could not check the ACLs on topic t in " in caplog.text
     with pytest.raises(SinkError, match="cannot describe topic t"):
         cluster._operations_of(
             "topic t",
             _failing(KafkaError.INVALID_REQUEST),
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
             _transient,
-            5,
+            time.monotonic() + 5,
         )
 
 
@@ -283,7 +284,11 @@ def test_a_group_describe_that_times_out_is_asked_again_then_not_checked(
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
 
     allowed = cluster._operations_of(
-        "consumer group g", times_out, KafkaError.GROUP_AUTHORIZATION_FAILED, _group_transient, 0.5
+        "consumer group g",
+        times_out,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        _group_transient,
+        time.monotonic() + 0.5,
     )
     assert allowed is None and len(calls) >= 2
     assert "could not check the ACLs on consumer group g" in caplog.text
@@ -293,5 +298,5 @@ def test_a_group_describe_that_times_out_is_asked_again_then_not_checked(
             _failing(KafkaError.INVALID_REQUEST),
             KafkaError.GROUP_AUTHORIZATION_FAILED,
             _group_transient,
-            5,
+            time.monotonic() + 5,
         )
