@@ -240,42 +240,33 @@ def _failing(code: int) -> Callable[[], object]:
     return describe
 
 
-def test_a_describe_that_keeps_timing_out_is_not_checked_and_one_that_fails_otherwise_stops_the_start(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A cluster busy after a pause answers metadata but times out describes: the connector starts anyway
-    (a missing ACL then shows at run time); any other error is named."""
-    from connector.errors import SinkError
-    from connector.sink._admin import _transient
-
-    cluster = Cluster(dict(NO_BROKER))
-    timed_out = _failing(KafkaError._TIMED_OUT)
-    allowed = cluster._operations_of(
-        "topic t", timed_out, KafkaError.TOPIC_AUTHORIZATION_FAILED, _transient, time.monotonic() + 0.5
-    )
-    assert allowed is None
-    assert "could not check the ACLs on topic t in " in caplog.text
-    with pytest.raises(SinkError, match="cannot describe topic t"):
-        cluster._operations_of(
-            "topic t",
-            _failing(KafkaError.INVALID_REQUEST),
-            KafkaError.TOPIC_AUTHORIZATION_FAILED,
-            _transient,
-            time.monotonic() + 5,
-        )
-
-
-def test_a_group_describe_that_times_out_is_asked_again_then_not_checked(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A broker busy at start-up let the consumer's group describe time out, and `consume` exited 2; a
-    timeout is now waited out like a coordinator that loads, and a refusal or other error still stops it."""
-    from connector.errors import SinkError
+def test_a_group_describe_meets_a_timeout_and_a_loading_coordinator_as_passing() -> None:
+    """A broker busy at start-up let the consumer's group describe time out, and `consume` exited 2: a
+    timeout is now waited out like a coordinator that loads."""
     from connector.sink._admin import _group_transient
 
     assert _group_transient(KafkaError(KafkaError._TIMED_OUT))
     assert _group_transient(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS))
     assert not _group_transient(KafkaError(KafkaError.INVALID_REQUEST))
+
+
+@pytest.mark.parametrize(
+    ("what", "denied", "again"),
+    [
+        ("topic t", KafkaError.TOPIC_AUTHORIZATION_FAILED, "_transient"),
+        ("consumer group g", KafkaError.GROUP_AUTHORIZATION_FAILED, "_group_transient"),
+    ],
+    ids=["topic", "group"],
+)
+def test_a_describe_that_keeps_timing_out_is_asked_again_then_not_checked_and_any_other_error_stops(
+    caplog: pytest.LogCaptureFixture, what: str, denied: int, again: str
+) -> None:
+    """A cluster busy after a pause answers metadata but times out describes: the connector starts anyway
+    (a missing ACL then shows at run time); any other error is named."""
+    from connector.errors import SinkError
+    from connector.sink import _admin
+
+    passes = getattr(_admin, again)
     cluster = Cluster(dict(NO_BROKER))
     calls: list[int] = []
 
@@ -283,20 +274,10 @@ def test_a_group_describe_that_times_out_is_asked_again_then_not_checked(
         calls.append(1)
         raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
 
-    allowed = cluster._operations_of(
-        "consumer group g",
-        times_out,
-        KafkaError.GROUP_AUTHORIZATION_FAILED,
-        _group_transient,
-        time.monotonic() + 0.5,
-    )
+    allowed = cluster._operations_of(what, times_out, denied, passes, time.monotonic() + 0.5)
     assert allowed is None and len(calls) >= 2
-    assert "could not check the ACLs on consumer group g" in caplog.text
-    with pytest.raises(SinkError, match="cannot describe consumer group g"):
+    assert f"could not check the ACLs on {what} in " in caplog.text
+    with pytest.raises(SinkError, match=f"cannot describe {what}"):
         cluster._operations_of(
-            "consumer group g",
-            _failing(KafkaError.INVALID_REQUEST),
-            KafkaError.GROUP_AUTHORIZATION_FAILED,
-            _group_transient,
-            time.monotonic() + 5,
+            what, _failing(KafkaError.INVALID_REQUEST), denied, passes, time.monotonic() + 5
         )
