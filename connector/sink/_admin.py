@@ -37,7 +37,7 @@ _CHECK_TIMEOUT = 20.0
 # A broker back from a pause answers metadata before its admin requests find the controller ("waiting for
 # controller: timed out"): a describe (topic or group) is asked in short attempts for as long as metadata
 # is waited for.
-_TOPIC_ATTEMPT = 5.0
+_DESCRIBE_ATTEMPT = 5.0
 _RECOVERY_TIMEOUT = 60.0
 _SLICE = 0.5  # each wait is this short, so a signal and a refusal are both seen at once
 _WAITING_LOG_EVERY = 10.0
@@ -230,7 +230,9 @@ class Cluster:
         return self._operations_of(
             f"topic {topic}",
             lambda: self.admin.describe_topics(
-                TopicCollection([topic]), include_authorized_operations=True, request_timeout=_TOPIC_ATTEMPT
+                TopicCollection([topic]),
+                include_authorized_operations=True,
+                request_timeout=_DESCRIBE_ATTEMPT,
             )[topic],
             KafkaError.TOPIC_AUTHORIZATION_FAILED,
             _transient,
@@ -243,7 +245,7 @@ class Cluster:
         return self._operations_of(
             f"consumer group {group}",
             lambda: self.admin.describe_consumer_groups(
-                [group], include_authorized_operations=True, request_timeout=_TOPIC_ATTEMPT
+                [group], include_authorized_operations=True, request_timeout=_DESCRIBE_ATTEMPT
             )[group],
             KafkaError.GROUP_AUTHORIZATION_FAILED,
             _group_transient,
