@@ -195,14 +195,17 @@ def test_native_arbiter_decides_as_the_python_reference(
 @st.composite
 def line_feeds(draw: st.DrawFn) -> list[tuple[bytes, int, set[int] | None]]:
     """(message, receipt step, subscribed tokens) as lines bring them: packets of a few instruments, each in
-    one or more messages (so in several lines' messages), now and then mutated or with a stray token."""
+    one or more messages (so in several lines' messages), now and then mutated or with a stray token. Some
+    messages are longer than the block of packets whose ids the C transcoder takes at once."""
     pool = [
         struct.pack(">I", draw(st.sampled_from(TOKENS))) + draw(raw_packets)[4:]
         for _ in range(draw(st.integers(1, 10)))
     ]
     feeds = []
     for _ in range(draw(st.integers(1, 14))):
-        message = encode_message(draw(st.lists(st.sampled_from(pool), min_size=1, max_size=6)))
+        # and past the C transcoder's blocks of 64 packets
+        packets = draw(st.integers(1, 6) | st.integers(60, 150))
+        message = encode_message(draw(st.lists(st.sampled_from(pool), min_size=packets, max_size=packets)))
         if draw(st.integers(0, 7)) == 0:
             message = draw(messages().filter(bool)) if draw(st.booleans()) else message[:-1]
         subscribed = set(TOKENS[1:]) if draw(st.integers(0, 7)) == 0 else None  # token 0 is a stray then
