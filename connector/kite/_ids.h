@@ -1,7 +1,10 @@
 /*
  * Tick ids in C: the CRC-32 of a packet, exactly as zlib.crc32 computes it (IEEE 802.3, reflected,
  * polynomial 0xEDB88320), which is what _ids.py's packet_ids returns. Table-driven, eight bytes a step
- * ("slicing by 8"), so no library is linked. Call kite_ids_init() once before kite_tick_id().
+ * ("slicing by 8"), so no library is linked; where the CPU multiplies carry-less (PCLMULQDQ, x86-64), the
+ * whole 16-byte blocks of a packet of 32 bytes or more are first folded into one, 16 bytes a step: several
+ * times faster on a full-mode packet (with two lines, every packet of both lines gets its id). Call
+ * kite_ids_init() once before kite_tick_id().
  */
 #ifndef KITE_IDS_H
 #define KITE_IDS_H
@@ -9,6 +12,12 @@
 #include <stdint.h>
 
 static uint32_t kite_crc_table[8][256];
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define KITE_IDS_FOLD 1
+static int kite_crc_fold_ok; /* the CPU has PCLMULQDQ */
+#endif
 
 static void kite_ids_init(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -21,23 +30,59 @@ static void kite_ids_init(void) {
             uint32_t c = kite_crc_table[t - 1][i];
             kite_crc_table[t][i] = (c >> 8) ^ kite_crc_table[0][c & 0xFF];
         }
+#ifdef KITE_IDS_FOLD
+    __builtin_cpu_init();
+    kite_crc_fold_ok = __builtin_cpu_supports("pclmul");
+#endif
 }
 
 static inline uint32_t kite_le32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
-/* The tick id of the len bytes at p (a packet, without its length prefix). */
-static inline uint32_t kite_tick_id(const unsigned char *p, Py_ssize_t len) {
+/* The CRC register c after the len bytes at p, by the tables (no pre- or post-inversion). */
+static inline uint32_t kite_crc_sliced(uint32_t c, const unsigned char *p, Py_ssize_t len) {
     const uint32_t (*t)[256] = kite_crc_table;
-    uint32_t c = UINT32_C(0xFFFFFFFF);
     for (; len >= 8; p += 8, len -= 8) {
         uint32_t lo = c ^ kite_le32(p), hi = kite_le32(p + 4);
         c = t[7][lo & 0xFF] ^ t[6][(lo >> 8) & 0xFF] ^ t[5][(lo >> 16) & 0xFF] ^ t[4][lo >> 24]
             ^ t[3][hi & 0xFF] ^ t[2][(hi >> 8) & 0xFF] ^ t[1][(hi >> 16) & 0xFF] ^ t[0][hi >> 24];
     }
     while (len-- > 0) c = (c >> 8) ^ t[0][(c ^ *p++) & 0xFF];
-    return c ^ UINT32_C(0xFFFFFFFF);
+    return c;
+}
+
+#ifdef KITE_IDS_FOLD
+/* The CRC register c after the n bytes at p (n a multiple of 16, at least 32). Each step multiplies the two
+ * halves of the running 128 bits by x^(128+32) and x^(128-32) modulo the polynomial (bit-reflected, as in
+ * Intel's paper "Fast CRC Computation for Generic Polynomials Using PCLMULQDQ Instruction") and adds the
+ * next 16 bytes; the 16 bytes left have the CRC of all of them, and the tables finish it. */
+__attribute__((target("pclmul,sse2"))) static uint32_t kite_crc_folded(uint32_t c, const unsigned char *p,
+                                                                      Py_ssize_t n) {
+    const __m128i k = _mm_set_epi64x(INT64_C(0xccaa009e), INT64_C(0x1751997d0));
+    __m128i x = _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_cvtsi32_si128((int)c));
+    for (Py_ssize_t i = 16; i < n; i += 16) {
+        __m128i lo = _mm_clmulepi64_si128(x, k, 0x00), hi = _mm_clmulepi64_si128(x, k, 0x11);
+        x = _mm_xor_si128(_mm_xor_si128(lo, hi), _mm_loadu_si128((const __m128i *)(p + i)));
+    }
+    unsigned char left[16];
+    _mm_storeu_si128((__m128i *)left, x);
+    return kite_crc_sliced(0, left, 16);
+}
+#endif
+
+/* The tick id of the len bytes at p (a packet, without its length prefix). */
+static inline uint32_t kite_tick_id(const unsigned char *p, Py_ssize_t len) {
+    uint32_t c = UINT32_C(0xFFFFFFFF);
+#ifdef KITE_IDS_FOLD
+    if (kite_crc_fold_ok && len >= 32) {
+        Py_ssize_t n = len & ~(Py_ssize_t)15;
+        c = kite_crc_folded(c, p, n);
+        p += n;
+        len -= n;
+    }
+#endif
+    return kite_crc_sliced(c, p, len) ^ UINT32_C(0xFFFFFFFF);
 }
 
 #endif
