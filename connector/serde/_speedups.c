@@ -380,7 +380,7 @@ static int arbiter_first(Arbiter *a, uint32_t token, uint32_t id, long long now)
         if (!expired(now, s->ring[slot].at, a->window_ms)) return 0;
         seen_remove(s, slot); /* seen again after the window: it becomes the newest */
     }
-    if (s->len == a->per_token) seen_pop_oldest(s); /* ArbiterPy pops it right after adding the new id */
+    if (s->len == (uint32_t)a->per_token) seen_pop_oldest(s); /* ArbiterPy pops it right after adding the new id */
     else if (s->len == s->cap && seen_grow(s, (uint32_t)a->per_token) < 0) return -1;
     uint32_t slot = seen_slot(s, s->len++);
     s->ring[slot] = (Entry){.at = now, .id = id};
@@ -531,7 +531,7 @@ enum { BLOCK = 64 }; /* packets whose tick ids (and arbiter lines) transcode get
  * on them will read are asked for first, in waves: the tokens' table slots, then each instrument's index
  * entry for the id and its oldest entry, then that oldest entry's index entry (a full ring drops it). Each
  * wave reads what the one before asked for, so a block's misses overlap instead of queueing one behind
- * another: an instrument's entries are cold by the time its next tick comes. Hints only, nothing written. */
+ * another: an instrument's entries are cold by the time its next tick comes. Nothing is written. */
 static void block_ids(const unsigned char *d, Py_ssize_t size, Py_ssize_t off, Py_ssize_t n, uint32_t *ids,
                       const Arbiter *a) {
     uint32_t tokens[BLOCK];
@@ -553,7 +553,7 @@ static void block_ids(const unsigned char *d, Py_ssize_t size, Py_ssize_t off, P
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         const Seen *s = seen[i];
-        if (s->ring && s->len == a->per_token) PREFETCH(&index_of(s)[mix32(s->ring[s->head].id) & s->mask]);
+        if (s->ring && s->len == (uint32_t)a->per_token) PREFETCH(&index_of(s)[mix32(s->ring[s->head].id) & s->mask]);
     }
 }
 
@@ -633,11 +633,20 @@ fail:
     return NULL;
 }
 
+/* use_crc_fold(on) -> bool */
+static PyObject *use_crc_fold(PyObject *self, PyObject *on) {
+    (void)self;
+    int want = PyObject_IsTrue(on);
+    return want < 0 ? NULL : PyBool_FromLong(kite_ids_fold(want));
+}
+
 static PyMethodDef methods[] = {
     {"encode_tick", (PyCFunction)(void (*)(void))encode_tick, METH_FASTCALL, "Avro binary of a Tick (no framing)."},
     {"transcode", (PyCFunction)(void (*)(void))transcode, METH_FASTCALL,
      "A binary Kite message to ([(key, framed Avro value, timestamp_ms[, tick_id])], ltp, quote, full,"
      " segments), the ticks an arbiter (if any) lets through; None if malformed or a token is not subscribed."},
+    {"use_crc_fold", use_crc_fold, METH_O,
+     "Tick ids fold with PCLMULQDQ if on and the CPU can (else the tables alone); whether they did before."},
     {NULL, NULL, 0, NULL},
 };
 

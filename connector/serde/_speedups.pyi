@@ -7,6 +7,10 @@ def encode_tick(tick: Tick, received_at_ms: int, /) -> bytes: ...
 
 transcode: Transcoder  # the rules and the return shape: connector/serde/_transcode.py
 
+def use_crc_fold(on: bool, /) -> bool:
+    """Tick ids fold with PCLMULQDQ if ``on`` and the CPU can (else the tables alone: tests compare both);
+    whether they did before."""
+
 class Arbiter:
     """connector.arbiter.ArbiterPy in C: tokens and tick ids in 0..2**32-1 (else OverflowError), times in
     64 bits."""

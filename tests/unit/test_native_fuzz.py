@@ -203,8 +203,7 @@ def line_feeds(draw: st.DrawFn) -> list[tuple[bytes, int, set[int] | None]]:
     ]
     feeds = []
     for _ in range(draw(st.integers(1, 14))):
-        # and past the C transcoder's blocks of 64 packets
-        packets = draw(st.integers(1, 6) | st.integers(60, 150))
+        packets = draw(st.integers(1, 6) | st.sampled_from([63, 64, 65, 128, 129]) | st.integers(60, 150))
         message = encode_message(draw(st.lists(st.sampled_from(pool), min_size=packets, max_size=packets)))
         if draw(st.integers(0, 7)) == 0:
             message = draw(messages().filter(bool)) if draw(st.booleans()) else message[:-1]
@@ -254,6 +253,23 @@ def test_native_tick_ids_are_the_crc32_of_each_packet(message: bytes, received: 
         return
     assert [r[3] for r in named[0]] == packet_ids(message)
     assert [r[:3] for r in named[0]] == plain[0] and named[1:] == plain[1:]
+
+
+@needs_native
+@pytest.mark.parametrize("fold", [False, True], ids=["tables", "folding where the CPU can"])
+def test_native_tick_ids_are_the_crc32_with_and_without_folding(fold: bool) -> None:
+    """Every packet length a message holds (LTP, quote, full, index), by the tables alone and folded."""
+    from connector.serde._speedups import use_crc_fold
+
+    assert native_transcode is not None
+    before = use_crc_fold(fold)
+    try:
+        for message in SEEDS:
+            named = native_transcode(message, 1_764_000_000_000, b"", 600_000, None, None, True)
+            assert named is not None
+            assert [r[3] for r in named[0]] == packet_ids(message)
+    finally:
+        use_crc_fold(before)
 
 
 VALID_TICKS = [t for m in SEEDS for t in parse_binary_py(m)[0]]
