@@ -18,7 +18,7 @@ import websocket
 
 from connector.errors import SourceError
 from connector.source._frames import FrameReader
-from connector.source._sockets import RECV_BYTES, readable
+from connector.source._sockets import RECV_BYTES, readable, tls_pending
 
 if TYPE_CHECKING:
     from connector.source._listener import KiteListener
@@ -35,6 +35,7 @@ class _Line:
     read: Callable[[], bytes | None]
     frames: FrameReader
     fd: int
+    pending: Callable[[], int] | None  # TLS's decrypted bytes (None: a plain socket)
     last: float = field(default_factory=time.monotonic)
     ended: str | None = None  # why its stream ended, set by the reader
     failure: Exception | None = None  # what its handler raised on the reader's thread, for its own
@@ -58,7 +59,7 @@ class LineGroup:
         listener stops; returns why. What its handler raised on the reader's thread is raised here, on its
         own thread, for its own supervisor."""
         assert ws.sock is not None
-        line = _Line(listener, ws, _read_now(ws.sock), frames, ws.sock.fileno())
+        line = _Line(listener, ws, _read_now(ws.sock), frames, ws.sock.fileno(), tls_pending(ws.sock))
         with self._cond:
             self._lines.append(line)
         self._wake()
@@ -131,10 +132,7 @@ class LineGroup:
             if not data:
                 self._end(line, "connection closed by server")
                 return
-            received = time.perf_counter()
-            closed = line.listener.dispatch(
-                line.ws, line.frames.feed(data), time.time_ns() // 1_000_000, received
-            )
+            closed = line.listener.deliver(line.ws, line.frames, data)
         except SourceError as exc:
             self._end(line, f"protocol error ({exc})")
             return
@@ -166,7 +164,7 @@ class LineGroup:
 def _ready(lines: list[_Line], wait: float, wake: socket.socket) -> list[_Line]:
     """The lines with something to read within ``wait`` seconds, or sooner if ``wake`` is written to
     (TLS may hold bytes the descriptor does not show: then no waiting)."""
-    pending = [line for line in lines if _tls_pending(line.ws)]
+    pending = [line for line in lines if line.pending is not None and line.pending()]
     if pending:
         wait = 0.0
     found = readable([line.fd for line in lines] + [wake.fileno()], wait)
@@ -174,11 +172,6 @@ def _ready(lines: list[_Line], wait: float, wake: socket.socket) -> list[_Line]:
         with contextlib.suppress(OSError):
             wake.recv(4096)
     return [line for line in lines if line.fd in found or line in pending]
-
-
-def _tls_pending(ws: websocket.WebSocket) -> bool:
-    pending = getattr(ws.sock, "pending", None)
-    return bool(pending and pending())
 
 
 def _read_now(sock: socket.socket) -> Callable[[], bytes | None]:

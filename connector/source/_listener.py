@@ -20,7 +20,7 @@ from connector.kite import Mode, mode_message, subscribe_message, unsubscribe_me
 from connector.logs import redact
 from connector.source._frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, Frame, FrameReader
 from connector.source._group import LineGroup
-from connector.source._sockets import RECV_BYTES, readable
+from connector.source._sockets import RECV_BYTES, readable, tls_pending
 from connector.stats import ConnectionStats
 
 __all__ = ["KiteListener", "MessageHandler", "TokenSource", "backoff"]
@@ -44,11 +44,10 @@ def backoff(initial: float = 0.5, cap: float = 30.0, rng: random.Random | None =
 
 def _socket_reader(sock: socket.socket) -> Callable[[float], bytes | None]:
     """``read(wait)``: what the socket has within ``wait`` seconds; None if nothing, b"" once it closed."""
-    watched = (sock.fileno(),)
-    tls_pending = getattr(sock, "pending", None)  # TLS may hold decrypted bytes the descriptor does not show
+    watched, pending = (sock.fileno(),), tls_pending(sock)
 
     def read(wait: float) -> bytes | None:
-        if not (tls_pending and tls_pending()) and not readable(watched, wait):
+        if not (pending and pending()) and not readable(watched, wait):
             return None
         try:
             return sock.recv(RECV_BYTES)
@@ -369,8 +368,7 @@ class KiteListener(threading.Thread):
                 continue
             if not data:
                 return "connection closed by server"
-            received = time.perf_counter()
-            closed = self.dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
+            closed = self.deliver(ws, reader, data)
             wait = self.ack_wait(handler.service(), idle)
             last = self.stats.last_message = time.monotonic()
             if closed:
@@ -408,6 +406,12 @@ class KiteListener(threading.Thread):
     def ack_wait(ack_due: float | None, idle: float) -> float:
         """How long to wait on the sockets: ``idle``, or until an acknowledgement may arrive."""
         return idle if ack_due is None else max(ACK_WAIT, min(idle, ack_due))
+
+    def deliver(self, ws: websocket.WebSocket, reader: FrameReader, data: bytes) -> bool:
+        """What a socket read brought, received now: framed and dispatched. True once the server sent a
+        close frame."""
+        received = time.perf_counter()  # before framing: the receive→ack latency counts it
+        return self.dispatch(ws, reader.feed(data), time.time_ns() // 1_000_000, received)
 
     def dispatch(
         self, ws: websocket.WebSocket, frames: list[Frame], received_ms: int, received: float

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import select
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 
-__all__ = ["RECV_BYTES", "readable"]
+__all__ = ["RECV_BYTES", "readable", "tls_pending"]
 
 RECV_BYTES = 1 << 16  # under glibc's mmap threshold: recv buffers come from the heap
 
@@ -23,3 +24,9 @@ def readable(fds: Sequence[int], wait: float) -> set[int]:
         for fd in fds:
             poller.register(fd, select.POLLIN)
         return {fd for fd, _ in poller.poll(math.ceil(wait * 1000))}
+
+
+def tls_pending(sock: socket.socket) -> Callable[[], int] | None:
+    """How many decrypted bytes TLS holds that the descriptor does not show (a read needs no wait for
+    them); None for a plain socket."""
+    return getattr(sock, "pending", None)
