@@ -53,6 +53,7 @@ class LineGroup:
         # A line that joins wakes the reader, which may be waiting on the others' sockets for a second.
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._closed = False  # no line joins any more; the pair closes as the last one leaves
 
     def serve(self, listener: KiteListener, ws: websocket.WebSocket, frames: FrameReader) -> str:
         """Streams ``listener``'s socket (and, while this thread reads, the others') until it ends or the
@@ -61,24 +62,37 @@ class LineGroup:
         assert ws.sock is not None
         line = _Line(listener, ws, _read_now(ws.sock), frames, ws.sock.fileno(), tls_pending(ws.sock))
         with self._cond:
+            if self._closed:  # its shard closed after stopping its lines (one may still be connecting)
+                if listener.stopping:
+                    return "stopped"
+                raise RuntimeError("a running line joined a closed line group (its shard is closed)")
             self._lines.append(line)
         self._wake()
         try:
             reason = self._serve(line)
         finally:
             self._wake()  # a reader waiting on quiet sockets would hold the round for up to a second
-            with self._round, self._cond:
-                self._lines.remove(line)
+            self._leave(line)
         if line.failure is not None:
             raise line.failure
         return reason
 
     def close(self) -> None:
-        """Closes the wake socketpair, once no line is in the group (one that outlived its join keeps it)."""
+        """No line joins from now on; the wake socketpair closes now, or as the last line in it leaves."""
         with self._cond:
-            if not self._lines:
-                self._wake_r.close()
-                self._wake_w.close()
+            self._closed = True
+            self._close_if_empty()
+
+    def _leave(self, line: _Line) -> None:
+        with self._round, self._cond:
+            self._lines.remove(line)
+            self._close_if_empty()
+
+    def _close_if_empty(self) -> None:
+        """Under the condition's lock: once closed and left by every line, nothing waits on the pair."""
+        if self._closed and not self._lines:
+            self._wake_r.close()
+            self._wake_w.close()
 
     def _wake(self) -> None:
         with contextlib.suppress(OSError):  # full: the reader is awake anyway

@@ -7,11 +7,13 @@ import os
 import resource
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from connector.errors import ConfigError
 from connector.source import LineGroup, TokenSource, backoff
+from connector.source._frames import FrameReader
 from connector.source._listener import _socket_reader
 
 
@@ -62,12 +64,28 @@ def test_the_socket_reader_waits_on_either_side_of_selects_descriptor_limit(high
         ours.close()
 
 
-def test_a_line_group_keeps_its_wake_sockets_while_a_line_is_in_it() -> None:
+def test_a_closed_line_group_keeps_its_wake_sockets_until_its_last_line_leaves() -> None:
     group = LineGroup()
     wake = group._wake_r, group._wake_w
-    group._lines.append(object())  # type: ignore[arg-type]  # a line that outlived its join
+    line = object()  # a line that outlived its join
+    group._lines.append(line)  # type: ignore[arg-type]
     group.close()
     assert all(sock.fileno() != -1 for sock in wake)
-    group._lines.clear()
-    group.close()
+    group._leave(line)  # type: ignore[arg-type]
     assert all(sock.fileno() == -1 for sock in wake)
+
+
+def test_a_line_joining_a_closed_group_ends_if_stopping_and_is_refused_loudly_if_not() -> None:
+    group = LineGroup()
+    group.close()
+    ours, theirs = socket.socketpair()
+    try:
+        ws = SimpleNamespace(sock=ours)
+        stopping, running = SimpleNamespace(stopping=True), SimpleNamespace(stopping=False)
+        assert group.serve(stopping, ws, FrameReader()) == "stopped"  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="closed line group"):
+            group.serve(running, ws, FrameReader())  # type: ignore[arg-type]
+        assert group._lines == []
+    finally:
+        ours.close()
+        theirs.close()
