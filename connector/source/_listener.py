@@ -381,11 +381,11 @@ class KiteListener(threading.Thread):
         self._stop_event.wait(max(wait, SATURATED_WAIT))
 
     def _drain(
-        self, ws: websocket.WebSocket, read: Callable[[int], bytes | None], reader: FrameReader
+        self, ws: websocket.WebSocket, read: Callable[[float], bytes | None], reader: FrameReader
     ) -> None:
         """At stop: hand over what the socket already holds (order updates among it), within a budget."""
         deadline = time.monotonic() + self.drain_seconds
-        messages = 0
+        held = 0
         while time.monotonic() < deadline:
             if self.handler.saturated():  # the backlog bound holds at stop too: wait for room, not past it
                 self.handler.service()
@@ -394,13 +394,12 @@ class KiteListener(threading.Thread):
             data = read(0)
             if not data:
                 break
-            frames = reader.feed(data)
-            messages += len(frames)
-            if self.dispatch(ws, frames, time.time_ns() // 1_000_000, time.perf_counter()):
+            held += len(data)
+            if self.deliver(ws, reader, data):
                 break
         self.handler.service()
-        if messages:
-            log.info("%s: read %d messages the socket still held at stop", self.name, messages)
+        if held:
+            log.info("%s: read %d bytes the socket still held at stop", self.name, held)
 
     @staticmethod
     def ack_wait(ack_due: float | None, idle: float) -> float:

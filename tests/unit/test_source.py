@@ -67,8 +67,11 @@ def test_the_socket_reader_waits_on_either_side_of_selects_descriptor_limit(high
 def test_a_closed_line_group_keeps_its_wake_sockets_until_its_last_line_leaves() -> None:
     group = LineGroup()
     wake = group._wake_r, group._wake_w
-    line = object()  # a line that outlived its join
+    line = object()
     group._lines.append(line)  # type: ignore[arg-type]
+    group._leave(line)  # type: ignore[arg-type]  # a reconnect: the group lives on
+    assert all(sock.fileno() != -1 for sock in wake)
+    group._lines.append(line)  # type: ignore[arg-type]  # a line that outlived its join
     group.close()
     assert all(sock.fileno() != -1 for sock in wake)
     group._leave(line)  # type: ignore[arg-type]
